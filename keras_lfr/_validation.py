@@ -1,0 +1,87 @@
+"""Argument checks shared by methods, attacks and models.
+
+Every error names the argument, the value received and what was expected, so
+that a user never has to read a TensorFlow traceback to find a typo.
+"""
+
+import numbers
+
+
+def _fail(name, value, expected):
+    raise ValueError(
+        f"Invalid value for argument `{name}`. Received: {name}={value!r}. Expected {expected}."
+    )
+
+
+def non_negative_float(name, value):
+    """Returns `value` as a float, or raises if it is not a finite float >= 0."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not value >= 0
+        or value == float("inf")
+    ):
+        _fail(name, value, "a non-negative float")
+    return float(value)
+
+
+def positive_float(name, value):
+    """Returns `value` as a float, or raises if it is not a finite float > 0."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not value > 0
+        or value == float("inf")
+    ):
+        _fail(name, value, "a positive float")
+    return float(value)
+
+
+def positive_int(name, value):
+    """Returns `value` as an int, or raises if it is not an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        _fail(name, value, "an integer >= 1")
+    return int(value)
+
+
+def integer(name, value):
+    """Returns `value` as an int, or raises if it is not an integer."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        _fail(name, value, "an integer")
+    return int(value)
+
+
+def non_negative_int(name, value):
+    """Returns `value` as an int, or raises if it is not an integer >= 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        _fail(name, value, "a non-negative integer")
+    return int(value)
+
+
+def one_of(name, value, choices):
+    """Returns `value`, or raises if it is not one of `choices`."""
+    if value not in choices:
+        _fail(name, value, "one of " + ", ".join(repr(c) for c in choices))
+    return value
+
+
+def clip_range(clip_min, clip_max):
+    """Validates a pixel range and returns it as two floats."""
+    for name, value in (("clip_min", clip_min), ("clip_max", clip_max)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            _fail(name, value, "a float")
+    if not clip_min < clip_max:
+        _fail("clip_max", clip_max, f"a float greater than clip_min={clip_min!r}")
+    return float(clip_min), float(clip_max)
+
+
+def epsilon_in_range(epsilon, clip_min, clip_max):
+    """Validates `epsilon` against the pixel range it perturbs."""
+    epsilon = non_negative_float("epsilon", epsilon)
+    if epsilon > clip_max - clip_min:
+        _fail(
+            "epsilon",
+            epsilon,
+            f"a float no larger than the pixel range clip_max - clip_min = {clip_max - clip_min!r}",
+        )
+    return epsilon

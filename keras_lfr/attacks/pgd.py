@@ -1,0 +1,120 @@
+"""Projected gradient descent (Madry et al., ICLR 2018)."""
+
+import tensorflow as tf
+
+from keras_lfr import _validation, ops
+
+NORMS = ("linf", "l2")
+
+
+def pgd(
+    model,
+    x,
+    y,
+    *,
+    epsilon,
+    step_size,
+    steps,
+    random_start=True,
+    restarts=1,
+    norm="linf",
+    clip_min=0.0,
+    clip_max=1.0,
+    seed=0,
+):
+    """Untargeted PGD on the cross-entropy loss.
+
+    Maximises CE(f(x'), y) over the ball ‖x' − x‖ ≤ `epsilon` intersected with
+    [`clip_min`, `clip_max`] by `steps` steps of
+    x' ← Π(x' + `step_size` · d), with d = sign(∇) for `"linf"` and
+    d = ∇/‖∇‖₂ for `"l2"`. With `restarts > 1` the attack is repeated from
+    independent random starts and the per-example worst case (highest loss)
+    is kept. Reference: Madry et al., "Towards Deep Learning Models Resistant
+    to Adversarial Attacks", ICLR 2018.
+
+    Args:
+        model: A callable returning logits (called with `training=False`).
+        x: Clean inputs.
+        y: Integer labels `(batch,)` or one-hot labels.
+        epsilon: Radius of the ball.
+        step_size: Step length per iteration.
+        steps: Number of iterations (>= 1).
+        random_start: Start from a uniform point of the ball instead of x.
+            Defaults to `True`.
+        restarts: Number of independent runs (>= 1). Defaults to `1`.
+        norm: `"linf"` or `"l2"`. Defaults to `"linf"`.
+        clip_min: Smallest valid pixel value. Defaults to `0.0`.
+        clip_max: Largest valid pixel value. Defaults to `1.0`.
+        seed: Int or shape-`[2]` int tensor for the random starts. Defaults
+            to `0`.
+
+    Returns:
+        Adversarial inputs with the shape and dtype of `x`.
+
+    Raises:
+        ValueError: If an argument is out of range.
+    """
+    norm = _validation.one_of("norm", norm, NORMS)
+    clip_min, clip_max = _validation.clip_range(clip_min, clip_max)
+    if norm == "linf":
+        epsilon = _validation.epsilon_in_range(epsilon, clip_min, clip_max)
+    else:
+        epsilon = _validation.non_negative_float("epsilon", epsilon)
+    step_size = _validation.non_negative_float("step_size", step_size)
+    steps = _validation.positive_int("steps", steps)
+    restarts = _validation.positive_int("restarts", restarts)
+
+    x = tf.stop_gradient(tf.convert_to_tensor(x))
+    labels = ops.sparse_labels(y)
+    seed = ops.as_seed(seed)
+
+    def project(x_adv):
+        if norm == "linf":
+            return ops.project_linf(x_adv, x, epsilon, clip_min, clip_max)
+        delta = x_adv - x
+        norms = ops.expand_like(ops.l2_norm(delta), x)
+        factor = tf.minimum(1.0, epsilon / tf.maximum(norms, 1e-12))
+        return tf.clip_by_value(x + delta * factor, clip_min, clip_max)
+
+    def start(restart):
+        if not random_start:
+            return x
+        restart_seed = ops.fold_seed(seed, restart)
+        if norm == "linf":
+            return ops.random_start(x, "uniform", epsilon, restart_seed, clip_min, clip_max)
+        # Uniform direction, radius uniform in [0, epsilon].
+        direction = ops.normal(tf.shape(x), restart_seed, dtype=x.dtype)
+        norms = ops.expand_like(ops.l2_norm(direction), x)
+        radius = ops.uniform(
+            tf.shape(norms), ops.fold_seed(restart_seed, 1), 0.0, epsilon, dtype=x.dtype
+        )
+        direction = direction / norms
+        return project(x + direction * radius)
+
+    def l2_step(_, x_adv):
+        grad, _ = ops.input_gradient(model, x_adv, labels)
+        grad_norm = ops.expand_like(ops.l2_norm(grad), x)
+        return project(x_adv + step_size * grad / tf.maximum(grad_norm, 1e-12))
+
+    def run(x_start):
+        if norm == "l2":
+            return ops.iterate(l2_step, x_start, steps)
+        return ops.sign_ascent(
+            lambda x_adv: tf.reduce_sum(ops.cross_entropy(labels, model(x_adv, training=False))),
+            x,
+            x_start,
+            epsilon=epsilon,
+            step_size=step_size,
+            steps=steps,
+            clip_min=clip_min,
+            clip_max=clip_max,
+        )
+
+    best_x, best_loss = x, tf.fill([tf.shape(x)[0]], -float("inf"))
+    for restart in range(restarts):
+        x_adv = run(start(restart))
+        loss = ops.cross_entropy(labels, model(x_adv, training=False))
+        better = loss > best_loss
+        best_loss = tf.where(better, loss, best_loss)
+        best_x = tf.where(ops.expand_like(better, x), x_adv, best_x)
+    return tf.stop_gradient(best_x)

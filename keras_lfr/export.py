@@ -1,0 +1,56 @@
+"""Export for serving: a TF SavedModel that maps float32 images to logits."""
+
+import keras
+import tensorflow as tf
+
+from keras_lfr.model import input_shape_of
+
+SIGNATURE_KEY = "serving_default"
+INPUT_NAME = "images"
+OUTPUT_NAME = "logits"
+
+
+def export(model, path, input_shape=None):
+    """Writes a TF SavedModel whose `serving_default` signature returns logits.
+
+    A wrapper such as `LFRModel` is unwrapped first: serving needs only the
+    classifier. The signature takes float32 `images` of shape
+    `(batch, *input_shape)` and returns `{"logits": (batch, classes)}`.
+
+    Args:
+        model: A `RobustModel` or any Keras model that returns logits.
+        path: Directory to write.
+        input_shape: Shape of one input without the batch axis. Defaults to
+            `None`: taken from the model's `Input` (functional models) or
+            from the shape it was built with.
+
+    Returns:
+        `path`.
+
+    Raises:
+        ValueError: If the input shape is unknown.
+
+    Example:
+
+    >>> keras_lfr.export(model, "/tmp/lfr_savedmodel")
+    >>> served = tf.saved_model.load("/tmp/lfr_savedmodel")
+    >>> served.signatures["serving_default"](images=x)["logits"]
+    """
+    if hasattr(model, "unwrap"):
+        model = model.unwrap()
+    shape = input_shape or input_shape_of(model)
+    if shape is None:
+        raise ValueError(
+            f"Could not infer the input shape of model {model.name!r}. Received: "
+            "input_shape=None. Expected a tuple such as (28, 28, 1); subclassed "
+            "models must be called once or given `input_shape`."
+        )
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        name=SIGNATURE_KEY,
+        fn=lambda images: {OUTPUT_NAME: model(images, training=False)},
+        input_signature=[tf.TensorSpec((None, *shape), tf.float32, name=INPUT_NAME)],
+    )
+    archive.write_out(str(path), verbose=False)
+    return path

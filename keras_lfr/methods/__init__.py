@@ -1,0 +1,31 @@
+"""Training objectives. Each is a `Method` registered under a name for `wrap`."""
+
+from keras_lfr.methods.awp import awp_perturbation, perturbed_weights
+from keras_lfr.methods.base import (
+    Method,
+    available_methods,
+    get_method,
+    hyperparameter_names,
+    register_method,
+)
+from keras_lfr.methods.lfr import LFR, local_flatness
+from keras_lfr.methods.llr import LLR
+from keras_lfr.methods.pgd_at import PGDAT
+from keras_lfr.methods.standard import Standard
+from keras_lfr.methods.trades import TRADES
+
+__all__ = [
+    "LFR",
+    "LLR",
+    "PGDAT",
+    "TRADES",
+    "Method",
+    "Standard",
+    "available_methods",
+    "awp_perturbation",
+    "get_method",
+    "hyperparameter_names",
+    "local_flatness",
+    "perturbed_weights",
+    "register_method",
+]

@@ -1,0 +1,121 @@
+"""The interface every training objective implements, and the method registry."""
+
+import inspect
+
+_REGISTRY = {}
+
+
+def register_method(name):
+    """Class decorator that makes a `Method` available as `wrap(..., method=name)`."""
+
+    def decorator(cls):
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorator
+
+
+def get_method(method, **hyperparameters):
+    """Builds a `Method` from its registered name and hyperparameters.
+
+    Args:
+        method: A registered name such as `"lfr"`, or a `Method` instance
+            (then `hyperparameters` must be empty).
+        **hyperparameters: Keyword arguments of the method's constructor.
+
+    Returns:
+        A `Method` instance.
+
+    Raises:
+        ValueError: If the name is unknown or a hyperparameter is not one the
+            method takes.
+    """
+    if isinstance(method, Method):
+        if hyperparameters:
+            raise ValueError(
+                f"Hyperparameters {sorted(hyperparameters)} were passed together "
+                f"with the method instance {method!r}. Pass them to the method's "
+                "constructor instead."
+            )
+        return method
+    accepted = hyperparameter_names(method)
+    unknown = sorted(set(hyperparameters) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"Unknown hyperparameter(s) {unknown} for method={method!r}. "
+            f"Expected some of {list(accepted)}."
+        )
+    return _REGISTRY[method](**hyperparameters)
+
+
+def hyperparameter_names(method):
+    """Returns the names of the hyperparameters a registered method takes.
+
+    Raises:
+        ValueError: If `method` is not a registered name.
+    """
+    if method not in _REGISTRY:
+        raise ValueError(
+            f"Invalid value for argument `method`. Received: method={method!r}. "
+            f"Expected one of {sorted(_REGISTRY)}."
+        )
+    parameters = inspect.signature(_REGISTRY[method].__init__).parameters
+    return tuple(name for name in parameters if name != "self")
+
+
+def available_methods():
+    """Returns the sorted names of all registered methods."""
+    return sorted(_REGISTRY)
+
+
+class Method:
+    """A training objective: an optional inner maximisation and an outer loss.
+
+    A `RobustModel` runs the same train step for every method:
+
+    1. `x_adv = method.perturb(model, x, y, seed)` with the model in inference
+       mode and no tape on the weights;
+    2. `logits, loss, terms = method.loss(model, x, y, x_adv, sample_weight)`
+       under a `tf.GradientTape` on the trainable weights;
+    3. the optimizer applies the gradients of `loss`.
+
+    Subclasses set `terms` (the names of the scalars `loss` reports; they are
+    shown in the progress bar and `History`), validate their hyperparameters in
+    `__init__`, and return those hyperparameters from `get_config`.
+    """
+
+    name = None
+    terms = ()
+
+    def perturb(self, model, x, y, seed):
+        """Returns the perturbed inputs the loss needs, or `None`.
+
+        Args:
+            model: The inner Keras model (returns logits).
+            x: Clean inputs of the local batch.
+            y: Integer labels, shape `(batch,)`.
+            seed: A shape-`[2]` int tensor for stateless randomness.
+
+        Returns:
+            A tensor like `x`, or `None` for methods without an inner max.
+        """
+        del model, x, y, seed
+        return None
+
+    def loss(self, model, x, y, x_adv, sample_weight=None):
+        """Returns `(clean_logits, loss, terms)` for the local batch.
+
+        `loss` is the batch mean of the objective (a float32 scalar), `terms`
+        maps every name in `self.terms` to a float32 scalar, and
+        `clean_logits` are the logits on `x` for the compiled metrics.
+        """
+        raise NotImplementedError
+
+    def get_config(self):
+        """Returns the constructor arguments of this method."""
+        raise NotImplementedError
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"

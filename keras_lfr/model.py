@@ -1,0 +1,342 @@
+"""The wrapper model that turns any Keras classifier into a robust trainer."""
+
+import contextlib
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_lfr import _validation, checks, ops
+from keras_lfr.methods import awp_perturbation, get_method, perturbed_weights
+
+
+def _num_replicas():
+    return tf.distribute.get_replica_context().num_replicas_in_sync
+
+
+@keras.saving.register_keras_serializable(package="keras_lfr")
+class RobustModel(keras.Model):
+    """Wraps a classifier so that `fit` trains it with a robust objective.
+
+    The wrapper holds the user's model (Sequential, functional or subclassed;
+    it must output logits), delegates `call` to it, and replaces `train_step`
+    with one shared step for every method: the method's inner maximisation
+    (model in inference mode), then the method's loss under a
+    `tf.GradientTape` on the weights (model in training mode; nested tapes
+    make the double backprop of LFR work), then the optimizer update.
+
+    The progress bar and `History` show `loss` (the objective minimised), the
+    method's own terms (for LFR: `clean_ce` and `local_flatness`) and the
+    compiled metrics on clean inputs. `evaluate` and validation measure clean
+    inputs: `loss` and `clean_ce` are then the clean cross-entropy.
+
+    Hand-computed losses are batch means scaled by 1/replicas before the
+    optimizer sums gradients over replicas, so a step over a global batch is
+    the same on 1 or N devices. Randomness is stateless and derived from
+    `seed`, the optimizer's step counter and the replica id, so it works under
+    XLA and `tf.distribute`.
+
+    Args:
+        model: The Keras model to train; it must return logits.
+        method: A registered method name (see
+            `keras_lfr.methods.available_methods()`) or a `Method` instance.
+            Defaults to `"lfr"`.
+        seed: Integer seed of the inner maximisation's random starts.
+            Defaults to `0`.
+        awp_gamma: Adversarial Weight Perturbation (Wu et al., NeurIPS 2020)
+            on top of the method: the relative size γ of the per-layer weight
+            perturbation (about 0.005–0.01 in the AWP paper); `0` disables it.
+            Gradients are taken at w + v and applied to w, which is never
+            changed by the perturbation. Defaults to `0.0`.
+        awp_warmup: Epochs trained without AWP before it starts. Defaults to
+            `0`.
+        name: Name of the wrapper. Defaults to `None` (derived from `model`).
+        **hyperparameters: Keyword arguments of the method, e.g. `epsilon`,
+            `step_size`, `steps`, `lam`.
+
+    Raises:
+        ValueError: If `model` is not a Keras model, the method is unknown, or
+            a hyperparameter is invalid.
+
+    Example:
+
+    >>> robust = keras_lfr.RobustModel(cnn, method="pgd_at", epsilon=0.3)
+    >>> robust.compile(optimizer="sgd", metrics=["accuracy"])
+    >>> robust.fit(train_ds, epochs=10)
+    """
+
+    def __init__(
+        self,
+        model,
+        method="lfr",
+        seed=0,
+        awp_gamma=0.0,
+        awp_warmup=0,
+        name=None,
+        **hyperparameters,
+    ):
+        if not isinstance(model, keras.Model):
+            raise ValueError(
+                "Invalid value for argument `model`. Received: "
+                f"model={model!r}. Expected a `keras.Model` that returns logits."
+            )
+        seed = _validation.integer("seed", seed)
+        awp_gamma = _validation.non_negative_float("awp_gamma", awp_gamma)
+        awp_warmup = _validation.non_negative_int("awp_warmup", awp_warmup)
+        method = get_method(method, **hyperparameters)
+        super().__init__(name=name or f"{method.name}_{model.name}")
+        self.inner_model = model
+        self.method = method
+        self.seed = seed
+        self.awp_gamma = awp_gamma
+        self.awp_warmup = awp_warmup
+        # The current epoch, set by `fit`; AWP is off for the first `awp_warmup`.
+        self._epoch = tf.Variable(0, trainable=False, dtype=tf.int64, name="epoch")
+        self.term_trackers = [keras.metrics.Mean(name=term) for term in method.terms]
+        self._gradient_fn = self.compute_gradients
+        checks.warn_if_not_logits(model)
+        shape = input_shape_of(model)
+        if shape is not None:
+            self.build((None, *shape))
+
+    def build(self, input_shape):
+        if not self.inner_model.built:
+            # A symbolic call creates the weights of subclassed models too.
+            self.inner_model(keras.KerasTensor(input_shape))
+        super().build(input_shape)
+
+    def call(self, inputs, training=None):
+        return self.inner_model(inputs, training=training)
+
+    def unwrap(self):
+        """Returns the wrapped model, e.g. for serving or for another wrapper."""
+        return self.inner_model
+
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, jit_compile="auto", **kwargs):
+        """Configures the model for training; like `keras.Model.compile`.
+
+        The loss is defined by the method, so `loss` must be left out. With
+        `jit_compile=True` under a `tf.distribute` strategy with several
+        replicas, Keras cannot compile the whole step; the per-replica gradient
+        computation is then compiled with XLA and the optimizer update runs
+        outside it.
+
+        Args:
+            optimizer: Optimizer name or instance. Defaults to `"rmsprop"`.
+            loss: Must be `None`. Defaults to `None`.
+            metrics: Metrics computed on clean inputs. Defaults to `None`.
+            jit_compile: `True`, `False` or `"auto"` (XLA on GPU without a
+                distribution strategy). Defaults to `"auto"`.
+            **kwargs: Other arguments of `keras.Model.compile`.
+
+        Raises:
+            ValueError: If `loss` is given.
+        """
+        if loss is not None:
+            raise ValueError(
+                f"Invalid value for argument `loss`. Received: loss={loss!r}. "
+                f"Expected None: the {self.method.name!r} method defines the loss "
+                "(cross-entropy on logits)."
+            )
+        super().compile(optimizer=optimizer, metrics=metrics, jit_compile=jit_compile, **kwargs)
+        self._gradient_fn = self.compute_gradients
+        if self.jit_compile and self.distribute_strategy.num_replicas_in_sync > 1:
+            self.jit_compile = False
+            self._gradient_fn = tf.function(self.compute_gradients, jit_compile=True)
+
+    def compile_from_config(self, config):
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def fit(self, x=None, *args, **kwargs):
+        sample = _first_inputs(x)
+        if sample is not None and not self.built:
+            # Callbacks such as BackupAndRestore need the weights before training.
+            self.build((None, *sample.shape[1:]))
+        checks.warn_if_not_logits(self.inner_model, sample)
+        kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), _EpochCounter(self._epoch)]
+        return super().fit(x, *args, **kwargs)
+
+    def step_seed(self):
+        """The stateless seed of the current step on the current replica."""
+        context = tf.distribute.get_replica_context()
+        replica = tf.cast(context.replica_id_in_sync_group, tf.int64)
+        step = tf.cast(self.optimizer.iterations, tf.int64)
+        return tf.stack(
+            [tf.constant(self.seed, tf.int64), step * context.num_replicas_in_sync + replica]
+        )
+
+    def compute_gradients(self, x, labels, sample_weight, seed):
+        """Runs the method on the local batch and returns gradients and logs.
+
+        Returns:
+            A tuple `(gradients, clean_logits, loss, terms)`; the gradients
+            are of `loss / replicas` (summed over replicas by the optimizer).
+        """
+        x_adv = self.method.perturb(self.inner_model, x, labels, seed)
+        weights = contextlib.nullcontext()
+        if self.awp_gamma:
+            gamma = tf.where(self._epoch >= self.awp_warmup, self.awp_gamma, 0.0)
+            perturbation = awp_perturbation(
+                self.inner_model, self.method, x, labels, x_adv, sample_weight, gamma
+            )
+            weights = perturbed_weights(self.inner_model, perturbation)
+        with tf.GradientTape() as tape:
+            with weights:
+                logits, loss, terms = self.method.loss(
+                    self.inner_model, x, labels, x_adv, sample_weight
+                )
+            scaled = self.optimizer.scale_loss(loss / _num_replicas())
+        gradients = tape.gradient(scaled, self.trainable_variables)
+        return gradients, logits, loss, terms
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        gradients, logits, loss, terms = self._gradient_fn(
+            x, ops.sparse_labels(y), sample_weight, self.step_seed()
+        )
+        self.optimizer.apply(gradients, self.trainable_variables)
+        return self._update_metrics(x, y, logits, sample_weight, loss, terms)
+
+    def test_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        logits = self(x, training=False)
+        ce = ops.weighted_mean(ops.cross_entropy(ops.sparse_labels(y), logits), sample_weight)
+        terms = {"clean_ce": ce} if "clean_ce" in self.method.terms else {}
+        return self._update_metrics(x, y, logits, sample_weight, ce, terms)
+
+    def _update_metrics(self, x, y, logits, sample_weight, loss, terms):
+        batch = tf.shape(x)[0]
+        self._loss_tracker.update_state(loss, sample_weight=batch)
+        logs = {"loss": self._loss_tracker.result()}
+        for tracker in self.term_trackers:
+            if tracker.name in terms:
+                tracker.update_state(terms[tracker.name], sample_weight=batch)
+                logs[tracker.name] = tracker.result()
+        if self._compile_metrics is not None:
+            self._compile_metrics.update_state(y, logits, sample_weight)
+            logs.update(self._compile_metrics.result())
+        return logs
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "model": keras.saving.serialize_keras_object(self.inner_model),
+            "method": self.method.name,
+            "seed": self.seed,
+            "awp_gamma": self.awp_gamma,
+            "awp_warmup": self.awp_warmup,
+            **self.method.get_config(),
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        model = keras.saving.deserialize_keras_object(
+            config.pop("model"), custom_objects=custom_objects
+        )
+        return cls(model, **config)
+
+
+@keras.saving.register_keras_serializable(package="keras_lfr")
+class LFRModel(RobustModel):
+    """A `RobustModel` trained with Local Flatness Regularization.
+
+    Minimises CE(x, y) + `lam` · meanᵢ max_{x'ᵢ ∈ B∞(xᵢ, ε)} ‖∇ₓ CE(x'ᵢ, yᵢ)‖₁
+    (Xu, Li, Jiang, Xia, ICIP 2020); see `keras_lfr.methods.LFR`. Defaults are
+    the paper's MNIST settings.
+
+    Args:
+        model: The Keras model to train; it must return logits.
+        seed: Integer seed of the random starts. Defaults to `0`.
+        name: Name of the wrapper. Defaults to `None`.
+        **hyperparameters: Those of `keras_lfr.methods.LFR`:
+            `epsilon` (radius of the l-inf ball, default `0.3`),
+            `step_size` (inner sign-ascent step, default `0.01`),
+            `steps` (inner steps K, default `40`),
+            `lam` (weight λ of the flatness penalty, default `0.02`),
+            `clip_min`, `clip_max` (pixel range, default `0.0`, `1.0`) and
+            `random_start` (`"normal"` for x + 0.001·N(0, 1), `"uniform"` or
+            `"none"`; default `"normal"`).
+
+    Raises:
+        ValueError: If a hyperparameter is invalid.
+
+    Example:
+
+    >>> model = keras_lfr.LFRModel(cnn, epsilon=0.3, steps=40, lam=0.02)
+    >>> model.compile(keras.optimizers.SGD(0.01, momentum=0.9), metrics=["accuracy"])
+    >>> model.fit(train_ds, epochs=100)
+    """
+
+    def __init__(self, model, seed=0, name=None, **hyperparameters):
+        super().__init__(model, method="lfr", seed=seed, name=name, **hyperparameters)
+
+    def get_config(self):
+        config = super().get_config()
+        del config["method"]
+        return config
+
+
+def wrap(model, method="lfr", **hyperparameters):
+    """Wraps a Keras classifier for robust training with `fit`.
+
+    Args:
+        model: A Keras model (Sequential, functional or subclassed) that
+            returns logits.
+        method: Name of the training objective: one of
+            `keras_lfr.methods.available_methods()`. Defaults to `"lfr"`.
+        **hyperparameters: The method's hyperparameters (for `"lfr"`:
+            `epsilon`, `step_size`, `steps`, `lam`, `clip_min`, `clip_max`,
+            `random_start`) and the wrapper's `seed` and `name`.
+
+    Returns:
+        An `LFRModel` for `method="lfr"`, else a `RobustModel`.
+
+    Raises:
+        ValueError: If the method is unknown or a hyperparameter is invalid.
+
+    Example:
+
+    >>> model = keras_lfr.wrap(cnn, method="lfr", epsilon=0.3, steps=40, lam=0.02)
+    >>> model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+    ...               metrics=["accuracy"])
+    >>> model.fit(train_ds, epochs=100)
+    """
+    if method == "lfr":
+        return LFRModel(model, **hyperparameters)
+    return RobustModel(model, method=method, **hyperparameters)
+
+
+class _EpochCounter(keras.callbacks.Callback):
+    """Keeps a variable equal to the index of the epoch being trained."""
+
+    def __init__(self, variable):
+        super().__init__()
+        self.variable = variable
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.variable.assign(epoch)
+
+
+def input_shape_of(model):
+    """The shape of one input of a built model (no batch axis), or `None`."""
+    inputs = getattr(model, "inputs", None) if model.built else None
+    if inputs:
+        return tuple(inputs[0].shape[1:])
+    build_config = model.get_build_config() if model.built else None
+    if build_config and "input_shape" in build_config:
+        return tuple(build_config["input_shape"][1:])
+    return None
+
+
+def _first_inputs(x, count=32):
+    """A few inputs from the data passed to `fit`, to sanity-check the model."""
+    if isinstance(x, tf.data.Dataset):
+        batch = next(iter(x.take(1)))
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+    if isinstance(x, (np.ndarray, tf.Tensor)) and x.ndim >= 2:
+        return x[:count]
+    return None

@@ -1,0 +1,121 @@
+"""Model zoo: the architectures used in the LFR paper's experiments."""
+
+import math
+
+import keras
+import numpy as np
+
+
+def _torch_linear_init(fan_in):
+    """PyTorch's default `nn.Linear` initialisation, U(-1/√fan_in, 1/√fan_in)."""
+    limit = 1.0 / math.sqrt(fan_in)
+    return (
+        keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform"),
+        keras.initializers.RandomUniform(-limit, limit),
+    )
+
+
+def small_cnn(input_shape=(28, 28, 1), num_classes=10, dropout=0.5, name="small_cnn"):
+    """The SmallCNN of TRADES and LFR for MNIST, returning logits.
+
+    conv32-conv32-pool-conv64-conv64-pool-fc200-fc200-fc10 with ReLU and 3×3
+    valid convolutions. Layer names are `conv1`…`conv4` and `fc1`…`fc3`, so
+    weights stored by layer name (such as the authors' released model, see
+    `load_weights_npz`) load directly. Initialisation follows the authors:
+    Kaiming-normal convolutions with zero biases, PyTorch's default for
+    `fc1`/`fc2`, and an all-zero last layer.
+
+    Args:
+        input_shape: Shape of one image, NHWC. Defaults to `(28, 28, 1)`.
+        num_classes: Number of logits. Defaults to `10`.
+        dropout: Dropout rate after `fc1` (TRADES' SmallCNN uses 0.5); `0`
+            disables it. Defaults to `0.5`.
+        name: Model name. Defaults to `"small_cnn"`.
+
+    Returns:
+        A functional `keras.Model`.
+
+    Example:
+
+    >>> cnn = keras_lfr.models.small_cnn()
+    >>> cnn.output_shape
+    (None, 10)
+    """
+    if not 0 <= dropout < 1:
+        raise ValueError(
+            f"Invalid value for argument `dropout`. Received: dropout={dropout!r}. "
+            "Expected a float in [0, 1)."
+        )
+    layers = keras.layers
+    conv_init = keras.initializers.VarianceScaling(2.0, "fan_in", "untruncated_normal")
+
+    def conv(filters, layer_name):
+        return layers.Conv2D(
+            filters, 3, activation="relu", kernel_initializer=conv_init, name=layer_name
+        )
+
+    inputs = keras.Input(input_shape, name="images")
+    x = conv(32, "conv1")(inputs)
+    x = conv(32, "conv2")(x)
+    x = layers.MaxPooling2D(2, name="pool1")(x)
+    x = conv(64, "conv3")(x)
+    x = conv(64, "conv4")(x)
+    x = layers.MaxPooling2D(2, name="pool2")(x)
+    x = layers.Flatten(name="flatten")(x)
+    kernel, bias = _torch_linear_init(x.shape[-1])
+    x = layers.Dense(
+        200, activation="relu", kernel_initializer=kernel, bias_initializer=bias, name="fc1"
+    )(x)
+    if dropout:
+        x = layers.Dropout(dropout, name="dropout")(x)
+    kernel, bias = _torch_linear_init(200)
+    x = layers.Dense(
+        200, activation="relu", kernel_initializer=kernel, bias_initializer=bias, name="fc2"
+    )(x)
+    outputs = layers.Dense(num_classes, kernel_initializer="zeros", name="fc3")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def load_weights_npz(model, path):
+    """Loads `<layer>/kernel` and `<layer>/bias` arrays from an `.npz` by layer name.
+
+    Args:
+        model: A Keras model whose layers are named as the file's keys.
+        path: Path to the `.npz` file, e.g. the authors' released SmallCNN.
+
+    Returns:
+        The model, with its weights replaced.
+
+    Raises:
+        ValueError: If a key names no layer of the model, a layer with
+            weights has no key, or a shape differs.
+
+    Example:
+
+    >>> cnn = keras_lfr.models.load_weights_npz(
+    ...     keras_lfr.models.small_cnn(), "lfr_official_mnist_smallcnn.npz")
+    """
+    with np.load(path) as arrays:
+        stored = {key: arrays[key] for key in arrays.files}
+    names = {layer.name for layer in model.layers}
+    unknown = sorted(key for key in stored if key.split("/")[0] not in names)
+    if unknown:
+        raise ValueError(
+            f"The weights file '{path}' has keys {unknown} that name no layer of "
+            f"model {model.name!r} (layers: {sorted(names)})."
+        )
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        keys = [f"{layer.name}/{w.name}" for w in layer.weights]
+        missing = [key for key in keys if key not in stored]
+        if missing:
+            raise ValueError(f"The weights file '{path}' has no arrays {missing}.")
+        for weight, key in zip(layer.weights, keys, strict=True):
+            if tuple(weight.shape) != stored[key].shape:
+                raise ValueError(
+                    f"Shape mismatch for {key!r}: the model expects "
+                    f"{tuple(weight.shape)}, the file '{path}' has {stored[key].shape}."
+                )
+            weight.assign(stored[key])
+    return model

@@ -1,0 +1,203 @@
+"""Small differentiable building blocks shared by the methods and the attacks.
+
+All functions are plain TensorFlow, work per example, and run unchanged in
+eager mode, inside `tf.function` and under XLA. Randomness is stateless: every
+function that draws noise takes an explicit `seed` (a shape-`[2]` int tensor).
+"""
+
+import tensorflow as tf
+
+START_KINDS = ("normal", "uniform", "none")
+# Standard deviation of the authors' random start, x + 0.001 * N(0, 1).
+NORMAL_START_STDDEV = 0.001
+
+
+def cross_entropy(labels, logits):
+    """Per-example softmax cross-entropy of integer labels against logits.
+
+    Args:
+        labels: Integer class indices, shape `(batch,)`.
+        logits: Unnormalised scores, shape `(batch, classes)`. Computed in
+            float32 whatever the model's compute dtype.
+
+    Returns:
+        A float32 tensor of shape `(batch,)`.
+    """
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.cast(labels, tf.int32), logits=tf.cast(logits, tf.float32)
+    )
+
+
+def input_gradient(model, x, labels, training=False):
+    """Gradient of the summed per-example cross-entropy with respect to `x`.
+
+    Because the loss is a sum of per-example terms, row `i` of the result is
+    exactly the gradient of example `i`'s own loss (in inference mode; with
+    batch statistics in training mode the examples interact through them).
+    Recorded on any enclosing tape, so the result can be differentiated again
+    (double backprop) with respect to `x` or the weights.
+
+    Args:
+        model: A callable returning logits.
+        x: The inputs.
+        labels: Integer class indices, shape `(batch,)`.
+        training: Whether to call the model in training mode. Defaults to
+            `False`.
+
+    Returns:
+        A tuple `(gradient, logits)`; `gradient` has the shape of `x`.
+    """
+    x = tf.convert_to_tensor(x)
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        tape.watch(x)
+        logits = model(x, training=training)
+        loss = tf.reduce_sum(cross_entropy(labels, logits))
+    return tape.gradient(loss, x), logits
+
+
+def l1_norm(x):
+    """Per-example l1 norm over all but the first axis."""
+    return tf.reduce_sum(tf.abs(tf.reshape(x, [tf.shape(x)[0], -1])), axis=1)
+
+
+def l2_norm(x):
+    """Per-example l2 norm over all but the first axis."""
+    return tf.norm(tf.reshape(x, [tf.shape(x)[0], -1]), axis=1)
+
+
+def per_example_dot(a, b):
+    """Per-example inner product ⟨aᵢ, bᵢ⟩ over all but the first axis."""
+    return tf.reduce_sum(tf.reshape(a * b, [tf.shape(a)[0], -1]), axis=1)
+
+
+def project_linf(x_adv, x, epsilon, clip_min, clip_max):
+    """Projects `x_adv` onto the l-inf ball B(x, epsilon) within the pixel range."""
+    x_adv = tf.clip_by_value(x_adv, x - epsilon, x + epsilon)
+    return tf.clip_by_value(x_adv, clip_min, clip_max)
+
+
+def uniform(shape, seed, minval=0.0, maxval=1.0, dtype=tf.float32):
+    """Stateless U(minval, maxval) samples that are identical with and without XLA.
+
+    TensorFlow's own float conversion of random bits differs between XLA and
+    the graph kernels; converting Philox's uint32 bits here keeps a seeded run
+    reproducible whatever the compiler.
+    """
+    bits = tf.random.stateless_uniform(
+        shape, seed, minval=None, maxval=None, dtype=tf.uint32, alg="philox"
+    )
+    # 24 high bits -> (0, 1), never exactly 0 or 1.
+    unit = (tf.cast(tf.bitwise.right_shift(bits, 8), tf.float32) + 0.5) * (1.0 / (1 << 24))
+    return tf.cast(minval + (maxval - minval) * unit, dtype)
+
+
+def normal(shape, seed, dtype=tf.float32):
+    """Stateless N(0, 1) samples (Box-Muller on `uniform`), identical with and without XLA."""
+    u = uniform(tf.concat([[2], tf.cast(shape, tf.int32)], axis=0), seed)
+    sample = tf.sqrt(-2.0 * tf.math.log(u[0])) * tf.cos(2.0 * 3.141592653589793 * u[1])
+    return tf.cast(sample, dtype)
+
+
+def random_start(x, kind, epsilon, seed, clip_min, clip_max):
+    """Draws the starting point of an inner maximisation.
+
+    Args:
+        x: The clean inputs.
+        kind: `"normal"` for x + 0.001 * N(0, 1) (the LFR and TRADES authors'
+            choice), `"uniform"` for x + U(-epsilon, epsilon) (Madry et al.),
+            or `"none"` to start at x.
+        epsilon: Radius of the l-inf ball.
+        seed: A shape-`[2]` integer tensor for the stateless generator.
+        clip_min: Smallest valid pixel value.
+        clip_max: Largest valid pixel value.
+
+    Returns:
+        A point of the ball B(x, epsilon) within the pixel range.
+    """
+    if kind == "none":
+        return x
+    if kind == "normal":
+        noise = NORMAL_START_STDDEV * normal(tf.shape(x), seed, dtype=x.dtype)
+    else:
+        noise = uniform(tf.shape(x), seed, -epsilon, epsilon, dtype=x.dtype)
+    return project_linf(x + noise, x, epsilon, clip_min, clip_max)
+
+
+def weighted_mean(values, sample_weight=None):
+    """Batch mean of per-example `values`, each scaled by its sample weight.
+
+    Like Keras' `"sum_over_batch_size"` reduction: sum(w * v) / batch size.
+    """
+    if sample_weight is not None:
+        values = values * tf.cast(tf.reshape(sample_weight, [-1]), values.dtype)
+    return tf.reduce_mean(values)
+
+
+def sparse_labels(y):
+    """Converts integer, `(batch, 1)` or one-hot labels to integer indices.
+
+    Args:
+        y: Labels of shape `(batch,)`, `(batch, 1)` or `(batch, classes)`.
+
+    Returns:
+        An int32 tensor of shape `(batch,)`.
+    """
+    y = tf.convert_to_tensor(y)
+    if y.shape.rank == 2 and y.shape[-1] is not None and y.shape[-1] > 1:
+        return tf.argmax(y, axis=-1, output_type=tf.int32)
+    return tf.cast(tf.reshape(y, [-1]), tf.int32)
+
+
+def fold_seed(seed, value):
+    """Derives a new stateless seed from `seed` and an integer `value`."""
+    seed = tf.cast(seed, tf.int64)
+    return tf.stack([seed[0], seed[1] * 1_000_003 + tf.cast(value, tf.int64)])
+
+
+def as_seed(seed):
+    """Turns an int or a shape-`[2]` int tensor into a stateless seed tensor."""
+    if isinstance(seed, int):
+        return tf.constant([seed, 0], dtype=tf.int64)
+    return tf.cast(seed, tf.int64)
+
+
+def iterate(body, x_adv, steps):
+    """Runs `x_adv = body(i, x_adv)` for `steps` iterations in a `tf.while_loop`.
+
+    The loop is a graph loop (not unrolled), compiles under XLA, and sets
+    `maximum_iterations` so that it stays differentiable.
+    """
+    _, x_adv = tf.while_loop(
+        lambda i, _: i < steps,
+        lambda i, x_adv: (i + 1, body(i, x_adv)),
+        (tf.constant(0), x_adv),
+        maximum_iterations=steps,
+    )
+    return x_adv
+
+
+def expand_like(values, x):
+    """Reshapes per-example `values` of shape `(batch,)` to broadcast against `x`."""
+    return tf.reshape(values, [-1] + [1] * (len(x.shape) - 1))
+
+
+def sign_ascent(objective, x, x_start, *, epsilon, step_size, steps, clip_min, clip_max):
+    """Maximises `objective` by projected sign-gradient steps in B∞(x, epsilon).
+
+    Runs `steps` iterations of x' ← Π(x' + step_size · sign(∇ objective(x'))),
+    Π projecting onto the ball intersected with [clip_min, clip_max]. The
+    objective is a scalar function of x' (a sum over examples, so that each
+    example's ascent direction is its own); no gradient reaches the weights.
+
+    Returns:
+        The last iterate, with gradients stopped.
+    """
+
+    def step(_, x_adv):
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(x_adv)
+            value = objective(x_adv)
+        x_adv = x_adv + step_size * tf.sign(tape.gradient(value, x_adv))
+        return project_linf(x_adv, x, epsilon, clip_min, clip_max)
+
+    return tf.stop_gradient(iterate(step, x_start, steps))

@@ -1,0 +1,48 @@
+"""tfds loaders, from the prepared directory in shared/."""
+
+import numpy as np
+import pytest
+
+import keras_lfr
+
+
+def test_mnist_batches_are_float_images_and_integer_labels():
+    ds = keras_lfr.data.load("mnist", "test", batch_size=100, num_examples=250, download=False)
+    batches = list(ds)
+    assert [len(x) for x, _ in batches] == [100, 100, 50]
+    x, y = batches[0]
+    assert x.dtype == "float32" and x.shape == (100, 28, 28, 1)
+    assert y.dtype == "int32" and y.shape == (100,)
+    images = np.concatenate([x for x, _ in batches])
+    assert images.min() == 0.0 and images.max() == 1.0
+    assert set(np.concatenate([y for _, y in batches]).tolist()) <= set(range(10))
+
+
+def test_first_n_examples_are_the_same_without_shuffling():
+    a = keras_lfr.data.load(
+        "mnist", "train", batch_size=64, num_examples=64, shuffle=False, download=False
+    )
+    b = keras_lfr.data.load(
+        "mnist", "train", batch_size=32, num_examples=64, shuffle=False, download=False
+    )
+    np.testing.assert_array_equal(next(iter(a))[1], np.concatenate([y for _, y in b]))
+
+
+def test_training_split_is_reshuffled_each_epoch():
+    ds = keras_lfr.data.load("mnist", "train", batch_size=128, num_examples=128, download=False)
+    first, second = (next(iter(ds))[1].numpy() for _ in range(2))
+    assert sorted(first) == sorted(second) and not np.array_equal(first, second)
+
+
+def test_unknown_dataset_and_bad_arguments():
+    with pytest.raises(ValueError, match="argument `dataset`. Received: dataset='imagenet'"):
+        keras_lfr.data.load("imagenet")
+    with pytest.raises(ValueError, match="argument `batch_size`"):
+        keras_lfr.data.load("mnist", batch_size=0)
+    with pytest.raises(ValueError, match="argument `num_examples`"):
+        keras_lfr.data.load("mnist", num_examples=-5)
+
+
+def test_missing_data_without_download_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="Could not load dataset 'fashion_mnist'"):
+        keras_lfr.data.load("fashion_mnist", data_dir=str(tmp_path), download=False)

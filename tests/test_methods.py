@@ -1,0 +1,178 @@
+"""The baselines and AWP against independent computations."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import tiny_model
+
+import keras_lfr
+from keras_lfr import ops
+from keras_lfr.methods import LLR, TRADES
+
+
+def softmax(logits):
+    logits = logits.astype("float64")
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def ce_numpy(logits, y):
+    return -np.log(softmax(logits)[np.arange(len(y)), y])
+
+
+def test_trades_loss_matches_numpy(tiny, batch):
+    x, y = batch
+    x_adv = np.random.default_rng(1).uniform(size=x.shape).astype("float32")
+    _, total, terms = TRADES(beta=2.0).loss(tiny, x, tf.constant(y), tf.constant(x_adv))
+    p, q = softmax(tiny(x).numpy()), softmax(tiny(x_adv).numpy())
+    kl = (p * (np.log(p) - np.log(q))).sum(axis=1).mean()
+    ce = ce_numpy(tiny(x).numpy(), y).mean()
+    np.testing.assert_allclose(terms["kl"], kl, rtol=1e-4)
+    np.testing.assert_allclose(total, ce + 2.0 * kl, rtol=1e-5)
+
+
+def test_trades_inner_max_raises_kl_inside_the_ball(tiny, batch):
+    x, y = batch
+    method = TRADES(epsilon=0.1, step_size=0.02, steps=5)
+    x_adv = method.perturb(tiny, tf.constant(x), tf.constant(y), ops.as_seed(0)).numpy()
+    assert np.abs(x_adv - x).max() <= 0.1 + 1e-6
+    _, _, start_terms = method.loss(tiny, x, y, np.clip(x + 0.001, 0, 1))
+    _, _, terms = method.loss(tiny, x, y, x_adv)
+    assert terms["kl"] > 10 * start_terms["kl"]
+
+
+def test_llr_loss_is_per_example(tiny, batch):
+    x, y = batch
+    rng = np.random.default_rng(1)
+    delta = rng.uniform(-0.1, 0.1, size=x.shape).astype("float32")
+    _, total, terms = LLR(lam=4.0, mu=3.0).loss(tiny, x, tf.constant(y), tf.constant(x + delta))
+    gaps, alignments = [], []
+    for i in range(len(x)):  # one example at a time: nothing can mix examples
+        xi = tf.constant(x[i : i + 1])
+        with tf.GradientTape() as tape:
+            tape.watch(xi)
+            loss = ops.cross_entropy(y[i : i + 1], tiny(xi))[0]
+        grad = tape.gradient(loss, xi).numpy()
+        shifted = ops.cross_entropy(y[i : i + 1], tiny(x[i : i + 1] + delta[i : i + 1]))[0]
+        directional = float((delta[i] * grad[0]).sum())
+        gaps.append(abs(float(shifted) - float(loss) - directional))
+        alignments.append(abs(directional))
+    ce = ce_numpy(tiny(x).numpy(), y).mean()
+    np.testing.assert_allclose(terms["linearity_gap"], np.mean(gaps), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(terms["grad_alignment"], np.mean(alignments), rtol=1e-4)
+    np.testing.assert_allclose(total, ce + 4 * np.mean(gaps) + 3 * np.mean(alignments), rtol=1e-4)
+
+
+def test_llr_inner_max_raises_the_gap(tiny, batch):
+    x, y = batch
+    method = LLR(epsilon=0.2, step_size=0.05, steps=5)
+    x_adv = method.perturb(tiny, tf.constant(x), tf.constant(y), ops.as_seed(0))
+    assert np.abs(x_adv.numpy() - x).max() <= 0.2 + 1e-6
+    start = ops.random_start(tf.constant(x), "uniform", 0.2, ops.as_seed(0), 0.0, 1.0)
+    _, _, before = method.loss(tiny, x, y, start)
+    _, _, after = method.loss(tiny, x, y, x_adv)
+    assert after["linearity_gap"] > before["linearity_gap"]
+
+
+def learnable_data(n=128, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 4, size=n).astype("int32")
+    x = rng.uniform(0, 0.3, size=(n, 8, 8, 1)).astype("float32")
+    for i, label in enumerate(y):
+        x[i, 2 * label : 2 * label + 2] += 0.6
+    return x, y
+
+
+@pytest.mark.parametrize(
+    "method, hyper",
+    [
+        ("standard", {}),
+        ("pgd_at", {"epsilon": 0.05, "step_size": 0.02, "steps": 2}),
+        ("trades", {"epsilon": 0.05, "step_size": 0.02, "steps": 2}),
+        ("llr", {"epsilon": 0.05, "step_size": 0.02, "steps": 2}),
+        ("lfr", {"epsilon": 0.05, "step_size": 0.02, "steps": 2, "awp_gamma": 0.005}),
+    ],
+)
+def test_each_method_lowers_its_loss(method, hyper):
+    x, y = learnable_data()
+    model = keras_lfr.wrap(tiny_model(), method=method, **hyper)
+    model.compile(optimizer=keras.optimizers.Adam(0.01), metrics=["accuracy"])
+    history = model.fit(x, y, batch_size=32, epochs=5, verbose=0).history
+    assert history["loss"][-1] < 0.8 * history["loss"][0]
+    assert set(model.method.terms) <= set(history)
+
+
+def awp_model(gamma, warmup=0, lr=0.1):
+    model = keras_lfr.wrap(
+        tiny_model(), method="trades", epsilon=0.1, steps=2, awp_gamma=gamma, awp_warmup=warmup
+    )
+    model.compile(optimizer=keras.optimizers.SGD(lr))
+    return model
+
+
+def test_awp_gradients_are_taken_at_the_perturbed_weights(batch):
+    x, y = batch
+    model = awp_model(0.01)
+    x, labels, seed = tf.constant(x), tf.constant(y), ops.as_seed(0)
+    grads, _, loss, _ = model.compute_gradients(x, labels, None, seed)
+    # Independently: perturb a copy by v = γ‖w‖∇/‖∇‖ (kernels only), then differentiate.
+    x_adv = model.method.perturb(model.inner_model, x, labels, seed)
+    copy = tiny_model()
+    with tf.GradientTape() as tape:
+        _, proxy_loss, _ = model.method.loss(copy, x, labels, x_adv)
+    proxy = tape.gradient(proxy_loss, copy.trainable_variables)
+    for w, g in zip(copy.trainable_variables, proxy, strict=True):
+        if len(w.shape) > 1:
+            w.assign(w + 0.01 * np.linalg.norm(w.numpy()) * g / np.linalg.norm(g.numpy()))
+    with tf.GradientTape() as tape:
+        _, expected_loss, _ = model.method.loss(copy, x, labels, x_adv)
+    expected = tape.gradient(expected_loss, copy.trainable_variables)
+    np.testing.assert_allclose(loss, expected_loss, rtol=1e-5)
+    for g, e in zip(grads, expected, strict=True):
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-6)
+    # ... and differ from the unperturbed gradients.
+    _, _, plain_loss, _ = awp_model(0.0).compute_gradients(x, labels, None, seed)
+    assert abs(float(plain_loss) - float(loss)) > 1e-6
+
+
+def test_awp_leaves_weights_exactly_unperturbed_apart_from_the_update(batch):
+    x, y = batch
+    frozen = awp_model(0.05, lr=0.0)
+    before = frozen.get_weights()
+    frozen.train_on_batch(x, y)
+    for a, b in zip(before, frozen.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    model = awp_model(0.05, lr=0.1)
+    before = model.get_weights()
+    grads, *_ = model.compute_gradients(tf.constant(x), tf.constant(y), None, model.step_seed())
+    model.train_on_batch(x, y)
+    for w0, g, w1 in zip(before, grads, model.get_weights(), strict=True):
+        np.testing.assert_allclose(w1, w0 - 0.1 * g.numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_awp_warmup_trains_like_the_plain_method_first():
+    x, y = learnable_data(n=64)
+    histories = []
+    for gamma, warmup in ((0.0, 0), (0.05, 1), (0.05, 0)):
+        model = awp_model(gamma, warmup)
+        histories.append(model.fit(x, y, batch_size=32, epochs=2, verbose=0).history["loss"])
+    plain, warm, immediate = histories
+    assert plain[0] == warm[0]  # epoch 0 is warm-up: identical
+    assert plain[1] != warm[1]  # AWP on from epoch 1
+    assert plain[0] != immediate[0]
+
+
+@pytest.mark.parametrize(
+    "kwargs, argument",
+    [
+        ({"method": "trades", "beta": -1.0}, "beta"),
+        ({"method": "llr", "mu": -3.0}, "mu"),
+        ({"method": "pgd_at", "clean_weight": 1.5}, "clean_weight"),
+        ({"awp_gamma": -0.01}, "awp_gamma"),
+        ({"awp_warmup": -1}, "awp_warmup"),
+    ],
+)
+def test_bad_method_hyperparameters(tiny, kwargs, argument):
+    with pytest.raises(ValueError, match=f"argument `{argument}`"):
+        keras_lfr.wrap(tiny, **kwargs)

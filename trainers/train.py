@@ -1,0 +1,199 @@
+r"""Trains a classifier with a keras_lfr method, checkpointing and exporting it.
+
+    python -m trainers.train --method=lfr --dataset=mnist --epochs=100
+
+Every epoch is checkpointed to `<model_dir>/backup` and a restarted run with
+the same command resumes from the last one; TensorBoard logs go to
+`<model_dir>/tensorboard`; the final model is saved as
+`<model_dir>/model.keras` and exported as a SavedModel to `--export_dir`
+(default `<model_dir>/export`).
+"""
+
+import dataclasses
+import json
+import os
+
+import keras
+import tensorflow as tf
+from absl import app, flags
+
+import keras_lfr
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("method", "lfr", "Training objective (see keras_lfr.available_methods()).")
+flags.DEFINE_string("dataset", "mnist", "tfds dataset: mnist, fashion_mnist or cifar10.")
+flags.DEFINE_integer("epochs", 100, "Training epochs.")
+flags.DEFINE_integer("batch_size", 128, "Global batch size.")
+flags.DEFINE_float("lr", 0.01, "Initial SGD learning rate.")
+flags.DEFINE_list(
+    "lr_decay_epochs",
+    ["90"],
+    "Epochs after which the learning rate is multiplied by --lr_decay_factor.",
+)
+flags.DEFINE_float("lr_decay_factor", 0.1, "Learning-rate multiplier at each decay epoch.")
+flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
+flags.DEFINE_float("epsilon", 0.3, "Radius of the l-inf ball.")
+flags.DEFINE_float("step_size", 0.01, "Inner-maximisation step size.")
+flags.DEFINE_integer("steps", 40, "Inner-maximisation steps K.")
+flags.DEFINE_float("lam", 0.02, "LFR penalty weight λ.")
+flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"], "XLA compilation.")
+flags.DEFINE_enum("distribute", "none", ["none", "mirrored"], "tf.distribute strategy.")
+flags.DEFINE_string(
+    "model_dir", "/tmp/keras_lfr", "Checkpoints, TensorBoard logs and the final model."
+)
+flags.DEFINE_string("export_dir", None, "SavedModel directory; default <model_dir>/export.")
+flags.DEFINE_integer("train_examples", None, "Train on the first N training examples only.")
+flags.DEFINE_integer("test_examples", None, "Evaluate on the first N test examples only.")
+flags.DEFINE_integer("seed", 0, "Seed of weights, shuffling and random starts.")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything a training run depends on; the flags map onto it one to one."""
+
+    method: str = "lfr"
+    dataset: str = "mnist"
+    epochs: int = 100
+    batch_size: int = 128
+    lr: float = 0.01
+    lr_decay_epochs: tuple = (90,)
+    lr_decay_factor: float = 0.1
+    momentum: float = 0.9
+    epsilon: float = 0.3
+    step_size: float = 0.01
+    steps: int = 40
+    lam: float = 0.02
+    jit_compile: object = "auto"
+    distribute: str = "none"
+    export_dir: str = None
+    train_examples: int = None
+    test_examples: int = None
+    seed: int = 0
+    verbose: object = "auto"
+
+
+def method_hyperparameters(config):
+    """The subset of the config that the chosen method takes."""
+    accepted = keras_lfr.methods.hyperparameter_names(config.method)
+    return {k: v for k, v in dataclasses.asdict(config).items() if k in accepted}
+
+
+def learning_rate(config, steps_per_epoch):
+    """SGD learning rate: piecewise constant, ×`lr_decay_factor` at each decay epoch."""
+    boundaries = [int(e) * steps_per_epoch for e in sorted(config.lr_decay_epochs)]
+    if not boundaries:
+        return config.lr
+    values = [config.lr * config.lr_decay_factor**i for i in range(len(boundaries) + 1)]
+    return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+
+
+def train_and_evaluate(config, workdir):
+    """Trains, evaluates on the clean test split, saves and exports a model.
+
+    Args:
+        config: A `TrainConfig`.
+        workdir: Directory for checkpoints (`backup/`), TensorBoard logs
+            (`tensorboard/`), `model.keras` and `metrics.json`.
+
+    Returns:
+        A dict with the `History` of the run (`history`), the clean test
+        metrics (`test`) and the paths written (`model_path`, `export_dir`).
+    """
+    keras.utils.set_random_seed(config.seed)
+    os.makedirs(workdir, exist_ok=True)
+    info = keras_lfr.data.dataset_info(config.dataset)
+    train = keras_lfr.data.load(
+        config.dataset,
+        "train",
+        batch_size=config.batch_size,
+        num_examples=config.train_examples,
+        seed=config.seed,
+    )
+    test = keras_lfr.data.load(
+        config.dataset,
+        "test",
+        batch_size=config.batch_size,
+        num_examples=config.test_examples,
+    )
+    steps_per_epoch = int(train.cardinality())
+
+    strategy = (
+        tf.distribute.MirroredStrategy()
+        if config.distribute == "mirrored"
+        else tf.distribute.get_strategy()
+    )
+    with strategy.scope():
+        cnn = keras_lfr.models.small_cnn(info.image_shape, info.num_classes)
+        model = keras_lfr.wrap(
+            cnn, method=config.method, seed=config.seed, **method_hyperparameters(config)
+        )
+        model.compile(
+            optimizer=keras.optimizers.SGD(
+                learning_rate(config, steps_per_epoch), momentum=config.momentum
+            ),
+            metrics=["accuracy"],
+            jit_compile=config.jit_compile,
+        )
+    callbacks = [
+        keras.callbacks.BackupAndRestore(os.path.join(workdir, "backup")),
+        keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard")),
+    ]
+    history = model.fit(
+        train,
+        epochs=config.epochs,
+        validation_data=test,
+        callbacks=callbacks,
+        shuffle=False,
+        verbose=config.verbose,
+    )
+    test_metrics = model.evaluate(test, return_dict=True, verbose=0)
+    model_path = os.path.join(workdir, "model.keras")
+    model.save(model_path)
+    export_dir = config.export_dir or os.path.join(workdir, "export")
+    keras_lfr.export(model, export_dir)
+    result = {
+        "config": dataclasses.asdict(config),
+        "history": history.history,
+        "test": test_metrics,
+        "model_path": model_path,
+        "export_dir": export_dir,
+    }
+    with open(os.path.join(workdir, "metrics.json"), "w") as f:
+        json.dump(result, f, indent=2, default=float)
+    return result
+
+
+def config_from_flags():
+    """Builds a `TrainConfig` from the parsed absl flags."""
+    jit = {"auto": "auto", "true": True, "false": False}[FLAGS.jit_compile]
+    return TrainConfig(
+        method=FLAGS.method,
+        dataset=FLAGS.dataset,
+        epochs=FLAGS.epochs,
+        batch_size=FLAGS.batch_size,
+        lr=FLAGS.lr,
+        lr_decay_epochs=tuple(int(e) for e in FLAGS.lr_decay_epochs),
+        lr_decay_factor=FLAGS.lr_decay_factor,
+        momentum=FLAGS.momentum,
+        epsilon=FLAGS.epsilon,
+        step_size=FLAGS.step_size,
+        steps=FLAGS.steps,
+        lam=FLAGS.lam,
+        jit_compile=jit,
+        distribute=FLAGS.distribute,
+        export_dir=FLAGS.export_dir,
+        train_examples=FLAGS.train_examples,
+        test_examples=FLAGS.test_examples,
+        seed=FLAGS.seed,
+    )
+
+
+def main(argv):
+    del argv
+    result = train_and_evaluate(config_from_flags(), FLAGS.model_dir)
+    print(f"Clean test metrics: {result['test']}")
+    print(f"Saved {result['model_path']}; exported SavedModel to {result['export_dir']}")
+
+
+if __name__ == "__main__":
+    app.run(main)
