@@ -176,3 +176,130 @@ def test_awp_warmup_trains_like_the_plain_method_first():
 def test_bad_method_hyperparameters(tiny, kwargs, argument):
     with pytest.raises(ValueError, match=f"argument `{argument}`"):
         keras_lfr.wrap(tiny, **kwargs)
+
+
+def test_adr_compactness_terms_match_numpy():
+    from keras_lfr.methods.adr import compactness_terms
+
+    rng = np.random.default_rng(0)
+    z, z_adv = rng.normal(size=(6, 5)), rng.normal(size=(6, 5))
+    y = np.array([0, 1, 0, 2, 1, 0])
+    local, global_ = compactness_terms(
+        tf.constant(z, tf.float32), tf.constant(z_adv, tf.float32), tf.constant(y)
+    )
+    np.testing.assert_allclose(local, np.abs(z - z_adv).mean(axis=1), rtol=1e-5)
+    pairs = [
+        np.abs(z_adv[i] - z[j]).mean()
+        for i in range(6)
+        for j in range(6)
+        if i != j and y[i] == y[j]
+    ]
+    np.testing.assert_allclose(global_, np.mean(pairs), rtol=1e-5)
+    _, none = compactness_terms(z[:3], z_adv[:3], tf.constant([0, 1, 2]))
+    assert float(none) == 0.0
+
+
+def test_adr_layer_must_exist(batch):
+    x, y = batch
+    model = keras_lfr.wrap(tiny_model(), method="adr", layer="nope", steps=1)
+    model.compile(optimizer="sgd")
+    with pytest.raises(ValueError, match="argument `layer`. Received: layer='nope'"):
+        model.train_on_batch(x, y)
+
+
+def lsp_numpy(u, z, temperature):
+    def affinities(points):
+        points = points.reshape(len(points), -1).astype("float64")
+        d2 = ((points[:, None] - points[None]) ** 2).sum(-1)
+        off = d2[~np.eye(len(points), dtype=bool)]
+        logits = -d2 / (temperature * off.mean())
+        np.fill_diagonal(logits, -np.inf)
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    p, q = affinities(u), affinities(z)
+    return np.mean(np.sum(np.where(p > 0, p * (np.log(p + 1e-12) - np.log(q + 1e-12)), 0), axis=1))
+
+
+def test_lsp_structure_loss_matches_numpy_and_invariants():
+    from keras_lfr.methods.lsp import structure_loss
+
+    rng = np.random.default_rng(0)
+    u = rng.uniform(size=(9, 4, 4, 1)).astype("float32")
+    z = rng.normal(size=(9, 3)).astype("float32")
+    np.testing.assert_allclose(structure_loss(u, z, 0.5), lsp_numpy(u, z, 0.5), rtol=1e-4)
+    flat = u.reshape(9, -1)
+    assert abs(float(structure_loss(u, flat, 0.5))) < 1e-5  # identity embedding
+    np.testing.assert_allclose(  # scale-free
+        structure_loss(u, 10 * z, 0.5), structure_loss(u, z, 0.5), rtol=1e-4
+    )
+
+
+@pytest.mark.parametrize(
+    "method, hyper",
+    [
+        ("adr", {"epsilon": 0.05, "step_size": 0.02, "steps": 2}),
+        ("adr", {"base": "trades", "epsilon": 0.05, "step_size": 0.02, "steps": 2, "beta": 2.0}),
+        ("lsp", {"epsilon": 0.05, "step_size": 0.02, "steps": 2}),
+    ],
+)
+def test_feature_space_methods_lower_their_loss(method, hyper):
+    x, y = learnable_data()
+    model = keras_lfr.wrap(tiny_model(), method=method, **hyper)
+    model.compile(optimizer=keras.optimizers.Adam(0.01), metrics=["accuracy"])
+    history = model.fit(x, y, batch_size=32, epochs=5, verbose=0).history
+    assert history["loss"][-1] < 0.8 * history["loss"][0]
+    assert set(model.method.terms) <= set(history)
+
+
+def test_composite_methods_validate_their_base(tiny):
+    with pytest.raises(ValueError, match="argument `base`. Received: base='lfr'"):
+        keras_lfr.wrap(tiny, method="adr", base="lfr")
+    with pytest.raises(ValueError, match=r"Unknown hyperparameter\(s\) \['beta'\]"):
+        keras_lfr.wrap(tiny, method="lsp", base="pgd_at", beta=1.0)
+
+
+ALL_METHODS = {
+    "standard": {},
+    "pgd_at": {"epsilon": 0.1, "steps": 2, "clean_weight": 0.5},
+    "trades": {"epsilon": 0.1, "steps": 2, "beta": 3.0},
+    "llr": {"epsilon": 0.1, "steps": 2, "lam": 2.0, "mu": 1.0},
+    "lfr": {"epsilon": 0.1, "steps": 2, "lam": 0.1},
+    "adr": {"base": "trades", "epsilon": 0.1, "steps": 2, "global_weight": 0.2},
+    "lsp": {"epsilon": 0.1, "steps": 2, "weight": 0.3},
+}
+
+
+def test_every_registered_method_is_covered():
+    assert sorted(ALL_METHODS) == keras_lfr.available_methods()
+
+
+@pytest.mark.parametrize("method", sorted(ALL_METHODS))
+def test_every_method_survives_keras_save_and_load(tmp_path, batch, method):
+    x, y = batch
+    model = keras_lfr.wrap(tiny_model(), method=method, awp_gamma=0.01, **ALL_METHODS[method])
+    model.compile(optimizer="sgd")
+    model.train_on_batch(x, y)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert type(loaded.method) is type(model.method)
+    assert loaded.method.get_config() == model.method.get_config()
+    assert loaded.awp_gamma == 0.01
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    np.testing.assert_allclose(
+        loaded.train_on_batch(x, y, return_dict=True)["loss"],
+        model.train_on_batch(x, y, return_dict=True)["loss"],
+        rtol=1e-5,
+    )
+
+
+@pytest.mark.parametrize("method", ["trades", "llr", "adr", "lsp"])
+def test_methods_compile_with_xla(batch, method):
+    x, y = batch
+    logs = []
+    for jit in (False, True):
+        model = keras_lfr.wrap(tiny_model(), method=method, **ALL_METHODS[method])
+        model.compile(optimizer="sgd", jit_compile=jit)
+        logs.append(model.train_on_batch(x, y, return_dict=True))
+    for key in logs[0]:
+        np.testing.assert_allclose(logs[1][key], logs[0][key], rtol=1e-4, atol=1e-6)

@@ -136,19 +136,6 @@ def test_keras_round_trip_restores_config_weights_and_optimizer(tmp_path):
     )
 
 
-@pytest.mark.parametrize("method", ["standard", "pgd_at", "lfr"])
-def test_every_method_survives_save_and_load(tmp_path, method):
-    x, y = tiny_batch()
-    hyper = {} if method == "standard" else {"steps": 2, "epsilon": 0.1}
-    model = keras_lfr.wrap(tiny_model(), method=method, **hyper)
-    model.compile(optimizer="sgd")
-    model.train_on_batch(x, y)
-    model.save(tmp_path / "m.keras")
-    loaded = keras.models.load_model(tmp_path / "m.keras")
-    assert loaded.method.name == method
-    assert same_config(loaded, model)
-
-
 def test_subclassed_model_round_trip(tmp_path):
     x, y = tiny_batch()
     model = keras_lfr.wrap(SubclassedNet(), steps=1)

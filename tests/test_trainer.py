@@ -62,3 +62,11 @@ def test_trainer_command_line(tmp_path):
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "Clean test metrics" in completed.stdout
     assert (tmp_path / "export" / "saved_model.pb").is_file()
+
+
+def test_unset_hyperparameters_keep_each_methods_defaults():
+    assert train.method_hyperparameters(train.TrainConfig(method="llr")) == {}
+    config = train.TrainConfig(method="trades", steps=5, lam=0.1, beta=2.0)
+    assert train.method_hyperparameters(config) == {"steps": 5, "beta": 2.0}
+    adr = train.method_hyperparameters(train.TrainConfig(method="adr", epsilon=0.1, beta=1.0))
+    assert adr == {"epsilon": 0.1, "beta": 1.0}

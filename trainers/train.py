@@ -32,10 +32,16 @@ flags.DEFINE_list(
 )
 flags.DEFINE_float("lr_decay_factor", 0.1, "Learning-rate multiplier at each decay epoch.")
 flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
-flags.DEFINE_float("epsilon", 0.3, "Radius of the l-inf ball.")
-flags.DEFINE_float("step_size", 0.01, "Inner-maximisation step size.")
-flags.DEFINE_integer("steps", 40, "Inner-maximisation steps K.")
-flags.DEFINE_float("lam", 0.02, "LFR penalty weight λ.")
+# Method hyperparameters: unset means the method's own default (for LFR the
+# paper's MNIST setting: epsilon 0.3, step 0.01, 40 steps, lam 0.02).
+flags.DEFINE_float("epsilon", None, "Radius of the l-inf ball.")
+flags.DEFINE_float("step_size", None, "Inner-maximisation step size.")
+flags.DEFINE_integer("steps", None, "Inner-maximisation steps K.")
+flags.DEFINE_float("lam", None, "Penalty weight λ (LFR: 0.02, LLR: 4).")
+flags.DEFINE_float("beta", None, "TRADES KL weight β (default 1).")
+flags.DEFINE_float("mu", None, "LLR gradient-alignment weight μ (default 3).")
+flags.DEFINE_float("awp_gamma", 0.0, "Adversarial Weight Perturbation size γ; 0 disables it.")
+flags.DEFINE_integer("awp_warmup", 0, "Epochs before AWP starts.")
 flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"], "XLA compilation.")
 flags.DEFINE_enum("distribute", "none", ["none", "mirrored"], "tf.distribute strategy.")
 flags.DEFINE_string(
@@ -59,10 +65,15 @@ class TrainConfig:
     lr_decay_epochs: tuple = (90,)
     lr_decay_factor: float = 0.1
     momentum: float = 0.9
-    epsilon: float = 0.3
-    step_size: float = 0.01
-    steps: int = 40
-    lam: float = 0.02
+    # None: the method's default.
+    epsilon: float = None
+    step_size: float = None
+    steps: int = None
+    lam: float = None
+    beta: float = None
+    mu: float = None
+    awp_gamma: float = 0.0
+    awp_warmup: int = 0
     jit_compile: object = "auto"
     distribute: str = "none"
     export_dir: str = None
@@ -73,9 +84,9 @@ class TrainConfig:
 
 
 def method_hyperparameters(config):
-    """The subset of the config that the chosen method takes."""
+    """The hyperparameters set in the config that the chosen method takes."""
     accepted = keras_lfr.methods.hyperparameter_names(config.method)
-    return {k: v for k, v in dataclasses.asdict(config).items() if k in accepted}
+    return {k: v for k, v in dataclasses.asdict(config).items() if k in accepted and v is not None}
 
 
 def learning_rate(config, steps_per_epoch):
@@ -125,7 +136,12 @@ def train_and_evaluate(config, workdir):
     with strategy.scope():
         cnn = keras_lfr.models.small_cnn(info.image_shape, info.num_classes)
         model = keras_lfr.wrap(
-            cnn, method=config.method, seed=config.seed, **method_hyperparameters(config)
+            cnn,
+            method=config.method,
+            seed=config.seed,
+            awp_gamma=config.awp_gamma,
+            awp_warmup=config.awp_warmup,
+            **method_hyperparameters(config),
         )
         model.compile(
             optimizer=keras.optimizers.SGD(
@@ -179,6 +195,10 @@ def config_from_flags():
         step_size=FLAGS.step_size,
         steps=FLAGS.steps,
         lam=FLAGS.lam,
+        beta=FLAGS.beta,
+        mu=FLAGS.mu,
+        awp_gamma=FLAGS.awp_gamma,
+        awp_warmup=FLAGS.awp_warmup,
         jit_compile=jit,
         distribute=FLAGS.distribute,
         export_dir=FLAGS.export_dir,

@@ -1,5 +1,6 @@
 """Training objectives. Each is a `Method` registered under a name for `wrap`."""
 
+from keras_lfr.methods.adr import ADR
 from keras_lfr.methods.awp import awp_perturbation, perturbed_weights
 from keras_lfr.methods.base import (
     Method,
@@ -10,13 +11,16 @@ from keras_lfr.methods.base import (
 )
 from keras_lfr.methods.lfr import LFR, local_flatness
 from keras_lfr.methods.llr import LLR
+from keras_lfr.methods.lsp import LSP
 from keras_lfr.methods.pgd_at import PGDAT
 from keras_lfr.methods.standard import Standard
 from keras_lfr.methods.trades import TRADES
 
 __all__ = [
+    "ADR",
     "LFR",
     "LLR",
+    "LSP",
     "PGDAT",
     "TRADES",
     "Method",

@@ -60,8 +60,7 @@ def hyperparameter_names(method):
             f"Invalid value for argument `method`. Received: method={method!r}. "
             f"Expected one of {sorted(_REGISTRY)}."
         )
-    parameters = inspect.signature(_REGISTRY[method].__init__).parameters
-    return tuple(name for name in parameters if name != "self")
+    return _REGISTRY[method].hyperparameter_names()
 
 
 def available_methods():
@@ -87,6 +86,14 @@ class Method:
 
     name = None
     terms = ()
+
+    @classmethod
+    def hyperparameter_names(cls):
+        """The keyword arguments the constructor takes."""
+        parameters = inspect.signature(cls.__init__).parameters.values()
+        return tuple(
+            p.name for p in parameters if p.name != "self" and p.kind == p.POSITIONAL_OR_KEYWORD
+        )
 
     def perturb(self, model, x, y, seed):
         """Returns the perturbed inputs the loss needs, or `None`.

@@ -1,0 +1,60 @@
+"""Shared pieces of the methods that regularise an intermediate representation."""
+
+import keras
+
+from keras_lfr import _validation
+from keras_lfr.methods.base import get_method, hyperparameter_names
+
+
+def split_base_hyperparameters(base, choices, hyperparameters):
+    """Builds the base method of a composite method from its share of the arguments.
+
+    Raises:
+        ValueError: If `base` is not one of `choices`.
+    """
+    _validation.one_of("base", base, choices)
+    return get_method(base, **hyperparameters)
+
+
+def base_hyperparameter_names(choices):
+    """Union of the hyperparameter names of the possible base methods."""
+    names = []
+    for choice in choices:
+        names.extend(n for n in hyperparameter_names(choice) if n not in names)
+    return tuple(names)
+
+
+class FeatureExtractor:
+    """Returns `(features, logits)` of a functional model at a named layer.
+
+    The extractor shares the model's weights, so gradients reach them. `layer`
+    `None` picks the input of the last layer (the penultimate representation).
+    """
+
+    def __init__(self, layer=None):
+        self.layer = layer
+        self._models = {}
+
+    def __call__(self, model, x, training):
+        key = id(model)
+        if key not in self._models:
+            self._models[key] = self._build(model)
+        return self._models[key](x, training=training)
+
+    def _build(self, model):
+        if not getattr(model, "inputs", None):
+            raise ValueError(
+                f"Model {model.name!r} has no symbolic inputs: feature-space methods "
+                "need a functional or Sequential model built with `keras.Input`."
+            )
+        if self.layer is None:
+            features = model.layers[-1].input
+        else:
+            names = [layer.name for layer in model.layers]
+            if self.layer not in names:
+                raise ValueError(
+                    f"Invalid value for argument `layer`. Received: layer={self.layer!r}. "
+                    f"Expected the name of a layer of {model.name!r}: {names}."
+                )
+            features = model.get_layer(self.layer).output
+        return keras.Model(model.inputs, [features, model.outputs[0]])
