@@ -5,7 +5,17 @@
 >>> model.fit(train_ds, epochs=100)
 """
 
-from keras_lfr import attacks, checks, data, methods, models, ops
+from keras_lfr import (
+    attacks,
+    callbacks,
+    checks,
+    data,
+    distributed,
+    evaluation,
+    methods,
+    models,
+    ops,
+)
 from keras_lfr.export import export
 from keras_lfr.methods import available_methods, local_flatness
 from keras_lfr.model import LFRModel, RobustModel, wrap
@@ -17,8 +27,11 @@ __all__ = [
     "RobustModel",
     "attacks",
     "available_methods",
+    "callbacks",
     "checks",
     "data",
+    "distributed",
+    "evaluation",
     "export",
     "local_flatness",
     "methods",

@@ -6,6 +6,8 @@ that a user never has to read a TensorFlow traceback to find a typo.
 
 import numbers
 
+import tensorflow as tf
+
 
 def _fail(name, value, expected):
     raise ValueError(
@@ -85,3 +87,32 @@ def epsilon_in_range(epsilon, clip_min, clip_max):
             f"a float no larger than the pixel range clip_max - clip_min = {clip_max - clip_min!r}",
         )
     return epsilon
+
+
+def images(x, clip_min, clip_max):
+    """Converts attack inputs to a tensor and checks them.
+
+    The dtype is always checked; the pixel range only for concrete (eager)
+    values, since symbolic ones have none yet.
+
+    Raises:
+        ValueError: For non-float images or pixels outside [clip_min, clip_max].
+    """
+    x = tf.convert_to_tensor(x)
+    if not x.dtype.is_floating:
+        _fail(
+            "x",
+            f"<{x.dtype.name} tensor of shape {tuple(x.shape)}>",
+            "floating-point images, e.g. `tf.cast(images, tf.float32) / 255`",
+        )
+    if x.shape.rank is not None and x.shape.rank < 2:
+        _fail("x", f"<tensor of shape {tuple(x.shape)}>", "a batch: (batch, ...) with rank >= 2")
+    if tf.executing_eagerly() and tf.size(x) > 0:
+        low, high = float(tf.reduce_min(x)), float(tf.reduce_max(x))
+        if low < clip_min - 1e-6 or high > clip_max + 1e-6:
+            _fail(
+                "x",
+                f"<images with pixels in [{low:g}, {high:g}]>",
+                f"pixels in [clip_min, clip_max] = [{clip_min:g}, {clip_max:g}]",
+            )
+    return x

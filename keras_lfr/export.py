@@ -15,7 +15,9 @@ def export(model, path, input_shape=None):
 
     A wrapper such as `LFRModel` is unwrapped first: serving needs only the
     classifier. The signature takes float32 `images` of shape
-    `(batch, *input_shape)` and returns `{"logits": (batch, classes)}`.
+    `(batch, *input_shape)` and returns `{"logits": (batch, classes)}`; other
+    dtypes are rejected by the signature and other shapes by an explicit check
+    whose message names the expected shape.
 
     Args:
         model: A `RobustModel` or any Keras model that returns logits.
@@ -45,11 +47,25 @@ def export(model, path, input_shape=None):
             "input_shape=None. Expected a tuple such as (28, 28, 1); subclassed "
             "models must be called once or given `input_shape`."
         )
+    expected = ", ".join(str(d) for d in shape)
+
+    def serve(images):
+        # The signature fixes the dtype (float32); the shape is checked here so that
+        # a wrong image size fails with this message, not deep inside a layer.
+        check = tf.debugging.assert_equal(
+            tf.shape(images)[1:],
+            tf.constant(shape, tf.int32),
+            message=f"{SIGNATURE_KEY} expects float32 `images` of shape (batch, {expected})",
+        )
+        with tf.control_dependencies([check]):  # check before any layer runs
+            images = tf.identity(images)
+        return {OUTPUT_NAME: model(images, training=False)}
+
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(
         name=SIGNATURE_KEY,
-        fn=lambda images: {OUTPUT_NAME: model(images, training=False)},
+        fn=serve,
         input_signature=[tf.TensorSpec((None, *shape), tf.float32, name=INPUT_NAME)],
     )
     archive.write_out(str(path), verbose=False)

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_lfr import _validation, checks, ops
+from keras_lfr import _validation, callbacks, checks, ops
 from keras_lfr.methods import awp_perturbation, get_method, perturbed_weights
 
 
@@ -150,14 +150,41 @@ class RobustModel(keras.Model):
         if self.built:
             self.optimizer.build(self.trainable_variables)
 
-    def fit(self, x=None, *args, **kwargs):
-        sample = _first_inputs(x)
-        if sample is not None and not self.built:
-            # Callbacks such as BackupAndRestore need the weights before training.
-            self.build((None, *sample.shape[1:]))
-        checks.warn_if_not_logits(self.inner_model, sample)
-        kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), _EpochCounter(self._epoch)]
-        return super().fit(x, *args, **kwargs)
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """Trains the model; like `keras.Model.fit`.
+
+        Before training, the first batch is checked (floating-point images of
+        the model's input rank, labels in range, pixels within the method's
+        clip range, logits rather than probabilities) so that mistakes fail
+        with a clear message instead of deep inside TensorFlow; during
+        training, `keras_lfr.callbacks.NaNGuard` stops a diverging run and names
+        the term that blew up.
+        """
+        sample_x, sample_y = _first_batch(x, y)
+        outputs = None
+        if sample_x is not None:
+            shape = input_shape_of(self.inner_model)
+            checks.validate_batch(
+                sample_x,
+                input_rank=None if shape is None else len(shape) + 1,
+                clip_min=getattr(self.method, "clip_min", None),
+                clip_max=getattr(self.method, "clip_max", None),
+                where="the data passed to fit",
+            )
+            if not self.built:
+                # Callbacks such as BackupAndRestore need the weights before training.
+                self.build((None, *sample_x.shape[1:]))
+            outputs = self.inner_model(sample_x, training=False)
+            checks.validate_batch(
+                sample_x, sample_y, num_classes=outputs.shape[-1], where="the data passed to fit"
+            )
+        checks.warn_if_not_logits(self.inner_model, outputs)
+        kwargs["callbacks"] = [
+            *(kwargs.get("callbacks") or []),
+            _EpochCounter(self._epoch),
+            callbacks.NaNGuard(),
+        ]
+        return super().fit(x, y, *args, **kwargs)
 
     def step_seed(self):
         """The stateless seed of the current step on the current replica."""
@@ -219,6 +246,30 @@ class RobustModel(keras.Model):
             self._compile_metrics.update_state(y, logits, sample_weight)
             logs.update(self._compile_metrics.result())
         return logs
+
+    def _random_generators(self):
+        """The random-generator states of the inner model's layers (e.g. Dropout)."""
+        return [
+            generator
+            for layer in self.inner_model._flatten_layers()
+            for generator in getattr(layer, "_seed_generators", [])
+        ]
+
+    def save_own_variables(self, store):
+        # Keras does not checkpoint random-generator states, so a run resumed by
+        # BackupAndRestore (or a reloaded model) would draw new Dropout masks.
+        # Keeping them makes it continue exactly where it stopped.
+        super().save_own_variables(store)
+        for i, generator in enumerate(self._random_generators()):
+            store[f"seed_generator_{i}"] = generator.state
+
+    def load_own_variables(self, store):
+        keys = [f"seed_generator_{i}" for i in range(len(self._random_generators()))]
+        stored = set(store.keys())
+        super().load_own_variables({k: store[k] for k in stored if k not in keys})
+        for generator, key in zip(self._random_generators(), keys, strict=True):
+            if key in stored:
+                generator.state.assign(store[key])
 
     def get_config(self):
         return {
@@ -332,11 +383,11 @@ def input_shape_of(model):
     return None
 
 
-def _first_inputs(x, count=32):
-    """A few inputs from the data passed to `fit`, to sanity-check the model."""
+def _first_batch(x, y, count=32):
+    """A few `(inputs, labels)` from the data passed to `fit`, to check them early."""
     if isinstance(x, tf.data.Dataset):
         batch = next(iter(x.take(1)))
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
-    if isinstance(x, (np.ndarray, tf.Tensor)) and x.ndim >= 2:
-        return x[:count]
-    return None
+        x, y = (batch[0], batch[1]) if isinstance(batch, (tuple, list)) else (batch, None)
+    if not isinstance(x, (np.ndarray, tf.Tensor)) or x.ndim < 1:
+        return None, None
+    return x[:count], None if y is None else np.asarray(y)[:count]

@@ -15,7 +15,7 @@ def _torch_linear_init(fan_in):
     )
 
 
-def small_cnn(input_shape=(28, 28, 1), num_classes=10, dropout=0.5, name="small_cnn"):
+def small_cnn(input_shape=(28, 28, 1), num_classes=10, dropout=0.5, dtype=None, name="small_cnn"):
     """The SmallCNN of TRADES and LFR for MNIST, returning logits.
 
     conv32-conv32-pool-conv64-conv64-pool-fc200-fc200-fc10 with ReLU and 3×3
@@ -30,6 +30,9 @@ def small_cnn(input_shape=(28, 28, 1), num_classes=10, dropout=0.5, name="small_
         num_classes: Number of logits. Defaults to `10`.
         dropout: Dropout rate after `fc1` (TRADES' SmallCNN uses 0.5); `0`
             disables it. Defaults to `0.5`.
+        dtype: A dtype policy for the layers, e.g. `"mixed_bfloat16"`; the
+            logits are then cast to float32 by a final `logits` layer.
+            Defaults to `None` (the global policy).
         name: Model name. Defaults to `"small_cnn"`.
 
     Returns:
@@ -51,28 +54,46 @@ def small_cnn(input_shape=(28, 28, 1), num_classes=10, dropout=0.5, name="small_
 
     def conv(filters, layer_name):
         return layers.Conv2D(
-            filters, 3, activation="relu", kernel_initializer=conv_init, name=layer_name
+            filters,
+            3,
+            activation="relu",
+            kernel_initializer=conv_init,
+            name=layer_name,
+            dtype=dtype,
         )
 
     inputs = keras.Input(input_shape, name="images")
     x = conv(32, "conv1")(inputs)
     x = conv(32, "conv2")(x)
-    x = layers.MaxPooling2D(2, name="pool1")(x)
+    x = layers.MaxPooling2D(2, name="pool1", dtype=dtype)(x)
     x = conv(64, "conv3")(x)
     x = conv(64, "conv4")(x)
-    x = layers.MaxPooling2D(2, name="pool2")(x)
-    x = layers.Flatten(name="flatten")(x)
+    x = layers.MaxPooling2D(2, name="pool2", dtype=dtype)(x)
+    x = layers.Flatten(name="flatten", dtype=dtype)(x)
     kernel, bias = _torch_linear_init(x.shape[-1])
     x = layers.Dense(
-        200, activation="relu", kernel_initializer=kernel, bias_initializer=bias, name="fc1"
+        200,
+        activation="relu",
+        kernel_initializer=kernel,
+        bias_initializer=bias,
+        name="fc1",
+        dtype=dtype,
     )(x)
     if dropout:
-        x = layers.Dropout(dropout, name="dropout")(x)
+        x = layers.Dropout(dropout, name="dropout", dtype=dtype)(x)
     kernel, bias = _torch_linear_init(200)
     x = layers.Dense(
-        200, activation="relu", kernel_initializer=kernel, bias_initializer=bias, name="fc2"
+        200,
+        activation="relu",
+        kernel_initializer=kernel,
+        bias_initializer=bias,
+        name="fc2",
+        dtype=dtype,
     )(x)
-    outputs = layers.Dense(num_classes, kernel_initializer="zeros", name="fc3")(x)
+    outputs = layers.Dense(num_classes, kernel_initializer="zeros", name="fc3", dtype=dtype)(x)
+    if dtype is not None:
+        # Mixed precision: logits leave the model in float32 (losses, attacks, serving).
+        outputs = layers.Activation("linear", dtype="float32", name="logits")(outputs)
     return keras.Model(inputs, outputs, name=name)
 
 

@@ -45,3 +45,31 @@ def tiny():
 @pytest.fixture
 def batch():
     return tiny_batch()
+
+
+def learnable_data(n=128, seed=0):
+    """8×8 images whose label (0–3) is the bright row band: easy to learn."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 4, size=n).astype("int32")
+    x = rng.uniform(0, 0.3, size=(n, 8, 8, 1)).astype("float32")
+    for i, label in enumerate(y):
+        x[i, 2 * label : 2 * label + 2] += 0.6
+    return x, y
+
+
+@pytest.fixture(scope="session")
+def undefended():
+    """A SmallCNN trained normally for 2 epochs on 4,096 MNIST images, and 128 test images."""
+    import keras_lfr
+
+    keras.utils.set_random_seed(0)
+    cnn = keras_lfr.models.small_cnn(dropout=0.0)
+    cnn.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    train = keras_lfr.data.load("mnist", "train", batch_size=64, num_examples=4096, download=False)
+    cnn.fit(train, epochs=2, verbose=0)
+    test = keras_lfr.data.load("mnist", "test", batch_size=128, num_examples=128, download=False)
+    x, y = next(iter(test))
+    return cnn, x, y.numpy()

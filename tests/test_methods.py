@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_model
+from conftest import learnable_data, tiny_model
 
 import keras_lfr
 from keras_lfr import ops
@@ -73,15 +73,6 @@ def test_llr_inner_max_raises_the_gap(tiny, batch):
     _, _, before = method.loss(tiny, x, y, start)
     _, _, after = method.loss(tiny, x, y, x_adv)
     assert after["linearity_gap"] > before["linearity_gap"]
-
-
-def learnable_data(n=128, seed=0):
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 4, size=n).astype("int32")
-    x = rng.uniform(0, 0.3, size=(n, 8, 8, 1)).astype("float32")
-    for i, label in enumerate(y):
-        x[i, 2 * label : 2 * label + 2] += 0.6
-    return x, y
 
 
 @pytest.mark.parametrize(
@@ -303,3 +294,16 @@ def test_methods_compile_with_xla(batch, method):
         logs.append(model.train_on_batch(x, y, return_dict=True))
     for key in logs[0]:
         np.testing.assert_allclose(logs[1][key], logs[0][key], rtol=1e-4, atol=1e-6)
+
+
+def test_pgd_at_and_standard_losses_match_numpy(tiny, batch):
+    from keras_lfr.methods import PGDAT, Standard
+
+    x, y = batch
+    x_adv = np.random.default_rng(2).uniform(size=x.shape).astype("float32")
+    clean, adv = ce_numpy(tiny(x).numpy(), y).mean(), ce_numpy(tiny(x_adv).numpy(), y).mean()
+    _, total, terms = PGDAT(clean_weight=0.25).loss(tiny, x, tf.constant(y), tf.constant(x_adv))
+    np.testing.assert_allclose(terms["adv_ce"], adv, rtol=1e-5)
+    np.testing.assert_allclose(total, 0.75 * adv + 0.25 * clean, rtol=1e-5)
+    _, total, _ = Standard().loss(tiny, x, tf.constant(y), None)
+    np.testing.assert_allclose(total, clean, rtol=1e-5)

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_batch, tiny_model
+from conftest import learnable_data, tiny_batch, tiny_model
 
 import keras_lfr
 
@@ -36,16 +36,6 @@ class SubclassedNet(keras.Model):
 def same_config(a, b):
     """Configs equal up to tuple/list (JSON round trips turn tuples into lists)."""
     return json.dumps(a.get_config(), sort_keys=True) == json.dumps(b.get_config(), sort_keys=True)
-
-
-def learnable_data(n=128, seed=0):
-    """Labels that depend on the image: the class is the brightest row band."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 4, size=n).astype("int32")
-    x = rng.uniform(0, 0.3, size=(n, 8, 8, 1)).astype("float32")
-    for i, label in enumerate(y):
-        x[i, 2 * label : 2 * label + 2] += 0.6
-    return x, y
 
 
 @pytest.mark.parametrize(
@@ -217,3 +207,25 @@ def test_warns_on_probability_outputs_seen_in_fit():
 def test_logits_model_does_not_warn(tiny, recwarn):
     keras_lfr.wrap(tiny)
     assert not [w for w in recwarn if "probabilities" in str(w.message)]
+
+
+def test_mixed_bfloat16_keeps_losses_and_penalty_in_float32():
+    x, y = tiny_batch(batch=32, shape=(28, 28, 1))
+    results = {}
+    for dtype in (None, "mixed_bfloat16"):
+        keras.utils.set_random_seed(0)  # the same float32 weights for both
+        cnn = keras_lfr.models.small_cnn(dropout=0.0, dtype=dtype)
+        # Distinct class directions (a constant kernel would make ∇ₓ CE vanish).
+        kernel = np.random.default_rng(0).normal(size=(200, 10)) * 0.1
+        cnn.get_layer("fc3").kernel.assign(kernel.astype("float32"))
+        model = keras_lfr.wrap(cnn, steps=2)
+        model.compile(optimizer="sgd")
+        grads, logits, loss, terms = model.compute_gradients(
+            tf.constant(x), tf.constant(y), None, keras_lfr.ops.as_seed(0)
+        )
+        assert logits.dtype == loss.dtype == "float32"
+        assert all(v.dtype == "float32" and np.isfinite(v) for v in terms.values())
+        assert all(g.dtype == "float32" and np.all(np.isfinite(g)) for g in grads)
+        results[dtype] = terms
+    for name in ("clean_ce", "local_flatness"):
+        np.testing.assert_allclose(results["mixed_bfloat16"][name], results[None][name], rtol=0.05)

@@ -18,19 +18,21 @@ def pgd(
     random_start=True,
     restarts=1,
     norm="linf",
+    targets=None,
     clip_min=0.0,
     clip_max=1.0,
     seed=0,
 ):
-    """Untargeted PGD on the cross-entropy loss.
+    """PGD on the cross-entropy loss, untargeted or targeted.
 
-    Maximises CE(f(x'), y) over the ball ‖x' − x‖ ≤ `epsilon` intersected with
+    Untargeted, maximises CE(f(x'), y); targeted, minimises CE(f(x'), t) for
+    the given target labels t. Both over the ball ‖x' − x‖ ≤ `epsilon` intersected with
     [`clip_min`, `clip_max`] by `steps` steps of
     x' ← Π(x' + `step_size` · d), with d = sign(∇) for `"linf"` and
     d = ∇/‖∇‖₂ for `"l2"`. With `restarts > 1` the attack is repeated from
     independent random starts and the per-example worst case (highest loss)
-    is kept. Reference: Madry et al., "Towards Deep Learning Models Resistant
-    to Adversarial Attacks", ICLR 2018.
+    is kept (highest CE for y, or lowest CE for t). Reference: Madry et al.,
+    "Towards Deep Learning Models Resistant to Adversarial Attacks", ICLR 2018.
 
     Args:
         model: A callable returning logits (called with `training=False`).
@@ -43,6 +45,8 @@ def pgd(
             Defaults to `True`.
         restarts: Number of independent runs (>= 1). Defaults to `1`.
         norm: `"linf"` or `"l2"`. Defaults to `"linf"`.
+        targets: Integer target labels `(batch,)` for a targeted attack, or
+            `None`. Defaults to `None`.
         clip_min: Smallest valid pixel value. Defaults to `0.0`.
         clip_max: Largest valid pixel value. Defaults to `1.0`.
         seed: Int or shape-`[2]` int tensor for the random starts. Defaults
@@ -64,9 +68,15 @@ def pgd(
     steps = _validation.positive_int("steps", steps)
     restarts = _validation.positive_int("restarts", restarts)
 
-    x = tf.stop_gradient(tf.convert_to_tensor(x))
-    labels = ops.sparse_labels(y)
+    x = tf.stop_gradient(_validation.images(x, clip_min, clip_max))
+    # Ascend `sign` · CE(`labels`): +CE(y) untargeted, −CE(t) targeted.
+    labels, sign = (
+        (ops.sparse_labels(y), 1.0) if targets is None else (ops.sparse_labels(targets), -1.0)
+    )
     seed = ops.as_seed(seed)
+
+    def score(x_adv):
+        return sign * ops.cross_entropy(labels, model(x_adv, training=False))
 
     def project(x_adv):
         if norm == "linf":
@@ -93,6 +103,7 @@ def pgd(
 
     def l2_step(_, x_adv):
         grad, _ = ops.input_gradient(model, x_adv, labels)
+        grad = sign * grad
         grad_norm = ops.expand_like(ops.l2_norm(grad), x)
         return project(x_adv + step_size * grad / tf.maximum(grad_norm, 1e-12))
 
@@ -100,7 +111,7 @@ def pgd(
         if norm == "l2":
             return ops.iterate(l2_step, x_start, steps)
         return ops.sign_ascent(
-            lambda x_adv: tf.reduce_sum(ops.cross_entropy(labels, model(x_adv, training=False))),
+            lambda x_adv: tf.reduce_sum(score(x_adv)),
             x,
             x_start,
             epsilon=epsilon,
@@ -113,7 +124,7 @@ def pgd(
     best_x, best_loss = x, tf.fill([tf.shape(x)[0]], -float("inf"))
     for restart in range(restarts):
         x_adv = run(start(restart))
-        loss = ops.cross_entropy(labels, model(x_adv, training=False))
+        loss = score(x_adv)
         better = loss > best_loss
         best_loss = tf.where(better, loss, best_loss)
         best_x = tf.where(ops.expand_like(better, x), x_adv, best_x)

@@ -2,6 +2,8 @@
 
 import inspect
 
+from keras_lfr import _validation, ops
+
 _REGISTRY = {}
 
 
@@ -126,3 +128,42 @@ class Method:
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
+
+
+class BallMethod(Method):
+    """A `Method` whose inner maximisation lives in an l-inf ball within the pixel range.
+
+    Validates and serialises the shared hyperparameters (`epsilon`,
+    `step_size`, `steps`, `clip_min`, `clip_max`) and runs projected sign
+    ascent on a per-batch objective.
+    """
+
+    def _set_ball(self, epsilon, step_size, steps, clip_min, clip_max):
+        self.clip_min, self.clip_max = _validation.clip_range(clip_min, clip_max)
+        self.epsilon = _validation.epsilon_in_range(epsilon, self.clip_min, self.clip_max)
+        self.step_size = _validation.non_negative_float("step_size", step_size)
+        self.steps = _validation.positive_int("steps", steps)
+
+    def ball_config(self):
+        """The shared hyperparameters, for `get_config`."""
+        return {
+            "epsilon": self.epsilon,
+            "step_size": self.step_size,
+            "steps": self.steps,
+            "clip_min": self.clip_min,
+            "clip_max": self.clip_max,
+        }
+
+    def ascend(self, objective, x, start, seed):
+        """Sign ascent on `objective(x_adv)` from a `start` kind of `ops.random_start`."""
+        x_start = ops.random_start(x, start, self.epsilon, seed, self.clip_min, self.clip_max)
+        return ops.sign_ascent(
+            objective,
+            x,
+            x_start,
+            epsilon=self.epsilon,
+            step_size=self.step_size,
+            steps=self.steps,
+            clip_min=self.clip_min,
+            clip_max=self.clip_max,
+        )

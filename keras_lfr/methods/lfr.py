@@ -3,7 +3,7 @@
 import tensorflow as tf
 
 from keras_lfr import _validation, ops
-from keras_lfr.methods.base import Method, register_method
+from keras_lfr.methods.base import BallMethod, register_method
 
 
 def _flatness_and_ascent_direction(model, x_adv, labels):
@@ -121,7 +121,7 @@ def local_flatness(
     random_start = _validation.one_of("random_start", random_start, ops.START_KINDS)
     _, gamma = flatness_ascent(
         model,
-        tf.convert_to_tensor(x),
+        _validation.images(x, clip_min, clip_max),
         ops.sparse_labels(y),
         epsilon=epsilon,
         step_size=step_size,
@@ -136,7 +136,7 @@ def local_flatness(
 
 
 @register_method("lfr")
-class LFR(Method):
+class LFR(BallMethod):
     """Local Flatness Regularization: CE(x) + λ · meanᵢ max_{x'ᵢ} ‖∇ₓ CE(x'ᵢ, yᵢ)‖₁.
 
     Inner max: `steps` sign-ascent steps of size `step_size` on
@@ -175,10 +175,7 @@ class LFR(Method):
         clip_max=1.0,
         random_start="normal",
     ):
-        self.clip_min, self.clip_max = _validation.clip_range(clip_min, clip_max)
-        self.epsilon = _validation.epsilon_in_range(epsilon, self.clip_min, self.clip_max)
-        self.step_size = _validation.non_negative_float("step_size", step_size)
-        self.steps = _validation.positive_int("steps", steps)
+        self._set_ball(epsilon, step_size, steps, clip_min, clip_max)
         self.lam = _validation.non_negative_float("lam", lam)
         self.random_start = _validation.one_of("random_start", random_start, ops.START_KINDS)
 
@@ -205,12 +202,4 @@ class LFR(Method):
         return logits, total, {"clean_ce": clean_ce, "local_flatness": flatness}
 
     def get_config(self):
-        return {
-            "epsilon": self.epsilon,
-            "step_size": self.step_size,
-            "steps": self.steps,
-            "lam": self.lam,
-            "clip_min": self.clip_min,
-            "clip_max": self.clip_max,
-            "random_start": self.random_start,
-        }
+        return {**self.ball_config(), "lam": self.lam, "random_start": self.random_start}

@@ -3,7 +3,7 @@
 import tensorflow as tf
 
 from keras_lfr import _validation, ops
-from keras_lfr.methods.base import Method, register_method
+from keras_lfr.methods.base import BallMethod, register_method
 
 
 def linearity_gap(model, x, labels, delta, training):
@@ -25,7 +25,7 @@ def linearity_gap(model, x, labels, delta, training):
 
 
 @register_method("llr")
-class LLR(Method):
+class LLR(BallMethod):
     """LLR: ℓ(x) + λ · g(δ*; x) + μ · |δ*ᵀ∇ₓℓ(x)|, δ* maximising g over the ball.
 
     g(δ; x) = |ℓ(x+δ) − ℓ(x) − δᵀ∇ₓℓ(x)| measures how far the loss is from its
@@ -59,10 +59,7 @@ class LLR(Method):
     def __init__(
         self, epsilon=0.3, step_size=0.01, steps=40, lam=4.0, mu=3.0, clip_min=0.0, clip_max=1.0
     ):
-        self.clip_min, self.clip_max = _validation.clip_range(clip_min, clip_max)
-        self.epsilon = _validation.epsilon_in_range(epsilon, self.clip_min, self.clip_max)
-        self.step_size = _validation.non_negative_float("step_size", step_size)
-        self.steps = _validation.positive_int("steps", steps)
+        self._set_ball(epsilon, step_size, steps, clip_min, clip_max)
         self.lam = _validation.non_negative_float("lam", lam)
         self.mu = _validation.non_negative_float("mu", mu)
 
@@ -77,17 +74,7 @@ class LLR(Method):
             directional = ops.per_example_dot(x_adv - x, grad)
             return tf.reduce_sum(tf.abs(shifted - clean_loss - directional))
 
-        start = ops.random_start(x, "uniform", self.epsilon, seed, self.clip_min, self.clip_max)
-        return ops.sign_ascent(
-            objective,
-            x,
-            start,
-            epsilon=self.epsilon,
-            step_size=self.step_size,
-            steps=self.steps,
-            clip_min=self.clip_min,
-            clip_max=self.clip_max,
-        )
+        return self.ascend(objective, x, "uniform", seed)
 
     def loss(self, model, x, y, x_adv, sample_weight=None):
         gap, alignment, clean_loss, logits = linearity_gap(
@@ -101,12 +88,4 @@ class LLR(Method):
         return logits, total, terms
 
     def get_config(self):
-        return {
-            "epsilon": self.epsilon,
-            "step_size": self.step_size,
-            "steps": self.steps,
-            "lam": self.lam,
-            "mu": self.mu,
-            "clip_min": self.clip_min,
-            "clip_max": self.clip_max,
-        }
+        return {**self.ball_config(), "lam": self.lam, "mu": self.mu}

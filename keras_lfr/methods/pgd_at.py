@@ -4,11 +4,11 @@ import tensorflow as tf
 
 from keras_lfr import _validation, ops
 from keras_lfr.attacks.pgd import pgd
-from keras_lfr.methods.base import Method, register_method
+from keras_lfr.methods.base import BallMethod, register_method
 
 
 @register_method("pgd_at")
-class PGDAT(Method):
+class PGDAT(BallMethod):
     """Cross-entropy on PGD-K adversarial examples, optionally mixed with clean CE.
 
     loss = (1 − `clean_weight`) · CE(x_pgd, y) + `clean_weight` · CE(x, y),
@@ -44,10 +44,7 @@ class PGDAT(Method):
         clip_min=0.0,
         clip_max=1.0,
     ):
-        self.clip_min, self.clip_max = _validation.clip_range(clip_min, clip_max)
-        self.epsilon = _validation.epsilon_in_range(epsilon, self.clip_min, self.clip_max)
-        self.step_size = _validation.non_negative_float("step_size", step_size)
-        self.steps = _validation.positive_int("steps", steps)
+        self._set_ball(epsilon, step_size, steps, clip_min, clip_max)
         self.clean_weight = _validation.non_negative_float("clean_weight", clean_weight)
         if self.clean_weight > 1:
             raise ValueError(
@@ -80,11 +77,4 @@ class PGDAT(Method):
         return logits, total, {"adv_ce": adv_ce, "clean_ce": clean_ce}
 
     def get_config(self):
-        return {
-            "epsilon": self.epsilon,
-            "step_size": self.step_size,
-            "steps": self.steps,
-            "clean_weight": self.clean_weight,
-            "clip_min": self.clip_min,
-            "clip_max": self.clip_max,
-        }
+        return {**self.ball_config(), "clean_weight": self.clean_weight}

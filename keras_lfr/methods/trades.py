@@ -3,7 +3,7 @@
 import tensorflow as tf
 
 from keras_lfr import _validation, ops
-from keras_lfr.methods.base import Method, register_method
+from keras_lfr.methods.base import BallMethod, register_method
 
 
 def kl_divergence(logits_p, logits_q):
@@ -14,7 +14,7 @@ def kl_divergence(logits_p, logits_q):
 
 
 @register_method("trades")
-class TRADES(Method):
+class TRADES(BallMethod):
     """TRADES: CE(f(x), y) + β · KL(f(x) ‖ f(x')), x' maximising the KL.
 
     Inner max: `steps` sign-ascent steps of size `step_size` on
@@ -43,10 +43,7 @@ class TRADES(Method):
     terms = ("clean_ce", "kl")
 
     def __init__(self, epsilon=0.3, step_size=0.01, steps=40, beta=1.0, clip_min=0.0, clip_max=1.0):
-        self.clip_min, self.clip_max = _validation.clip_range(clip_min, clip_max)
-        self.epsilon = _validation.epsilon_in_range(epsilon, self.clip_min, self.clip_max)
-        self.step_size = _validation.non_negative_float("step_size", step_size)
-        self.steps = _validation.positive_int("steps", steps)
+        self._set_ball(epsilon, step_size, steps, clip_min, clip_max)
         self.beta = _validation.non_negative_float("beta", beta)
 
     def perturb(self, model, x, y, seed):
@@ -57,17 +54,7 @@ class TRADES(Method):
         def objective(x_adv):
             return tf.reduce_sum(kl_divergence(clean_logits, model(x_adv, training=False)))
 
-        start = ops.random_start(x, "normal", self.epsilon, seed, self.clip_min, self.clip_max)
-        return ops.sign_ascent(
-            objective,
-            x,
-            start,
-            epsilon=self.epsilon,
-            step_size=self.step_size,
-            steps=self.steps,
-            clip_min=self.clip_min,
-            clip_max=self.clip_max,
-        )
+        return self.ascend(objective, x, "normal", seed)
 
     def loss(self, model, x, y, x_adv, sample_weight=None):
         logits = model(x, training=True)
@@ -76,11 +63,4 @@ class TRADES(Method):
         return logits, clean_ce + self.beta * kl, {"clean_ce": clean_ce, "kl": kl}
 
     def get_config(self):
-        return {
-            "epsilon": self.epsilon,
-            "step_size": self.step_size,
-            "steps": self.steps,
-            "beta": self.beta,
-            "clip_min": self.clip_min,
-            "clip_max": self.clip_max,
-        }
+        return {**self.ball_config(), "beta": self.beta}

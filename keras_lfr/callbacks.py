@@ -1,0 +1,123 @@
+"""Keras callbacks for robust training."""
+
+import functools
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_lfr import _validation, attacks, ops
+
+
+class AttackEvaluation(keras.callbacks.Callback):
+    """Measures accuracy under attacks on a held-out slice every few epochs.
+
+    Adds `val_adv_<name>_accuracy` to the epoch logs, so the values show in
+    the progress bar, `History` and TensorBoard (place this callback before
+    `TensorBoard` in the list).
+
+    Args:
+        x: Held-out images (a few hundred keep it cheap).
+        y: Their integer or one-hot labels.
+        attacks_by_name: Dict of name -> `fn(model, x, y) -> x_adv`. Defaults
+            to `None`: PGD-10 with ε = 0.3 and step 0.03, named `"pgd"`.
+        every: Evaluate every `every` epochs (and after the last one).
+            Defaults to `1`.
+        batch_size: Examples per attack batch. Defaults to `256`.
+
+    Example:
+
+    >>> callback = keras_lfr.callbacks.AttackEvaluation(x_val[:500], y_val[:500])
+    >>> history = model.fit(train_ds, epochs=10, callbacks=[callback])
+    >>> history.history["val_adv_pgd_accuracy"]
+    """
+
+    def __init__(self, x, y, attacks_by_name=None, every=1, batch_size=256):
+        super().__init__()
+        self.x = np.asarray(x, dtype="float32")
+        self.y = np.asarray(ops.sparse_labels(y))
+        if attacks_by_name is None:
+            attacks_by_name = {
+                "pgd": functools.partial(attacks.pgd, epsilon=0.3, step_size=0.03, steps=10)
+            }
+        self.attacks_by_name = dict(attacks_by_name)
+        self.every = _validation.positive_int("every", every)
+        self.batch_size = _validation.positive_int("batch_size", batch_size)
+        self._compiled = None
+
+    def _compile(self):
+        model = self.model
+
+        def accuracy_fn(attack):
+            def correct(x, y):
+                x_adv = attack(model, x, y)
+                predictions = tf.argmax(model(x_adv, training=False), axis=1, output_type=tf.int32)
+                return tf.reduce_sum(tf.cast(predictions == y, tf.int32))
+
+            return tf.function(correct, reduce_retracing=True)
+
+        return {name: accuracy_fn(attack) for name, attack in self.attacks_by_name.items()}
+
+    def on_epoch_end(self, epoch, logs=None):
+        last = self.params.get("epochs") if self.params else None
+        if (epoch + 1) % self.every and epoch + 1 != last:
+            return
+        if self._compiled is None:
+            self._compiled = self._compile()
+        for name, correct in self._compiled.items():
+            total = 0
+            for start in range(0, len(self.x), self.batch_size):
+                stop = start + self.batch_size
+                total += int(correct(self.x[start:stop], self.y[start:stop]))
+            if logs is not None:
+                logs[f"val_adv_{name}_accuracy"] = total / len(self.x)
+
+
+# What each logged term means, for error messages.
+TERM_DESCRIPTIONS = {
+    "loss": "the total objective",
+    "clean_ce": "the cross-entropy on clean inputs",
+    "adv_ce": "the cross-entropy on adversarial inputs",
+    "local_flatness": "the LFR penalty ‖∇ₓ CE(x')‖₁",
+    "kl": "the TRADES KL term",
+    "linearity_gap": "the LLR linearity gap",
+    "grad_alignment": "the LLR gradient-alignment term",
+    "structure": "the LSP structure term",
+}
+
+
+class NaNGuard(keras.callbacks.Callback):
+    """Stops training with a clear error as soon as a logged term is NaN or infinite.
+
+    The error names the epoch, the batch, the optimizer step and the terms that
+    blew up (for LFR: the clean cross-entropy or the flatness penalty), instead
+    of letting NaN weights train on silently. `RobustModel.fit` adds it.
+
+    Raises:
+        FloatingPointError: From `on_train_batch_end` when a term is not finite.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        values = {k: float(np.asarray(v)) for k, v in (logs or {}).items()}
+        bad = [k for k, v in values.items() if not np.isfinite(v)]
+        if not bad:
+            return
+        self.model.stop_training = True
+        culprits = [k for k in bad if k != "loss"] or bad
+        described = ", ".join(
+            f"`{k}` ({TERM_DESCRIPTIONS.get(k, 'a logged term')})" for k in culprits
+        )
+        step = int(self.model.optimizer.iterations) if self.model.optimizer else batch + 1
+        raise FloatingPointError(
+            f"Training diverged at epoch {self.epoch + 1}, batch {batch + 1} (optimizer step "
+            f"{step}): {described} became {', '.join(str(values[k]) for k in culprits)}. "
+            f"Logged values: {values}. Lower the learning rate or the penalty weight, or "
+            "check the inputs for NaN."
+        )

@@ -1,0 +1,250 @@
+"""Robust accuracy under named attack protocols, and gradient-masking sanity checks."""
+
+import dataclasses
+import functools
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_lfr import _validation, attacks, checks, ops
+
+
+def paper_protocol(epsilon=0.3):
+    """The LFR authors' evaluation (Xu et al., ICIP 2020, Table 1).
+
+    FGSM: one step of size ε from a uniform random start; PGD-40: step 0.01,
+    random start; MI-FGSM: 40 steps of 0.01, decay 0.1; DDN: l2, 20
+    iterations, no ε (an example is robust when no adversarial is found).
+
+    Returns:
+        A dict mapping attack names to functions `(model, x, y) -> x_adv`.
+    """
+    return {
+        "fgsm": functools.partial(attacks.fgsm, epsilon=epsilon, random_start=True),
+        "pgd40": functools.partial(
+            attacks.pgd, epsilon=epsilon, step_size=0.01, steps=40, random_start=True
+        ),
+        "mi_fgsm": functools.partial(
+            attacks.mi_fgsm, epsilon=epsilon, step_size=0.01, steps=40, decay=0.1
+        ),
+        "ddn": functools.partial(attacks.ddn, steps=20),
+    }
+
+
+def strong_protocol(epsilon=0.3, queries=5000):
+    """APGD-CE, APGD-T (targeted DLR, 9 targets) and Square, worst case per example.
+
+    The white-box attacks of AutoAttack (Croce & Hein, ICML 2020) with 100
+    iterations each, plus the black-box Square attack with `queries` queries,
+    which gradient masking cannot fool.
+
+    Returns:
+        A dict mapping attack names to functions `(model, x, y) -> x_adv`.
+    """
+    return {
+        "apgd_ce": functools.partial(attacks.apgd, epsilon=epsilon, steps=100, loss="ce"),
+        "apgd_t": functools.partial(
+            attacks.apgd, epsilon=epsilon, steps=100, loss="dlr", targets=9
+        ),
+        "square": functools.partial(attacks.square, epsilon=epsilon, queries=queries),
+    }
+
+
+PROTOCOLS = {"paper": paper_protocol, "strong": strong_protocol}
+
+
+def protocol(name, **kwargs):
+    """Returns the attacks of a named protocol (`"paper"` or `"strong"`).
+
+    Raises:
+        ValueError: If `name` is unknown.
+    """
+    _validation.one_of("protocol", name, tuple(PROTOCOLS))
+    return PROTOCOLS[name](**kwargs)
+
+
+def _as_logits_fn(model):
+    """A function `(x) -> logits` in inference mode, compiled once."""
+    return tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+
+
+def robust_accuracy(model, dataset, attacks_by_name, *, verbose=1):
+    """Accuracy on clean inputs, under each attack, and under all of them at once.
+
+    Every attack runs on every example (also on ones that are misclassified
+    clean; they count as not robust). `worst_case` is the fraction of examples
+    classified correctly clean and under every attack.
+
+    Args:
+        model: A Keras model or any callable returning logits.
+        dataset: Batches of `(images, labels)` (a `tf.data.Dataset` or any
+            iterable of pairs).
+        attacks_by_name: Dict of name -> `fn(model, x, y) -> x_adv`, e.g.
+            `protocol("paper")`.
+        verbose: 1 for a progress bar, 0 for none. Defaults to `1`.
+
+    Returns:
+        A dict with `clean`, each attack's name, `worst_case` (fractions) and
+        `examples` (the count).
+
+    Example:
+
+    >>> results = keras_lfr.evaluation.robust_accuracy(
+    ...     model, test_ds, keras_lfr.evaluation.protocol("paper"))
+    """
+    if not attacks_by_name:
+        raise ValueError(
+            "Invalid value for argument `attacks_by_name`. Received: "
+            f"attacks_by_name={attacks_by_name!r}. Expected a non-empty dict."
+        )
+    logits_fn = _as_logits_fn(model)
+    compiled = {
+        name: tf.function(functools.partial(attack, model), reduce_retracing=True)
+        for name, attack in attacks_by_name.items()
+    }
+    correct = {name: [] for name in ("clean", *compiled)}
+    cardinality = int(dataset.cardinality()) if isinstance(dataset, tf.data.Dataset) else None
+    progbar = keras.utils.Progbar(
+        cardinality if cardinality and cardinality > 0 else None, verbose=verbose, unit_name="batch"
+    )
+    for step, (x, y) in enumerate(dataset):
+        logits = logits_fn(x)
+        if step == 0:
+            checks.validate_batch(x, y, num_classes=logits.shape[-1], where="the evaluation data")
+            checks.warn_if_not_logits(model, logits)
+        labels = ops.sparse_labels(y)
+        correct["clean"].append(_correct(logits, labels))
+        for name, attack in compiled.items():
+            correct[name].append(_correct(logits_fn(attack(x, labels)), labels))
+        progbar.update(step + 1, [(name, np.mean(c[-1])) for name, c in correct.items()])
+    per_example = {name: np.concatenate(c) for name, c in correct.items()}
+    results = {name: float(np.mean(c)) for name, c in per_example.items()}
+    results["worst_case"] = float(np.mean(np.all(np.stack(list(per_example.values())), axis=0)))
+    results["examples"] = int(len(per_example["clean"]))
+    return results
+
+
+def _correct(logits, labels):
+    return (tf.argmax(logits, axis=1, output_type=tf.int32) == labels).numpy()
+
+
+@dataclasses.dataclass
+class Check:
+    """One sanity check: what was compared, the numbers, and whether it passed."""
+
+    name: str
+    passed: bool
+    detail: str
+
+
+def sanity_checks(
+    model,
+    x,
+    y,
+    *,
+    epsilon=0.3,
+    step_size=0.01,
+    steps=40,
+    tolerance=0.02,
+    queries=1000,
+    verbose=True,
+):
+    """Checks for signs of gradient masking (Carlini et al., 2019).
+
+    After "On Evaluating Adversarial Robustness" (Carlini et al., 2019):
+
+    1. accuracy under PGD falls to about 0 (≤ 5%) at ε = the whole pixel
+       range, where any image can be reached;
+    2. doubling PGD's steps and using 2 restarts lowers accuracy by at most
+       `tolerance` (else the attack had not converged);
+    3. the black-box Square attack is not stronger than white-box PGD by more
+       than `tolerance` (else gradients mislead the white-box attack);
+    4. FGSM (one step) is not stronger than PGD by more than `tolerance`.
+
+    A failed check is printed loudly: it is a likely sign of gradient masking,
+    and robustness numbers from gradient attacks alone are then not to be
+    trusted.
+
+    Args:
+        model: A Keras model or any callable returning logits.
+        x: A few hundred test images.
+        y: Their labels.
+        epsilon: The evaluation radius. Defaults to `0.3`.
+        step_size: PGD step. Defaults to `0.01`.
+        steps: PGD steps. Defaults to `40`.
+        tolerance: Allowed accuracy gap. Defaults to `0.02`.
+        queries: Square attack queries. Defaults to `1000`.
+        verbose: Print the report. Defaults to `True`.
+
+    Returns:
+        A list of `Check`.
+    """
+    labels = ops.sparse_labels(y)
+    logits_fn = _as_logits_fn(model)
+
+    def accuracy(attack, **kwargs):
+        x_adv = tf.function(lambda: attack(model, x, labels, **kwargs))()
+        return float(np.mean(_correct(logits_fn(x_adv), labels)))
+
+    pgd = functools.partial(attacks.pgd, epsilon=epsilon, step_size=step_size)
+    full = accuracy(attacks.pgd, epsilon=1.0, step_size=0.1, steps=steps)
+    base = accuracy(pgd, steps=steps)
+    longer = accuracy(pgd, steps=2 * steps, restarts=2)
+    black_box = accuracy(attacks.square, epsilon=epsilon, queries=queries)
+    one_step = accuracy(attacks.fgsm, epsilon=epsilon)
+    checks = [
+        Check(
+            "unbounded attack reaches ~0%",
+            full <= 0.05,
+            f"PGD at eps=1.0: {full:.1%} (expected <= 5%)",
+        ),
+        Check(
+            "more steps and restarts add little",
+            base - longer <= tolerance,
+            f"PGD-{steps}: {base:.1%}, PGD-{2 * steps} x2 restarts: {longer:.1%}",
+        ),
+        Check(
+            "black-box not stronger than white-box",
+            base - black_box <= tolerance,
+            f"PGD-{steps}: {base:.1%}, Square ({queries} queries): {black_box:.1%}",
+        ),
+        Check(
+            "FGSM not stronger than PGD",
+            base - one_step <= tolerance,
+            f"PGD-{steps}: {base:.1%}, FGSM: {one_step:.1%}",
+        ),
+    ]
+    if verbose:
+        print(format_checks(checks))
+    return checks
+
+
+def format_checks(checks):
+    """A plain-text report of sanity checks; failures are marked loudly."""
+    lines = []
+    for check in checks:
+        mark = "PASS" if check.passed else "FAIL"
+        lines.append(f"[{mark}] {check.name}: {check.detail}")
+    if not all(check.passed for check in checks):
+        lines.append(
+            "WARNING: at least one sanity check FAILED: this is a likely sign of gradient "
+            "masking. Do not trust robustness measured by gradient-based attacks alone; "
+            "report the worst case over white-box and black-box attacks."
+        )
+    return "\n".join(lines)
+
+
+def markdown_table(results_by_model):
+    """Formats `{model name: robust_accuracy results}` as a markdown table (in %)."""
+    columns = []
+    for results in results_by_model.values():
+        columns.extend(k for k in results if k != "examples" and k not in columns)
+    lines = [
+        "| model | " + " | ".join(columns) + " | examples |",
+        "|---" * (len(columns) + 2) + "|",
+    ]
+    for name, results in results_by_model.items():
+        cells = [f"{100 * results[c]:.2f}" if c in results else "" for c in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {results.get('examples', '')} |")
+    return "\n".join(lines)

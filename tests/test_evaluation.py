@@ -1,0 +1,134 @@
+"""Robust accuracy, protocols, sanity checks, the callback and the evaluate script."""
+
+import functools
+import json
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import REFERENCE_WEIGHTS, REPO, tiny_batch, tiny_model
+
+import keras_lfr
+from keras_lfr import attacks, evaluation
+from trainers import evaluate
+
+
+def test_robust_accuracy_counts_per_attack_and_worst_case():
+    model = tiny_model()
+    x, y = tiny_batch(batch=32)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(10)
+    chosen = {
+        "identity": lambda m, x, y: x,
+        "pgd": functools.partial(attacks.pgd, epsilon=0.2, step_size=0.05, steps=3),
+    }
+    results = evaluation.robust_accuracy(model, ds, chosen, verbose=0)
+    predict = lambda inputs: np.argmax(model(inputs), axis=1)  # noqa: E731
+    clean = predict(x) == y
+    pgd = predict(attacks.pgd(model, x, y, epsilon=0.2, step_size=0.05, steps=3)) == y
+    assert results["examples"] == 32
+    assert results["clean"] == results["identity"] == pytest.approx(clean.mean())
+    assert results["worst_case"] == pytest.approx((clean & pgd).mean())
+    assert results["worst_case"] <= min(results["clean"], results["pgd"])
+
+
+def test_protocols_name_the_papers_attacks():
+    assert sorted(evaluation.protocol("paper")) == ["ddn", "fgsm", "mi_fgsm", "pgd40"]
+    assert sorted(evaluation.protocol("strong")) == ["apgd_ce", "apgd_t", "square"]
+    with pytest.raises(ValueError, match="argument `protocol`"):
+        evaluation.protocol("weak")
+
+
+@pytest.fixture
+def trained(undefended):
+    cnn, x, y = undefended
+    return cnn, x[:64], y[:64]
+
+
+def test_sanity_checks_pass_on_an_honest_model(trained, capsys):
+    cnn, x, y = trained
+    checks = evaluation.sanity_checks(cnn, x, y, queries=200)
+    assert [c.passed for c in checks] == [True] * 4, evaluation.format_checks(checks)
+    assert "WARNING" not in capsys.readouterr().out
+
+
+def test_sanity_checks_flag_gradient_masking(trained, capsys):
+    cnn, x, y = trained
+    inputs = keras.Input((28, 28, 1))
+    # Zero input gradients, same predictions: the textbook masked model.
+    masked = keras.layers.Lambda(lambda t: 0.0 * t + tf.stop_gradient(t))(inputs)
+    model = keras.Model(inputs, cnn(masked))
+    checks = {c.name: c for c in evaluation.sanity_checks(model, x, y, steps=10, queries=200)}
+    assert not checks["unbounded attack reaches ~0%"].passed
+    assert not checks["black-box not stronger than white-box"].passed
+    assert "likely sign of gradient masking" in capsys.readouterr().out
+
+
+def test_attack_evaluation_callback_adds_keys_to_history():
+    x, y = tiny_batch(batch=32)
+    model = keras_lfr.wrap(tiny_model(), method="standard")
+    model.compile(optimizer="sgd", metrics=["accuracy"])
+    callback = keras_lfr.callbacks.AttackEvaluation(
+        x[:16], y[:16], {"fgsm": functools.partial(attacks.fgsm, epsilon=0.1)}, every=2
+    )
+    history = model.fit(x, y, epochs=3, verbose=0, callbacks=[callback]).history
+    # Epochs 2 and 3 (every 2nd and the last).
+    assert len(history["val_adv_fgsm_accuracy"]) == 2
+    expected = np.mean(
+        np.argmax(model(attacks.fgsm(model, x[:16], y[:16], epsilon=0.1)), axis=1) == y[:16]
+    )
+    assert history["val_adv_fgsm_accuracy"][-1] == pytest.approx(expected)
+
+
+def test_evaluate_script_on_npz_and_savedmodel_agree(tmp_path):
+    config = evaluate.EvalConfig(
+        weights=str(REFERENCE_WEIGHTS), examples=64, batch_size=64, verbose=0
+    )
+    from_npz = evaluate.evaluate(config)["results"]
+    assert from_npz["clean"] > 0.95 and from_npz["pgd40"] <= from_npz["clean"]
+    cnn = evaluate.load_model(config)
+    keras_lfr.export(cnn, tmp_path / "saved")
+    config = evaluate.EvalConfig(
+        model=str(tmp_path / "saved"), examples=64, batch_size=64, verbose=0
+    )
+    assert evaluate.evaluate(config)["results"] == pytest.approx(from_npz, abs=1 / 64)
+
+
+def test_evaluate_command_line_writes_json(tmp_path):
+    out = tmp_path / "r.json"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trainers.evaluate",
+            f"--weights={REFERENCE_WEIGHTS}",
+            "--examples=32",
+            "--batch_size=32",
+            f"--output={out}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "| model | clean | fgsm | pgd40 | mi_fgsm | ddn | worst_case |" in completed.stdout
+    assert json.loads(out.read_text())["results"]["examples"] == 32
+
+
+def test_evaluate_needs_exactly_one_model_source():
+    with pytest.raises(ValueError, match="exactly one of `model`"):
+        evaluate.load_model(evaluate.EvalConfig())
+
+
+def test_evaluate_runs_a_chosen_subset_and_rejects_unknown_attacks():
+    config = evaluate.EvalConfig(
+        weights=str(REFERENCE_WEIGHTS), examples=16, batch_size=16, attacks=("pgd40",), verbose=0
+    )
+    results = evaluate.evaluate(config)["results"]
+    assert set(results) == {"clean", "pgd40", "worst_case", "examples"}
+    config.attacks = ("pgd41",)
+    with pytest.raises(ValueError, match="argument `attacks`"):
+        evaluate.evaluate(config)

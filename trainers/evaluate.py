@@ -1,0 +1,157 @@
+r"""Evaluates a model's robustness under a named attack protocol.
+
+    python -m trainers.evaluate --weights=../shared/reference/lfr_official_mnist_smallcnn.npz \
+        --protocol=paper
+    python -m trainers.evaluate --model=/tmp/keras_lfr/model.keras --protocol=strong \
+        --examples=1000 --sanity_checks
+    python -m trainers.evaluate --weights=... --attacks=pgd40   # one attack, timed
+
+`--model` is a `.keras` file or a SavedModel directory (as written by
+`keras_lfr.export`); `--weights` is an `.npz` of SmallCNN weights by layer name.
+Prints a markdown table and writes the results as JSON to `--output`.
+"""
+
+import dataclasses
+import json
+import os
+import sys
+import time
+
+import keras
+import tensorflow as tf
+from absl import app, flags, logging
+
+import keras_lfr
+
+FLAGS = flags.FLAGS
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    """What an evaluation depends on; the flags map onto it one to one."""
+
+    model: str = None
+    weights: str = None
+    protocol: str = "paper"
+    attacks: tuple = None
+    dataset: str = "mnist"
+    examples: int = None
+    batch_size: int = 500
+    epsilon: float = 0.3
+    queries: int = 5000
+    sanity_checks: bool = False
+    verbose: int = 1
+
+
+def load_model(config):
+    """A callable `(x, training=False) -> logits` from a .keras, SavedModel or .npz."""
+    if (config.model is None) == (config.weights is None):
+        raise ValueError(
+            "Invalid arguments: pass exactly one of `model` (a .keras file or SavedModel "
+            f"directory) and `weights` (an .npz). Received: model={config.model!r}, "
+            f"weights={config.weights!r}."
+        )
+    if config.weights is not None:
+        info = keras_lfr.data.dataset_info(config.dataset)
+        cnn = keras_lfr.models.small_cnn(info.image_shape, info.num_classes)
+        return keras_lfr.models.load_weights_npz(cnn, config.weights)
+    if os.path.isdir(config.model):
+        loaded = tf.saved_model.load(config.model)  # owns the variables: keep it alive
+
+        def served(x, training=False):
+            del training
+            return loaded.signatures["serving_default"](images=tf.cast(x, tf.float32))["logits"]
+
+        return served
+    if not os.path.isfile(config.model):
+        raise ValueError(
+            f"Invalid value for argument `model`. Received: model={config.model!r}. "
+            "Expected an existing .keras file or SavedModel directory."
+        )
+    return keras.models.load_model(config.model)
+
+
+def evaluate(config):
+    """Runs the protocol (and optionally the sanity checks) and returns the results."""
+    model = load_model(config)
+    test = keras_lfr.data.load(
+        config.dataset, "test", batch_size=config.batch_size, num_examples=config.examples
+    )
+    kwargs = {"epsilon": config.epsilon}
+    if config.protocol == "strong":
+        kwargs["queries"] = config.queries
+    start = time.perf_counter()
+    chosen = keras_lfr.evaluation.protocol(config.protocol, **kwargs)
+    if config.attacks:
+        unknown = sorted(set(config.attacks) - set(chosen))
+        if unknown:
+            raise ValueError(
+                f"Invalid value for argument `attacks`. Received: attacks={list(config.attacks)}. "
+                f"Expected names from the {config.protocol!r} protocol: {sorted(chosen)}."
+            )
+        chosen = {name: chosen[name] for name in config.attacks}
+    results = keras_lfr.evaluation.robust_accuracy(model, test, chosen, verbose=config.verbose)
+    seconds = time.perf_counter() - start
+    output = {
+        "config": dataclasses.asdict(config),
+        "results": results,
+        "seconds": seconds,
+        "examples_per_second": results["examples"] / seconds,
+    }
+    if config.sanity_checks:
+        x, y = next(
+            iter(keras_lfr.data.load(config.dataset, "test", batch_size=500, num_examples=500))
+        )
+        checks = keras_lfr.evaluation.sanity_checks(model, x, y, epsilon=config.epsilon)
+        output["sanity_checks"] = [dataclasses.asdict(c) for c in checks]
+    return output
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)  # keep the progress bar readable
+    config = EvalConfig(
+        model=FLAGS.model,
+        weights=FLAGS.weights,
+        protocol=FLAGS.protocol,
+        attacks=tuple(FLAGS.attacks) if FLAGS.attacks else None,
+        dataset=FLAGS.dataset,
+        examples=FLAGS.examples,
+        batch_size=FLAGS.batch_size,
+        epsilon=FLAGS.epsilon,
+        queries=FLAGS.queries,
+        sanity_checks=FLAGS.sanity_checks,
+    )
+    try:
+        output = evaluate(config)
+    except ValueError as error:
+        sys.exit(f"error: {error}")
+    name = os.path.basename(config.model or config.weights)
+    print(keras_lfr.evaluation.markdown_table({name: output["results"]}))
+    print(
+        f"{output['examples_per_second']:.1f} examples/s "
+        f"({output['seconds']:.0f} s for {output['results']['examples']} examples)"
+    )
+    if FLAGS.output:
+        with open(FLAGS.output, "w") as f:
+            json.dump(output, f, indent=2, default=float)
+
+
+def define_flags():
+    """Defines the command-line flags (only when run as a script)."""
+    flags.DEFINE_string("model", None, "A .keras file or a SavedModel directory.")
+    flags.DEFINE_string("weights", None, "An .npz of SmallCNN weights (alternative to --model).")
+    flags.DEFINE_enum("protocol", "paper", ["paper", "strong"], "Attack protocol.")
+    flags.DEFINE_list("attacks", None, "Run only these attacks of the protocol (default: all).")
+    flags.DEFINE_string("dataset", "mnist", "tfds dataset.")
+    flags.DEFINE_integer("examples", None, "Evaluate on the first N test examples only.")
+    flags.DEFINE_integer("batch_size", 500, "Examples per attack batch.")
+    flags.DEFINE_float("epsilon", 0.3, "l-inf radius of the attacks.")
+    flags.DEFINE_integer("queries", 5000, "Square attack queries (strong protocol).")
+    flags.DEFINE_bool("sanity_checks", False, "Also run the gradient-masking sanity checks.")
+    flags.DEFINE_string("output", None, "JSON file for the results.")
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
