@@ -15,6 +15,7 @@ from keras_lfr import (
     methods,
     models,
     ops,
+    surfaces,
 )
 from keras_lfr.export import export
 from keras_lfr.methods import available_methods, local_flatness
@@ -37,5 +38,6 @@ __all__ = [
     "methods",
     "models",
     "ops",
+    "surfaces",
     "wrap",
 ]

@@ -1,0 +1,66 @@
+"""Decision and loss surfaces around an input, as in Figures 1 and 2 of the LFR paper."""
+
+import numpy as np
+import tensorflow as tf
+
+from keras_lfr import _validation, ops
+
+
+def sign_directions(x, seed=0):
+    """Two random sign directions d₁, d₂ ∈ {−1, +1}^shape(x) (a stateless draw)."""
+    x = tf.convert_to_tensor(x)
+    u = ops.uniform(tf.concat([[2], tf.shape(x)], axis=0), ops.as_seed(seed))
+    return tf.where(u < 0.5, -1.0, 1.0)
+
+
+def surface(
+    model, x, y, *, radius=0.3, resolution=41, kind="decision", seed=0, clip_min=0.0, clip_max=1.0
+):
+    """Evaluates a model on the plane x + a·d₁ + b·d₂, |a|, |b| ≤ `radius`.
+
+    d₁, d₂ are random sign directions, so the plane's corners are corners of
+    the l-inf ball of radius `radius`. Points are clipped to the pixel range.
+
+    Args:
+        model: A callable returning logits.
+        x: One input (no batch axis).
+        y: Its integer label.
+        radius: Half-width of the plane in each direction. Defaults to `0.3`.
+        resolution: Grid points per axis. Defaults to `41`.
+        kind: `"decision"` for p_y − max_{i≠y} p_i (negative where the point
+            is misclassified) or `"loss"` for the cross-entropy. Defaults to
+            `"decision"`.
+        seed: Seed of the directions. Defaults to `0`.
+        clip_min: Smallest valid pixel value. Defaults to `0.0`.
+        clip_max: Largest valid pixel value. Defaults to `1.0`.
+
+    Returns:
+        A tuple `(a, b, values)`: the two axes (length `resolution`) and a
+        `(resolution, resolution)` array, `values[i, j]` at `(a[i], b[j])`.
+
+    Raises:
+        ValueError: If an argument is invalid.
+    """
+    _validation.one_of("kind", kind, ("decision", "loss"))
+    radius = _validation.positive_float("radius", radius)
+    resolution = _validation.positive_int("resolution", resolution)
+    x = tf.convert_to_tensor(x, tf.float32)
+    d1, d2 = tf.unstack(sign_directions(x, seed))
+    axis = np.linspace(-radius, radius, resolution, dtype="float32")
+    a, b = np.meshgrid(axis, axis, indexing="ij")
+    coefficients = tf.constant(np.stack([a.ravel(), b.ravel()], axis=1))
+    points = x[None] + coefficients[:, :1, None, None] * d1 + coefficients[:, 1:, None, None] * d2
+    points = tf.clip_by_value(points, clip_min, clip_max)
+    labels = tf.fill([points.shape[0]], tf.cast(y, tf.int32))
+    values = []
+    for start in range(0, points.shape[0], 512):
+        logits = model(points[start : start + 512], training=False)
+        chunk_labels = labels[start : start + 512]
+        if kind == "loss":
+            values.append(ops.cross_entropy(chunk_labels, logits).numpy())
+        else:
+            p = tf.nn.softmax(tf.cast(logits, tf.float32))
+            true = tf.gather(p, chunk_labels, axis=1, batch_dims=1)
+            others = tf.where(tf.one_hot(chunk_labels, p.shape[1]) > 0, -1.0, p)
+            values.append((true - tf.reduce_max(others, axis=1)).numpy())
+    return axis, axis, np.concatenate(values).reshape(resolution, resolution)

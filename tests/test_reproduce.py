@@ -1,0 +1,58 @@
+"""Surfaces, the reproduction report and the λ sweep, on a smoke budget."""
+
+import numpy as np
+import pytest
+from conftest import tiny_model
+
+import keras_lfr
+from trainers import reproduce, sweep
+
+
+def test_surface_values_match_direct_evaluation():
+    model = tiny_model()
+    x = np.random.default_rng(0).uniform(size=(8, 8, 1)).astype("float32")
+    a, b, decision = keras_lfr.surfaces.surface(model, x, 3, radius=0.2, resolution=5)
+    _, _, loss = keras_lfr.surfaces.surface(model, x, 3, radius=0.2, resolution=5, kind="loss")
+    d1, d2 = keras_lfr.surfaces.sign_directions(x).numpy()
+    assert set(np.unique(d1)) == {-1.0, 1.0}
+    i, j = 1, 4
+    point = np.clip(x + a[i] * d1 + b[j] * d2, 0, 1)[None]
+    logits = model(point).numpy()[0]
+    p = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    np.testing.assert_allclose(decision[i, j], p[3] - np.delete(p, 3).max(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(loss[i, j], -np.log(p[3]), rtol=1e-4)
+    np.testing.assert_allclose(a, np.linspace(-0.2, 0.2, 5))
+    with pytest.raises(ValueError, match="argument `kind`"):
+        keras_lfr.surfaces.surface(model, x, 3, kind="accuracy")
+
+
+def test_reproduce_smoke_budget_writes_tables_and_figures(tmp_path):
+    output = reproduce.reproduce(
+        "smoke", ("standard", "lfr"), str(tmp_path / "runs"), figures_dir=str(tmp_path)
+    )
+    for method in ("standard", "lfr"):
+        result = output["methods"][method]
+        assert set(result["paper"]) >= {"clean", "fgsm", "pgd40", "mi_fgsm", "ddn", "worst_case"}
+        assert set(result["strong"]) >= {"apgd_ce", "apgd_t", "square", "worst_case"}
+        assert result["gamma"] >= 0 and len(result["checks"]) == 4
+    text = reproduce.report(output, "python -m trainers.reproduce --budget=smoke")
+    assert "REDUCED budget (smoke)" in text
+    assert "| Standard | " in text and "| LFR | " in text
+    assert "(99.47)" in text and "(2.04)" in text  # the paper's numbers beside ours
+    for path in output["figures"].values():
+        assert path.endswith(".png") and (tmp_path / path.split("/")[-1]).stat().st_size > 1000
+    report = tmp_path / "RESULTS.md"
+    report.write_text("# Results\n\nkept\n")
+    reproduce.write_report(text, str(report))
+    reproduce.write_report(text.replace("smoke", "again"), str(report))
+    written = report.read_text()
+    assert written.startswith("# Results\n\nkept\n") and written.count(reproduce.BEGIN) == 1
+    assert "again" in written
+
+
+def test_sweep_smoke(tmp_path):
+    results = sweep.sweep([0.0, 0.1], "smoke", str(tmp_path))
+    assert sorted(results) == [0.0, 0.1]
+    assert all(0 <= r["pgd40"] <= r["clean"] <= 1 for r in results.values())
+    path = sweep.plot(results, str(tmp_path / "fig3.png"))
+    assert (tmp_path / "fig3.png").stat().st_size > 1000 and path.endswith("fig3.png")
