@@ -147,13 +147,15 @@ def load(
     else:
 
         def one_epoch(epoch):
-            epoch_indices = tf.data.Dataset.range(count)
-            if shuffle:  # A stateless permutation of (seed, epoch).
+            epoch_indices = tf.data.Dataset.range(count).batch(
+                batch_size, drop_remainder=drop_remainder
+            )
+            if shuffle:  # A stateless permutation of (seed, epoch), a batch of indices at a time.
                 key = tf.stack([tf.constant(seed, tf.int64), epoch])
                 epoch_indices = epoch_indices.map(
                     lambda i: tf.random.experimental.index_shuffle(i, key, count - 1)
                 )
-            return epoch_indices.batch(batch_size, drop_remainder=drop_remainder)
+            return epoch_indices
 
         indices = tf.data.Dataset.range(initial_epoch, epochs).flat_map(one_epoch)
     return indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_lfr
 
@@ -46,3 +47,28 @@ def test_unknown_dataset_and_bad_arguments():
 def test_missing_data_without_download_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="Could not load dataset 'fashion_mnist'"):
         keras_lfr.data.load("fashion_mnist", data_dir=str(tmp_path), download=False)
+
+
+def test_resumable_stream_permutes_each_epoch_by_seed_and_epoch():
+    count, batch, seed = 100, 32, 7
+    load = dict(batch_size=batch, num_examples=count, download=False)
+    plain = np.concatenate(
+        [x for x, _ in keras_lfr.data.load("mnist", "train", shuffle=False, **load)]
+    )
+    stream = [
+        x.numpy() for x, _ in keras_lfr.data.load("mnist", "train", seed=seed, epochs=3, **load)
+    ]
+    resumed = keras_lfr.data.load("mnist", "train", seed=seed, epochs=3, initial_epoch=1, **load)
+    assert [len(x) for x in stream] == [32, 32, 32, 4] * 3
+    for epoch in range(3):
+        key = tf.constant([seed, epoch], tf.int64)
+        order = [
+            int(tf.random.experimental.index_shuffle(tf.constant(i, tf.int64), key, count - 1))
+            for i in range(count)
+        ]
+        np.testing.assert_array_equal(
+            np.concatenate(stream[4 * epoch : 4 * epoch + 4]), plain[order]
+        )
+    assert order != sorted(order)
+    for got, want in zip(resumed, stream[4:], strict=True):
+        np.testing.assert_array_equal(got[0], want)
