@@ -42,12 +42,6 @@ def test_reproduce_smoke_budget_writes_tables_and_figures(tmp_path):
     assert "| method | γ mean | γ median |" in text
     for path in output["figures"].values():
         assert path.endswith(".png") and (tmp_path / path.split("/")[-1]).stat().st_size > 1000
-    redrawn = reproduce.redraw_figures(
-        "smoke", ("standard", "lfr"), str(tmp_path / "runs"), str(tmp_path / "redrawn")
-    )
-    assert sorted(redrawn) == sorted(output["figures"])
-    for path in redrawn.values():
-        assert (tmp_path / "redrawn" / path.split("/")[-1]).stat().st_size > 1000
     report = tmp_path / "RESULTS.md"
     report.write_text("# Results\n\nkept\n")
     reproduce.write_report(text, str(report))

@@ -55,6 +55,7 @@ class Budget:
     check_examples: int
     gamma_examples: int
     figure_resolution: int
+    figure_candidates: int
 
     def train_config(self, method, **overrides):
         """The `trainers.train.TrainConfig` of one model under this budget."""
@@ -73,13 +74,13 @@ class Budget:
 BUDGETS = {
     # The paper: 100 epochs on all 60k images, K = 40 steps of 0.01, ×0.1
     # after epoch 90; evaluation on the whole test set.
-    "paper": Budget(100, None, 40, 0.01, (90,), None, None, 5000, 500, 1000, 41),
+    "paper": Budget(100, None, 40, 0.01, (90,), None, None, 5000, 500, 1000, 41, 100),
     # Under an hour on 2 CPU cores: 3 epochs on 20k images, K = 10. The step
     # keeps the paper's path length K · step = 0.4 > ε, so the inner max can
     # still reach the boundary of the ε = 0.3 ball (10 steps of 0.01 cannot).
-    "reduced": Budget(3, 20_000, 10, 0.04, (), 1000, 200, 1000, 200, 200, 31),
+    "reduced": Budget(3, 20_000, 10, 0.04, (), 1000, 200, 1000, 200, 200, 31, 100),
     # Seconds: for the smoke test.
-    "smoke": Budget(1, 256, 2, 0.2, (), 32, 16, 20, 16, 16, 5),
+    "smoke": Budget(1, 256, 2, 0.2, (), 32, 16, 20, 16, 16, 5, 8),
 }
 
 
@@ -148,8 +149,7 @@ def reproduce(budget_name, methods, workdir, figures_dir=None, verbose=0):
         }
     output = {"methods": results, "budget": budget_name, "hardware": hardware()}
     if figures_dir is not None:
-        models = {m: keras.models.load_model(r["model_path"]).unwrap() for m, r in results.items()}
-        output["figures"] = write_figures(models, figures_dir, budget.figure_resolution)
+        output["figures"] = redraw_figures(budget_name, methods, workdir, figures_dir)
     return output
 
 
@@ -163,7 +163,7 @@ def hardware():
     )
 
 
-def figure_point(models, candidates=100):
+def figure_point(models, candidates):
     """The test image the figures are drawn around, and its index.
 
     Random sign planes rarely reach the decision boundary, so the figures use,
@@ -176,20 +176,24 @@ def figure_point(models, candidates=100):
     index, lowest = 0, np.inf
     for i in range(candidates if "standard" in models else 0):
         values = keras_lfr.surfaces.surface(models["standard"], x[i], int(y[i]), resolution=9)[2]
-        if values[4, 4] > 0 and values.min() < lowest:  # [4, 4] is x itself
+        if values[9 // 2, 9 // 2] > 0 and values.min() < lowest:  # the centre is x itself
             index, lowest = i, values.min()
     return x[index], int(y[index]), index
 
 
-def write_figures(models, directory, resolution):
-    """Figures 1 and 2: decision surfaces (Standard vs LFR) and LFR's loss surface."""
+def write_figures(models, directory, resolution, candidates):
+    """Figures 1 and 2: decision surfaces (Standard vs LFR) and LFR's loss surface.
+
+    Drawn on a `resolution`² grid around the test image `figure_point` picks
+    among the first `candidates`.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     os.makedirs(directory, exist_ok=True)
-    x, y, index = figure_point(models)
+    x, y, index = figure_point(models, candidates)
     paths = {}
     panels = [m for m in ("standard", "lfr") if m in models]
     if panels:
@@ -242,7 +246,8 @@ def redraw_figures(budget_name, methods, workdir, figures_dir):
         m: keras.models.load_model(os.path.join(workdir, m, "model.keras")).unwrap()
         for m in methods
     }
-    return write_figures(models, figures_dir, BUDGETS[budget_name].figure_resolution)
+    budget = BUDGETS[budget_name]
+    return write_figures(models, figures_dir, budget.figure_resolution, budget.figure_candidates)
 
 
 def report(output, command):
