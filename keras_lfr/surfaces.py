@@ -48,8 +48,10 @@ def surface(
     d1, d2 = tf.unstack(sign_directions(x, seed))
     axis = np.linspace(-radius, radius, resolution, dtype="float32")
     a, b = np.meshgrid(axis, axis, indexing="ij")
-    coefficients = tf.constant(np.stack([a.ravel(), b.ravel()], axis=1))
-    points = x[None] + coefficients[:, :1, None, None] * d1 + coefficients[:, 1:, None, None] * d2
+    batch = x[None]
+    a = ops.expand_like(tf.constant(a.ravel()), batch)
+    b = ops.expand_like(tf.constant(b.ravel()), batch)
+    points = batch + a * d1 + b * d2
     points = tf.clip_by_value(points, clip_min, clip_max)
     labels = tf.fill([points.shape[0]], tf.cast(y, tf.int32))
     values = []

@@ -57,3 +57,16 @@ def test_sweep_smoke(tmp_path):
     assert all(0 <= r["pgd40"] <= r["clean"] <= 1 for r in results.values())
     path = sweep.plot(results, str(tmp_path / "fig3.png"))
     assert (tmp_path / "fig3.png").stat().st_size > 1000 and path.endswith("fig3.png")
+
+
+def test_surface_of_a_vector_input_matches_direct_evaluation():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3)])
+    x = np.random.default_rng(1).uniform(size=6).astype("float32")
+    a, b, loss = keras_lfr.surfaces.surface(model, x, 1, radius=0.1, resolution=3, kind="loss")
+    d1, d2 = keras_lfr.surfaces.sign_directions(x).numpy()
+    logits = model(np.clip(x + a[0] * d1 + b[2] * d2, 0, 1)[None]).numpy()[0]
+    expected = np.log(np.exp(logits).sum()) - logits[1]
+    np.testing.assert_allclose(loss[0, 2], expected, rtol=1e-4)

@@ -21,15 +21,13 @@ FLAGS = flags.FLAGS
 def sweep(lams, budget_name, workdir, verbose=0):
     """Returns `{λ: {"clean": …, "pgd40": …}}` for LFR models trained at each λ."""
     budget = reproduce.BUDGETS[budget_name]
+    test = keras_lfr.data.load("mnist", "test", batch_size=500, num_examples=budget.eval_examples)
+    pgd40 = {"pgd40": keras_lfr.evaluation.protocol("paper")["pgd40"]}
     results = {}
     for lam in lams:
         config = budget.train_config("lfr", lam=lam, verbose=verbose)
         trained = train.train_and_evaluate(config, os.path.join(workdir, f"lam_{lam:g}"))
         model = keras.models.load_model(trained["model_path"]).unwrap()
-        test = keras_lfr.data.load(
-            "mnist", "test", batch_size=500, num_examples=budget.eval_examples
-        )
-        pgd40 = {"pgd40": keras_lfr.evaluation.protocol("paper")["pgd40"]}
         accuracy = keras_lfr.evaluation.robust_accuracy(model, test, pgd40, verbose=0)
         results[lam] = {"clean": accuracy["clean"], "pgd40": accuracy["pgd40"]}
     return results
