@@ -1,6 +1,9 @@
 """Keras callbacks for robust training."""
 
 import functools
+import math
+import time
+import warnings
 
 import keras
 import numpy as np
@@ -71,6 +74,77 @@ class AttackEvaluation(keras.callbacks.Callback):
                 total += int(correct(self.x[start:stop], self.y[start:stop]))
             if logs is not None:
                 logs[f"val_adv_{name}_accuracy"] = total / len(self.x)
+
+
+class WallClock(keras.callbacks.Callback):
+    """Adds `wall_time`, the seconds since training began, to the epoch logs.
+
+    Place it first in the callback list so that the time includes the other
+    callbacks' work of the epoch (e.g. `AttackEvaluation`). A resumed run
+    counts from its own start.
+    """
+
+    def on_train_begin(self, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["wall_time"] = time.perf_counter() - self._start
+
+
+class CollapseWarning(keras.callbacks.Callback):
+    """Warns once when training has driven the model to a constant prediction.
+
+    A run has collapsed when, at the end of `patience` epochs in a row, the
+    clean cross-entropy is within `tolerance` of ln C (the loss of the uniform
+    prediction over C classes) and the model predicts one class for every
+    example of a reference batch. The warning names the method and the
+    hyperparameters to lower. `RobustModel.fit` adds it with the first batch
+    of the data.
+
+    Args:
+        x: A reference batch of inputs (a few dozen examples).
+        method: The `keras_lfr.methods.Method` being trained.
+        tolerance: Distance to ln C that counts as "at" ln C. Defaults to
+            `0.05`.
+        patience: Consecutive collapsed epochs before warning. Defaults to
+            `2`.
+    """
+
+    def __init__(self, x, method, tolerance=0.05, patience=2):
+        super().__init__()
+        self.x = x
+        self.method = method
+        self.tolerance = tolerance
+        self.patience = _validation.positive_int("patience", patience)
+        self.collapsed_epochs = 0
+        self.warned = False
+
+    def on_epoch_end(self, epoch, logs=None):
+        ce = (logs or {}).get("clean_ce", (logs or {}).get("loss"))
+        if self.warned or ce is None:
+            return
+        logits = np.asarray(self.model(self.x, training=False))
+        chance = math.log(logits.shape[-1])
+        predicted = np.unique(np.argmax(logits, axis=-1))
+        if abs(float(ce) - chance) > self.tolerance or len(predicted) > 1:
+            self.collapsed_epochs = 0
+            return
+        self.collapsed_epochs += 1
+        if self.collapsed_epochs < self.patience:
+            return
+        self.warned = True
+        config = self.method.get_config()
+        lower = [f"{k} (now {config[k]!r})" for k in self.method.penalty_hyperparameters]
+        advice = f"lower {', '.join(lower)}" if lower else "check the data and learning rate"
+        warnings.warn(
+            f"Training with method={self.method.name!r} looks collapsed to a constant "
+            f"prediction at epoch {epoch + 1}: the clean cross-entropy is {float(ce):.4f}, "
+            f"about ln {logits.shape[-1]} = {chance:.4f}, and every example of the "
+            f"reference batch is predicted as class {int(predicted[0])}. To train, "
+            f"{advice}, or ramp epsilon up with `epsilon_warmup`.",
+            stacklevel=2,
+        )
 
 
 # What each logged term means, for error messages.

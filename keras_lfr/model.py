@@ -50,6 +50,15 @@ class RobustModel(keras.Model):
             changed by the perturbation. Defaults to `0.0`.
         awp_warmup: Epochs trained without AWP before it starts. Defaults to
             `0`.
+        epsilon_warmup: Optimizer steps over which the radius and the step
+            of the inner maximisation ramp linearly from 0 to the method's
+            `epsilon` and `step_size` (step t trains at the fraction
+            min(1, t / `epsilon_warmup`)); `0` trains at the full radius from
+            the first step. The ramp is computed from `optimizer.iterations`
+            inside the compiled step, so it needs no callback, never retraces
+            and resumes with the optimizer. Ramping ε is the usual cure for
+            adversarial training that stalls at ε = 0.3 from scratch.
+            Defaults to `0`.
         name: Name of the wrapper. Defaults to `None` (derived from `model`).
         **hyperparameters: Keyword arguments of the method, e.g. `epsilon`,
             `step_size`, `steps`, `lam`.
@@ -72,6 +81,7 @@ class RobustModel(keras.Model):
         seed=0,
         awp_gamma=0.0,
         awp_warmup=0,
+        epsilon_warmup=0,
         name=None,
         **hyperparameters,
     ):
@@ -83,6 +93,7 @@ class RobustModel(keras.Model):
         seed = _validation.integer("seed", seed)
         awp_gamma = _validation.non_negative_float("awp_gamma", awp_gamma)
         awp_warmup = _validation.non_negative_int("awp_warmup", awp_warmup)
+        epsilon_warmup = _validation.non_negative_int("epsilon_warmup", epsilon_warmup)
         method = get_method(method, **hyperparameters)
         super().__init__(name=name or f"{method.name}_{model.name}")
         self.inner_model = model
@@ -90,6 +101,7 @@ class RobustModel(keras.Model):
         self.seed = seed
         self.awp_gamma = awp_gamma
         self.awp_warmup = awp_warmup
+        self.epsilon_warmup = epsilon_warmup
         # The current epoch, set by `fit`; AWP is off for the first `awp_warmup`.
         self._epoch = tf.Variable(0, trainable=False, dtype=tf.int64, name="epoch")
         self.term_trackers = [keras.metrics.Mean(name=term) for term in method.terms]
@@ -184,6 +196,8 @@ class RobustModel(keras.Model):
             _EpochCounter(self._epoch),
             callbacks.NaNGuard(),
         ]
+        if sample_x is not None:
+            kwargs["callbacks"].append(callbacks.CollapseWarning(sample_x, self.method))
         return super().fit(x, y, *args, **kwargs)
 
     def step_seed(self):
@@ -195,14 +209,28 @@ class RobustModel(keras.Model):
             [tf.constant(self.seed, tf.int64), step * context.num_replicas_in_sync + replica]
         )
 
-    def compute_gradients(self, x, labels, sample_weight, seed):
+    def epsilon_scale(self):
+        """The fraction of the inner radius and step used at the current step.
+
+        min(1, `optimizer.iterations` / `epsilon_warmup`), a float32 scalar;
+        exactly `1.0` (a Python float) without a warm-up.
+        """
+        if not self.epsilon_warmup:
+            return 1.0
+        step = tf.cast(self.optimizer.iterations, tf.float32)
+        return tf.minimum(1.0, step / float(self.epsilon_warmup))
+
+    def compute_gradients(self, x, labels, sample_weight, seed, scale=1.0):
         """Runs the method on the local batch and returns gradients and logs.
+
+        `scale` multiplies the radius and the step of the inner maximisation
+        (see `epsilon_scale`).
 
         Returns:
             A tuple `(gradients, clean_logits, loss, terms)`; the gradients
             are of `loss / replicas` (summed over replicas by the optimizer).
         """
-        x_adv = self.method.perturb(self.inner_model, x, labels, seed)
+        x_adv = self.method.perturb(self.inner_model, x, labels, seed, scale)
         weights = contextlib.nullcontext()
         if self.awp_gamma:
             gamma = tf.where(self._epoch >= self.awp_warmup, self.awp_gamma, 0.0)
@@ -221,11 +249,15 @@ class RobustModel(keras.Model):
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        scale = self.epsilon_scale()
         gradients, logits, loss, terms = self._gradient_fn(
-            x, ops.sparse_labels(y), sample_weight, self.step_seed()
+            x, ops.sparse_labels(y), sample_weight, self.step_seed(), scale
         )
         self.optimizer.apply(gradients, self.trainable_variables)
-        return self._update_metrics(x, y, logits, sample_weight, loss, terms)
+        logs = self._update_metrics(x, y, logits, sample_weight, loss, terms)
+        if self.epsilon_warmup:
+            logs["epsilon_scale"] = scale
+        return logs
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -279,6 +311,7 @@ class RobustModel(keras.Model):
             "seed": self.seed,
             "awp_gamma": self.awp_gamma,
             "awp_warmup": self.awp_warmup,
+            "epsilon_warmup": self.epsilon_warmup,
             **self.method.get_config(),
         }
 

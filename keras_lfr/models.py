@@ -140,3 +140,40 @@ def load_weights_npz(model, path):
                 )
             weight.assign(stored[key])
     return model
+
+
+def to_float32(model):
+    """Returns `model` computing in float32: itself, or a float32 copy with its weights.
+
+    A model trained with a mixed policy (e.g. `"mixed_bfloat16"`) keeps float32
+    weights but computes in bfloat16; attacks on it would then run on
+    bfloat16 logits and gradients. Evaluate the float32 copy instead, so that
+    robustness is measured on the exact function the weights define. The copy
+    is made with `keras.models.clone_model` (functional and Sequential models).
+
+    Args:
+        model: A Keras model.
+
+    Returns:
+        `model` if every layer computes in float32, else a float32 clone with
+        the same weights.
+
+    Example:
+
+    >>> evaluated = keras_lfr.models.to_float32(keras.models.load_model(path).unwrap())
+    """
+
+    def compute_dtype(layer):
+        return getattr(getattr(layer, "dtype_policy", None), "compute_dtype", "float32")
+
+    if all(compute_dtype(layer) == "float32" for layer in model._flatten_layers()):
+        return model
+
+    def float32_layer(layer):
+        config = layer.get_config()
+        config["dtype"] = "float32"
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=float32_layer)
+    copy.set_weights(model.get_weights())
+    return copy

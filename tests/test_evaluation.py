@@ -34,6 +34,34 @@ def test_robust_accuracy_counts_per_attack_and_worst_case():
     assert results["worst_case"] <= min(results["clean"], results["pgd"])
 
 
+def test_cascade_finds_the_same_worst_case_and_reports_cumulative_accuracy(trained):
+    cnn, x, y = trained
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+    chosen = {
+        "fgsm": functools.partial(attacks.fgsm, epsilon=0.15),
+        "pgd": functools.partial(
+            attacks.pgd, epsilon=0.15, step_size=0.03, steps=10, random_start=False
+        ),
+    }
+    full = evaluation.robust_accuracy(cnn, ds, chosen, verbose=0)
+    cascade = evaluation.robust_accuracy(cnn, ds, chosen, cascade=True, verbose=0)
+    assert 0 < full["worst_case"] < full["clean"]  # the attacks bite, not all of them
+    assert cascade["worst_case"] == pytest.approx(full["worst_case"])
+    assert cascade["clean"] == full["clean"]
+    # Cumulative: after FGSM, then after FGSM and PGD.
+    assert cascade["fgsm"] <= min(full["clean"], full["fgsm"])
+    assert cascade["clean"] >= cascade["fgsm"] >= cascade["pgd"] == cascade["worst_case"]
+
+
+def test_progress_bar_ends_on_the_totals(capsys):
+    model = tiny_model()
+    x, y = tiny_batch(batch=30)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(20)  # batches of 20 and 10
+    results = evaluation.robust_accuracy(model, ds, {"identity": lambda m, x, y: x}, verbose=1)
+    last_line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert f"clean: {results['clean']:.4f}" in last_line
+
+
 def test_protocols_name_the_papers_attacks():
     assert sorted(evaluation.protocol("paper")) == ["ddn", "fgsm", "mi_fgsm", "pgd40"]
     assert sorted(evaluation.protocol("strong")) == ["apgd_ce", "apgd_t", "square"]

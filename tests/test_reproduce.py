@@ -70,3 +70,48 @@ def test_surface_of_a_vector_input_matches_direct_evaluation():
     logits = model(np.clip(x + a[0] * d1 + b[2] * d2, 0, 1)[None]).numpy()[0]
     expected = np.log(np.exp(logits).sum()) - logits[1]
     np.testing.assert_allclose(loss[0, 2], expected, rtol=1e-4)
+
+
+def test_fast_recipe_on_fashion_mnist_trains_evaluates_and_reuses_the_evaluation(tmp_path):
+    workdir = str(tmp_path / "runs")
+    output = reproduce.reproduce(
+        "smoke_fast", ("pgd_at",), workdir, figures_dir=str(tmp_path), dataset="fashion_mnist"
+    )
+    result = output["methods"]["pgd_at"]
+    # The recipe's ramp and the per-epoch PGD-40 curve are in the history.
+    assert {"epsilon_scale", "wall_time", "val_adv_pgd40_accuracy"} <= set(result["history"])
+    strong = result["strong"]
+    assert strong["clean"] >= strong["apgd_ce"] >= strong["apgd_t"] >= strong["square"]
+    assert strong["square"] == strong["worst_case"]  # the cascade's columns are cumulative
+    curve = output["figures"]["curve"]
+    assert curve.endswith("fashion_mnist_smoke_fast_accuracy_vs_time.png")
+    # Evaluated once: a report over the saved models reads the cached results.
+    again = reproduce.reproduce(
+        "smoke_fast", ("pgd_at",), workdir, dataset="fashion_mnist", evaluate_only=True
+    )
+    assert again["methods"]["pgd_at"]["strong"] == strong
+    assert again["methods"]["pgd_at"]["eval_seconds"] == result["eval_seconds"]
+    text = reproduce.report(again, "python -m trainers.reproduce --budget=smoke_fast")
+    assert "on fashion_mnist" in text and "(ε 0.1)" in text and "| AT | " in text
+    assert "(95.37)" not in text  # the paper's MNIST numbers are not shown beside Fashion
+    # A changed budget is evaluated again, not read from the cache.
+    changed = reproduce.reproduce(
+        "smoke_fast",
+        ("pgd_at",),
+        workdir,
+        dataset="fashion_mnist",
+        evaluate_only=True,
+        strong_examples=8,
+    )
+    assert changed["methods"]["pgd_at"]["strong"]["examples"] == 8
+
+
+def test_printed_train_commands_match_the_budget():
+    command = reproduce.train_command("fast", "trades", "fashion_mnist", "/runs")
+    assert command == (
+        "python -m trainers.train --recipe=fast --method=trades --dataset=fashion_mnist "
+        "--epsilon=0.1 --step_size=0.033333 --attack_eval_examples=500 "
+        "--model_dir=/runs/fashion_mnist/trades"
+    )
+    config = reproduce.BUDGETS["fast"].train_config("lfr")
+    assert config.optimizer == "adam" and config.steps == 5 and config.epochs == 20

@@ -1,4 +1,4 @@
-"""Runs a tiny deterministic LFR training in a fresh process, optionally SIGKILLing it.
+"""Runs a tiny deterministic LFR training (ε ramped) in a fresh process, optionally SIGKILLing it.
 
 Usage: python tests/train_run.py WORKDIR [KILL_EPOCH KILL_BATCH]
 
@@ -40,6 +40,8 @@ config = train.TrainConfig(
     train_examples=256,
     test_examples=64,
     lr_decay_epochs=(2,),
+    # The ramp ends mid-epoch 2, after the kill point: resuming must continue it.
+    epsilon_warmup_epochs=1.5,
     deterministic=True,
     verbose=0,
 )

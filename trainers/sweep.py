@@ -1,11 +1,18 @@
-r"""Figure 3 of the LFR paper: clean and PGD-40 accuracy of LFR models vs λ.
+r"""Sweeps a method's hyperparameters: clean and PGD-40 accuracy per value.
 
-    python -m trainers.sweep --budget=reduced --lams=0,0.005,0.01,0.02,0.05
+    python -m trainers.sweep --budget=reduced --values=0,0.02,0.05,0.2     # Fig. 3: LFR's λ
+    python -m trainers.sweep --method=adr --budget=slice --relative --values=1,0.1,0.01 \
+        --params=local_weight,global_weight,entropy_weight,smoothness_weight
 
-Trains one LFR model per λ with a budget of `trainers.reproduce`, evaluates
-clean and PGD-40 accuracy, prints a markdown table and writes the figure.
+Trains one model per value with a budget of `trainers.reproduce`, evaluates
+clean and PGD-40 accuracy (and reports the final clean cross-entropy, ln 10 =
+2.30 for a collapsed model), prints a markdown table and writes the figure.
+Each value is given to every parameter of `--params`; with `--relative` it
+multiplies each parameter's default instead (to scale several weights of one
+method together).
 """
 
+import dataclasses
 import os
 import sys
 
@@ -18,35 +25,58 @@ from trainers import reproduce, train
 FLAGS = flags.FLAGS
 
 
-def sweep(lams, budget_name, workdir, verbose=0):
-    """Returns `{λ: {"clean": …, "pgd40": …}}` for LFR models trained at each λ."""
+def hyperparameters(method, params, value, relative=False):
+    """One sweep point: `value` (or `value` × the default) for each of `params`.
+
+    Raises:
+        ValueError: If a param is not a hyperparameter of the method.
+    """
+    defaults = keras_lfr.methods.get_method(method).get_config()
+    unknown = sorted(set(params) - set(defaults))
+    if unknown:
+        raise ValueError(
+            f"Invalid value for argument `params`. Received: params={list(params)}. "
+            f"Expected hyperparameters of method={method!r}: {sorted(defaults)}."
+        )
+    return {p: value * defaults[p] if relative else value for p in params}
+
+
+def sweep(values, budget_name, workdir, method="lfr", params=("lam",), relative=False, verbose=0):
+    """Returns `{value: {"clean", "pgd40", "clean_ce"}}`, one model trained per value."""
     budget = reproduce.BUDGETS[budget_name]
     test = keras_lfr.data.load("mnist", "test", batch_size=500, num_examples=budget.eval_examples)
     pgd40 = {"pgd40": keras_lfr.evaluation.protocol("paper")["pgd40"]}
     results = {}
-    for lam in lams:
-        config = budget.train_config("lfr", lam=lam, verbose=verbose)
-        trained = train.train_and_evaluate(config, os.path.join(workdir, f"lam_{lam:g}"))
+    for value in values:
+        hparams = hyperparameters(method, params, value, relative)
+        config = dataclasses.replace(budget.train_config(method, verbose=verbose), hparams=hparams)
+        directory = os.path.join(workdir, method, f"value_{value:g}")
+        trained = train.train_and_evaluate(config, directory)
         model = keras.models.load_model(trained["model_path"]).unwrap()
+        model = keras_lfr.models.to_float32(model)
         accuracy = keras_lfr.evaluation.robust_accuracy(model, test, pgd40, verbose=0)
-        results[lam] = {"clean": accuracy["clean"], "pgd40": accuracy["pgd40"]}
+        results[value] = {
+            "clean": accuracy["clean"],
+            "pgd40": accuracy["pgd40"],
+            "clean_ce": trained["history"]["clean_ce"][-1],
+        }
     return results
 
 
-def plot(results, path):
-    """Writes Figure 3 (accuracy vs λ) to `path`."""
+def plot(results, path, label="λ", title="Fig. 3: LFR accuracy vs λ"):
+    """Writes the accuracy-vs-value figure to `path`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    lams = sorted(results)
+    values = sorted(results)
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    for key, label in (("clean", "clean"), ("pgd40", "PGD-40")):
-        ax.plot(lams, [100 * results[lam][key] for lam in lams], marker="o", label=label)
-    ax.set_xlabel("λ")
+    for key, name in (("clean", "clean"), ("pgd40", "PGD-40")):
+        ax.plot(values, [100 * results[v][key] for v in values], marker="o", label=name)
+    ax.set_xlabel(label)
     ax.set_ylabel("accuracy (%)")
-    ax.set_title("Fig. 3: LFR accuracy vs λ")
+    ax.set_title(title)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=80)
@@ -58,25 +88,53 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     try:
-        lams = [float(v) for v in FLAGS.lams]
+        values = [float(v) for v in FLAGS.values]
     except ValueError:
         sys.exit(
-            f"error: Invalid value for argument `lams`. Received: {FLAGS.lams}. "
+            f"error: Invalid value for argument `values`. Received: {FLAGS.values}. "
             "Expected a comma-separated list of floats."
         )
-    results = sweep(lams, FLAGS.budget, FLAGS.model_dir, verbose=1)
-    print("| λ | clean | PGD-40 |\n|---|---|---|")
-    for lam, r in sorted(results.items()):
-        print(f"| {lam:g} | {100 * r['clean']:.2f} | {100 * r['pgd40']:.2f} |")
-    print(f"Figure: {plot(results, FLAGS.figure)}")
+    params = tuple(FLAGS.params)
+    try:
+        results = sweep(
+            values,
+            FLAGS.budget,
+            FLAGS.model_dir,
+            method=FLAGS.method,
+            params=params,
+            relative=FLAGS.relative,
+            verbose=2,
+        )
+    except ValueError as error:
+        sys.exit(f"error: {error}")
+    what = ("× default of " if FLAGS.relative else "") + ", ".join(params)
+    print(f"{FLAGS.method}, budget {FLAGS.budget}\n")
+    print(f"| {what} | clean | PGD-40 | final clean CE |\n|---|---|---|---|")
+    for value, r in sorted(results.items()):
+        print(
+            f"| {value:g} | {100 * r['clean']:.2f} | {100 * r['pgd40']:.2f} | {r['clean_ce']:.3f} |"
+        )
+    figure = FLAGS.figure
+    if figure == "auto":
+        lam_sweep = FLAGS.method == "lfr" and params == ("lam",) and not FLAGS.relative
+        figure = "docs/fig3_lambda_sweep.png" if lam_sweep else None
+    if figure:
+        title = f"{FLAGS.method}: accuracy vs {what}"
+        print(f"Figure: {plot(results, figure, label=what, title=title)}")
 
 
 def define_flags():
     """Defines the command-line flags (only when run as a script)."""
+    flags.DEFINE_string("method", "lfr", "The method to sweep.")
+    flags.DEFINE_list("params", ["lam"], "The hyperparameters that take each value.")
+    flags.DEFINE_list("values", ["0", "0.005", "0.01", "0.02", "0.05"], "The values.")
+    flags.DEFINE_alias("lams", "values")
+    flags.DEFINE_bool("relative", False, "Values multiply each parameter's default.")
     flags.DEFINE_enum("budget", "reduced", list(reproduce.BUDGETS), "Budget per model.")
-    flags.DEFINE_list("lams", ["0", "0.005", "0.01", "0.02", "0.05"], "Values of λ.")
     flags.DEFINE_string("model_dir", "/tmp/keras_lfr_sweep", "Checkpoints and models.")
-    flags.DEFINE_string("figure", "docs/fig3_lambda_sweep.png", "Output PNG.")
+    flags.DEFINE_string(
+        "figure", "auto", "Output PNG; auto: docs/fig3_lambda_sweep.png for LFR's λ, else none."
+    )
 
 
 if __name__ == "__main__":

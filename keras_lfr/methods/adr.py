@@ -100,6 +100,13 @@ class ADR(Method):
             "smoothness": _validation.non_negative_float("smoothness_weight", smoothness_weight),
         }
         self.terms = (*self.base.terms, *self.weights)
+        self.penalty_hyperparameters = (
+            "local_weight",
+            "global_weight",
+            "entropy_weight",
+            "smoothness_weight",
+            *self.base.penalty_hyperparameters,
+        )
         self._features = FeatureExtractor(layer)
 
     @classmethod
@@ -114,8 +121,8 @@ class ADR(Method):
         )
         return own + base_hyperparameter_names(BASES)
 
-    def perturb(self, model, x, y, seed):
-        return self.base.perturb(model, x, y, seed)
+    def perturb(self, model, x, y, seed, scale=1.0):
+        return self.base.perturb(model, x, y, seed, scale)
 
     def loss(self, model, x, y, x_adv, sample_weight=None):
         logits, total, terms = self.base.loss(model, x, y, x_adv, sample_weight)

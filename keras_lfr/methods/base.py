@@ -88,6 +88,8 @@ class Method:
 
     name = None
     terms = ()
+    # Hyperparameters to lower when training collapses to a constant classifier.
+    penalty_hyperparameters = ()
 
     @classmethod
     def hyperparameter_names(cls):
@@ -97,7 +99,7 @@ class Method:
             p.name for p in parameters if p.name != "self" and p.kind == p.POSITIONAL_OR_KEYWORD
         )
 
-    def perturb(self, model, x, y, seed):
+    def perturb(self, model, x, y, seed, scale=1.0):
         """Returns the perturbed inputs the loss needs, or `None`.
 
         Args:
@@ -105,11 +107,14 @@ class Method:
             x: Clean inputs of the local batch.
             y: Integer labels, shape `(batch,)`.
             seed: A shape-`[2]` int tensor for stateless randomness.
+            scale: Factor in [0, 1] on the radius and the step of the inner
+                maximisation (a float or a scalar tensor, e.g. an ε ramp).
+                Defaults to `1.0`.
 
         Returns:
             A tensor like `x`, or `None` for methods without an inner max.
         """
-        del model, x, y, seed
+        del model, x, y, seed, scale
         return None
 
     def loss(self, model, x, y, x_adv, sample_weight=None):
@@ -154,15 +159,23 @@ class BallMethod(Method):
             "clip_max": self.clip_max,
         }
 
-    def ascend(self, objective, x, start, seed):
-        """Sign ascent on `objective(x_adv)` from a `start` kind of `ops.random_start`."""
-        x_start = ops.random_start(x, start, self.epsilon, seed, self.clip_min, self.clip_max)
+    def ball(self, scale=1.0):
+        """`(epsilon, step_size)` of the inner maximisation, both times `scale`."""
+        return self.epsilon * scale, self.step_size * scale
+
+    def ascend(self, objective, x, start, seed, scale=1.0):
+        """Sign ascent on `objective(x_adv)` from a `start` kind of `ops.random_start`.
+
+        The radius and the step are `ball(scale)`.
+        """
+        epsilon, step_size = self.ball(scale)
+        x_start = ops.random_start(x, start, epsilon, seed, self.clip_min, self.clip_max)
         return ops.sign_ascent(
             objective,
             x,
             x_start,
-            epsilon=self.epsilon,
-            step_size=self.step_size,
+            epsilon=epsilon,
+            step_size=step_size,
             steps=self.steps,
             clip_min=self.clip_min,
             clip_max=self.clip_max,

@@ -164,6 +164,7 @@ class LFR(BallMethod):
     """
 
     terms = ("clean_ce", "local_flatness")
+    penalty_hyperparameters = ("lam",)
 
     def __init__(
         self,
@@ -179,13 +180,14 @@ class LFR(BallMethod):
         self.lam = _validation.non_negative_float("lam", lam)
         self.random_start = _validation.one_of("random_start", random_start, ops.START_KINDS)
 
-    def perturb(self, model, x, y, seed):
+    def perturb(self, model, x, y, seed, scale=1.0):
+        epsilon, step_size = self.ball(scale)
         return flatness_ascent(
             model,
             x,
             y,
-            epsilon=self.epsilon,
-            step_size=self.step_size,
+            epsilon=epsilon,
+            step_size=step_size,
             steps=self.steps,
             random_start=self.random_start,
             seed=seed,

@@ -55,6 +55,7 @@ class LLR(BallMethod):
     """
 
     terms = ("clean_ce", "linearity_gap", "grad_alignment")
+    penalty_hyperparameters = ("lam", "mu")
 
     def __init__(
         self, epsilon=0.3, step_size=0.01, steps=40, lam=4.0, mu=3.0, clip_min=0.0, clip_max=1.0
@@ -63,7 +64,7 @@ class LLR(BallMethod):
         self.lam = _validation.non_negative_float("lam", lam)
         self.mu = _validation.non_negative_float("mu", mu)
 
-    def perturb(self, model, x, y, seed):
+    def perturb(self, model, x, y, seed, scale=1.0):
         x = tf.stop_gradient(x)
         grad, logits = ops.input_gradient(model, x, y)
         grad = tf.stop_gradient(grad)
@@ -74,7 +75,7 @@ class LLR(BallMethod):
             directional = ops.per_example_dot(x_adv - x, grad)
             return tf.reduce_sum(tf.abs(shifted - clean_loss - directional))
 
-        return self.ascend(objective, x, "uniform", seed)
+        return self.ascend(objective, x, "uniform", seed, scale)
 
     def loss(self, model, x, y, x_adv, sample_weight=None):
         gap, alignment, clean_loss, logits = linearity_gap(

@@ -90,14 +90,15 @@ class LSP(Method):
         self.weight = _validation.non_negative_float("weight", weight)
         self.temperature = _validation.positive_float("temperature", temperature)
         self.terms = (*self.base.terms, "structure")
+        self.penalty_hyperparameters = ("weight", *self.base.penalty_hyperparameters)
         self._features = FeatureExtractor(layer)
 
     @classmethod
     def hyperparameter_names(cls):
         return ("base", "layer", "weight", "temperature") + base_hyperparameter_names(BASES)
 
-    def perturb(self, model, x, y, seed):
-        return self.base.perturb(model, x, y, seed)
+    def perturb(self, model, x, y, seed, scale=1.0):
+        return self.base.perturb(model, x, y, seed, scale)
 
     def loss(self, model, x, y, x_adv, sample_weight=None):
         logits, total, terms = self.base.loss(model, x, y, x_adv, sample_weight)

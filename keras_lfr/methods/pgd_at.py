@@ -3,7 +3,6 @@
 import tensorflow as tf
 
 from keras_lfr import _validation, ops
-from keras_lfr.attacks.pgd import pgd
 from keras_lfr.methods.base import BallMethod, register_method
 
 
@@ -34,6 +33,7 @@ class PGDAT(BallMethod):
     """
 
     terms = ("adv_ce", "clean_ce")
+    penalty_hyperparameters = ("epsilon",)
 
     def __init__(
         self,
@@ -52,19 +52,14 @@ class PGDAT(BallMethod):
                 f"clean_weight={clean_weight!r}. Expected a float in [0, 1]."
             )
 
-    def perturb(self, model, x, y, seed):
-        return pgd(
-            model,
-            x,
-            y,
-            epsilon=self.epsilon,
-            step_size=self.step_size,
-            steps=self.steps,
-            random_start=True,
-            clip_min=self.clip_min,
-            clip_max=self.clip_max,
-            seed=seed,
-        )
+    def perturb(self, model, x, y, seed, scale=1.0):
+        x = tf.stop_gradient(x)
+
+        def objective(x_adv):
+            return tf.reduce_sum(ops.cross_entropy(y, model(x_adv, training=False)))
+
+        # The seed of `attacks.pgd`'s first restart: the same draws as that attack.
+        return self.ascend(objective, x, "uniform", ops.fold_seed(seed, 0), scale)
 
     def loss(self, model, x, y, x_adv, sample_weight=None):
         adv_ce = ops.weighted_mean(ops.cross_entropy(y, model(x_adv, training=True)), sample_weight)

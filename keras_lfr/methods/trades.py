@@ -41,12 +41,13 @@ class TRADES(BallMethod):
     """
 
     terms = ("clean_ce", "kl")
+    penalty_hyperparameters = ("beta",)
 
     def __init__(self, epsilon=0.3, step_size=0.01, steps=40, beta=1.0, clip_min=0.0, clip_max=1.0):
         self._set_ball(epsilon, step_size, steps, clip_min, clip_max)
         self.beta = _validation.non_negative_float("beta", beta)
 
-    def perturb(self, model, x, y, seed):
+    def perturb(self, model, x, y, seed, scale=1.0):
         del y
         x = tf.stop_gradient(x)
         clean_logits = tf.stop_gradient(model(x, training=False))
@@ -54,7 +55,7 @@ class TRADES(BallMethod):
         def objective(x_adv):
             return tf.reduce_sum(kl_divergence(clean_logits, model(x_adv, training=False)))
 
-        return self.ascend(objective, x, "normal", seed)
+        return self.ascend(objective, x, "normal", seed, scale)
 
     def loss(self, model, x, y, x_adv, sample_weight=None):
         logits = model(x, training=True)
