@@ -58,3 +58,27 @@ def test_mismatched_weights_file_is_a_clear_error(tmp_path):
     np.savez(path, **arrays)
     with pytest.raises(ValueError, match="Shape mismatch for 'fc3/kernel'"):
         keras_lfr.models.load_weights_npz(keras_lfr.models.small_cnn(), path)
+
+
+def test_to_float32_computes_the_weights_function_exactly(tmp_path):
+    import keras
+
+    from trainers import evaluate
+
+    keras.utils.set_random_seed(0)
+    mixed = keras_lfr.models.small_cnn(dropout=0.0, dtype="mixed_bfloat16")
+    for layer in mixed.layers:  # non-zero weights everywhere (fc3 starts at zero)
+        layer.set_weights([np.full(w.shape, 0.02, "float32") + w for w in layer.get_weights()])
+    reference = keras_lfr.models.small_cnn(dropout=0.0)
+    reference.set_weights(mixed.get_weights())
+    x = np.random.default_rng(0).uniform(size=(4, 28, 28, 1)).astype("float32")
+    copy = keras_lfr.models.to_float32(mixed)
+    assert {layer.dtype_policy.compute_dtype for layer in copy.layers} == {"float32"}
+    np.testing.assert_array_equal(copy(x), reference(x))
+    assert np.abs(mixed(x).numpy() - reference(x).numpy()).max() > 1e-5  # bf16 differs
+    assert keras_lfr.models.to_float32(reference) is reference
+    # trainers.evaluate loads a mixed-precision .keras model as its float32 copy.
+    path = tmp_path / "mixed.keras"
+    keras_lfr.wrap(mixed, method="standard").save(path)
+    loaded = evaluate.load_model(evaluate.EvalConfig(model=str(path)))
+    np.testing.assert_array_equal(loaded(x), reference(x))

@@ -39,12 +39,16 @@ class EvalConfig:
     batch_size: int = 500
     epsilon: float = 0.3
     queries: int = 5000
+    cascade: bool = False
     sanity_checks: bool = False
     verbose: int = 1
 
 
 def load_model(config):
-    """A callable `(x, training=False) -> logits` from a .keras, SavedModel or .npz."""
+    """A callable `(x, training=False) -> logits` from a .keras, SavedModel or .npz.
+
+    A `.keras` model is evaluated in float32 (`keras_lfr.models.to_float32`).
+    """
     if (config.model is None) == (config.weights is None):
         raise ValueError(
             "Invalid arguments: pass exactly one of `model` (a .keras file or SavedModel "
@@ -68,7 +72,11 @@ def load_model(config):
             f"Invalid value for argument `model`. Received: model={config.model!r}. "
             "Expected an existing .keras file or SavedModel directory."
         )
-    return keras.models.load_model(config.model)
+    # Attacks run in float32 even on a model trained with mixed precision.
+    model = keras.models.load_model(config.model)
+    if isinstance(model, keras_lfr.RobustModel):
+        model = model.unwrap()
+    return keras_lfr.models.to_float32(model)
 
 
 def evaluate(config):
@@ -90,7 +98,9 @@ def evaluate(config):
                 f"Expected names from the {config.protocol!r} protocol: {sorted(chosen)}."
             )
         chosen = {name: chosen[name] for name in config.attacks}
-    results = keras_lfr.evaluation.robust_accuracy(model, test, chosen, verbose=config.verbose)
+    results = keras_lfr.evaluation.robust_accuracy(
+        model, test, chosen, cascade=config.cascade, verbose=config.verbose
+    )
     seconds = time.perf_counter() - start
     output = {
         "config": dataclasses.asdict(config),
@@ -120,6 +130,7 @@ def main(argv):
         batch_size=FLAGS.batch_size,
         epsilon=FLAGS.epsilon,
         queries=FLAGS.queries,
+        cascade=FLAGS.cascade,
         sanity_checks=FLAGS.sanity_checks,
     )
     try:
@@ -148,6 +159,12 @@ def define_flags():
     flags.DEFINE_integer("batch_size", 500, "Examples per attack batch.")
     flags.DEFINE_float("epsilon", 0.3, "l-inf radius of the attacks.")
     flags.DEFINE_integer("queries", 5000, "Square attack queries (strong protocol).")
+    flags.DEFINE_bool(
+        "cascade",
+        False,
+        "Run each attack only on the examples still robust (AutoAttack's cascade): the "
+        "worst case is the same, faster; per-attack columns become cumulative.",
+    )
     flags.DEFINE_bool("sanity_checks", False, "Also run the gradient-masking sanity checks.")
     flags.DEFINE_string("output", None, "JSON file for the results.")
 
