@@ -7,8 +7,9 @@ import tensorflow as tf
 import keras_lfr
 
 
-def test_mnist_batches_are_float_images_and_integer_labels():
-    ds = keras_lfr.data.load("mnist", "test", batch_size=100, num_examples=250, download=False)
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
+def test_batches_are_float_images_and_integer_labels(name):
+    ds = keras_lfr.data.load(name, "test", batch_size=100, num_examples=250, download=False)
     batches = list(ds)
     assert [len(x) for x, _ in batches] == [100, 100, 50]
     x, y = batches[0]
@@ -17,6 +18,14 @@ def test_mnist_batches_are_float_images_and_integer_labels():
     images = np.concatenate([x for x, _ in batches])
     assert images.min() == 0.0 and images.max() == 1.0
     assert set(np.concatenate([y for _, y in batches]).tolist()) <= set(range(10))
+
+
+def test_fashion_mnist_is_not_mnist_and_has_its_full_splits():
+    fashion = keras_lfr.data.load("fashion_mnist", "test", batch_size=10000, download=False)
+    mnist = keras_lfr.data.load("mnist", "test", batch_size=100, num_examples=100, download=False)
+    x, y = next(iter(fashion))
+    assert len(x) == 10000 and np.bincount(y.numpy()).tolist() == [1000] * 10
+    assert not np.array_equal(x[:100], next(iter(mnist))[0])
 
 
 def test_first_n_examples_are_the_same_without_shuffling():

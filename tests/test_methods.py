@@ -307,3 +307,24 @@ def test_pgd_at_and_standard_losses_match_numpy(tiny, batch):
     np.testing.assert_allclose(total, 0.75 * adv + 0.25 * clean, rtol=1e-5)
     _, total, _ = Standard().loss(tiny, x, tf.constant(y), None)
     np.testing.assert_allclose(total, clean, rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def mnist_slice():
+    train = keras_lfr.data.load("mnist", "train", batch_size=64, num_examples=1024, download=False)
+    return train
+
+
+@pytest.mark.parametrize("method", keras_lfr.available_methods())
+def test_every_method_trains_at_its_default_weights(mnist_slice, method):
+    # The defaults of each method's weights (λ, β, μ, the ADR and LSP weights)
+    # must not drive MNIST at ε = 0.3 to the constant classifier (clean CE at
+    # ln 10). Only K is cut (2 steps of 0.15) to keep the test cheap; the
+    # optimizer and the ε ramp are the fast recipe's.
+    keras.utils.set_random_seed(0)
+    cnn = keras_lfr.models.small_cnn(dropout=0.0)
+    hyper = {} if method == "standard" else {"steps": 2, "step_size": 0.15}
+    model = keras_lfr.wrap(cnn, method=method, epsilon_warmup=16, **hyper)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    history = model.fit(mnist_slice, epochs=3, verbose=0)
+    assert history.history["clean_ce"][-1] < np.log(10) - 0.3, history.history["clean_ce"]
