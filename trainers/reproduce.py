@@ -669,9 +669,16 @@ def main(argv):
         for path in paths.values():
             print(f"Figure: {path}")
         return
-    overrides = {}
-    if FLAGS.strong_examples is not None:
-        overrides["strong_examples"] = FLAGS.strong_examples
+    try:
+        overrides = train.parse_hparams(FLAGS.override)
+        unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(Budget)})
+        if unknown:
+            raise ValueError(
+                f"Invalid value for argument `override`. Received: {unknown}. Expected "
+                f"fields of the budget: {[f.name for f in dataclasses.fields(Budget)]}."
+            )
+    except ValueError as error:
+        sys.exit(f"error: {error}")
     output = reproduce(
         FLAGS.budget,
         methods,

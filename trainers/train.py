@@ -395,9 +395,9 @@ def define_flags():
     flags.DEFINE_float("epsilon", None, "Radius of the l-inf ball.")
     flags.DEFINE_float("step_size", None, "Inner-maximisation step size.")
     flags.DEFINE_integer("steps", None, "Inner-maximisation steps K.")
-    flags.DEFINE_float("lam", None, "Penalty weight λ (LFR: 0.02, LLR: 4).")
+    flags.DEFINE_float("lam", None, "Penalty weight λ (LFR: 0.02, LLR: 0.4).")
     flags.DEFINE_float("beta", None, "TRADES KL weight β (default 1).")
-    flags.DEFINE_float("mu", None, "LLR gradient-alignment weight μ (default 3).")
+    flags.DEFINE_float("mu", None, "LLR gradient-alignment weight μ (default 0.3).")
     flags.DEFINE_list(
         "hparams",
         [],
