@@ -185,6 +185,10 @@ def cli(*args):
             "argument `attacks`",
         ),
         (("trainers.evaluate",), "exactly one of `model`"),
+        (
+            ("trainers.reproduce", "--budget=fast", "--evaluate_only", "--override=strong=5"),
+            "argument `override`. Received: ['strong']",
+        ),
         (("trainers.evaluate", "--model=/nonexistent.keras"), "argument `model`"),
     ],
     ids=[
@@ -194,6 +198,7 @@ def cli(*args):
         "missing_dataset",
         "attack_name",
         "no_model",
+        "bad_override",
         "missing_model",
     ],
 )

@@ -716,10 +716,11 @@ def define_flags():
         False,
         "Print the trainers.train command of each method under this budget and exit.",
     )
-    flags.DEFINE_integer(
-        "strong_examples",
-        None,
-        "Strong protocol on the first N test images instead of the budget's (the report says so).",
+    flags.DEFINE_list(
+        "override",
+        [],
+        "Budget fields to change for this run as name=value, e.g. strong_examples=500 "
+        "(the report says so).",
     )
     flags.DEFINE_bool(
         "figures_only",
