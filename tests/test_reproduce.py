@@ -115,3 +115,14 @@ def test_printed_train_commands_match_the_budget():
     )
     config = reproduce.BUDGETS["fast"].train_config("lfr")
     assert config.optimizer == "adam" and config.steps == 5 and config.epochs == 20
+
+
+def test_each_budget_and_dataset_writes_its_own_report_section(tmp_path):
+    report = tmp_path / "RESULTS.md"
+    reproduce.write_report("reduced table", str(report), *reproduce.markers("reduced"))
+    reproduce.write_report("fast table", str(report), *reproduce.markers("fast"))
+    reproduce.write_report("fashion", str(report), *reproduce.markers("fast", "fashion_mnist"))
+    reproduce.write_report("fast again", str(report), *reproduce.markers("fast"))
+    text = report.read_text()
+    assert "reduced table" in text and "fashion" in text and "fast again" in text
+    assert "fast table" not in text and text.count(reproduce.BEGIN) == 1

@@ -630,12 +630,11 @@ def markers(budget_name, dataset="mnist"):
 
 def write_report(text, path, begin=BEGIN, end=END):
     """Writes `text` between the markers `begin` and `end` of `path` (appending them if absent)."""
-    BEGIN, END = begin, end  # noqa: N806
-    section = f"{BEGIN}\n{text}\n{END}\n"
+    section = f"{begin}\n{text}\n{end}\n"
     existing = open(path).read() if os.path.exists(path) else ""
-    if BEGIN in existing and END in existing:
-        head, rest = existing.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1].lstrip("\n")
+    if begin in existing and end in existing:
+        head, rest = existing.split(begin, 1)
+        tail = rest.split(end, 1)[1].lstrip("\n")
         updated = head + section + tail
     else:
         updated = existing + ("\n" if existing else "") + section
