@@ -72,8 +72,15 @@ def load_model(config):
             f"Invalid value for argument `model`. Received: model={config.model!r}. "
             "Expected an existing .keras file or SavedModel directory."
         )
-    # Attacks run in float32 even on a model trained with mixed precision.
-    model = keras.models.load_model(config.model)
+    return load_classifier(config.model)
+
+
+def load_classifier(path):
+    """The classifier of a `.keras` file, unwrapped and computing in float32.
+
+    Attacks then run in float32 even on a model trained with mixed precision.
+    """
+    model = keras.models.load_model(path)
     if isinstance(model, keras_lfr.RobustModel):
         model = model.unwrap()
     return keras_lfr.models.to_float32(model)

@@ -19,13 +19,12 @@ import platform
 import sys
 import time
 
-import keras
 import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
 
 import keras_lfr
-from trainers import train
+from trainers import evaluate, train
 
 FLAGS = flags.FLAGS
 METHODS = ("standard", "pgd_at", "trades", "llr", "lfr", "adr", "lsp")
@@ -310,7 +309,7 @@ def evaluate_saved(directory, budget, dataset="mnist", reuse=False):
             return cached
     with open(os.path.join(directory, "metrics.json")) as f:
         history = json.load(f)["history"]
-    model = keras.models.load_model(os.path.join(directory, "model.keras")).unwrap()
+    model = evaluate.load_classifier(os.path.join(directory, "model.keras"))
     start = time.perf_counter()
     result = {
         **evaluate_method(model, budget, dataset),
@@ -476,8 +475,7 @@ def redraw_figures(budget_name, methods, workdir, figures_dir, dataset="mnist"):
     models, histories = {}, {}
     for m in methods:
         directory = method_dir(workdir, m, dataset)
-        loaded = keras.models.load_model(os.path.join(directory, "model.keras")).unwrap()
-        models[m] = keras_lfr.models.to_float32(loaded)
+        models[m] = evaluate.load_classifier(os.path.join(directory, "model.keras"))
         with open(os.path.join(directory, "metrics.json")) as f:
             histories[m] = json.load(f)["history"]
     budget = BUDGETS[budget_name]

@@ -16,11 +16,10 @@ import dataclasses
 import os
 import sys
 
-import keras
 from absl import app, flags, logging
 
 import keras_lfr
-from trainers import reproduce, train
+from trainers import evaluate, reproduce, train
 
 FLAGS = flags.FLAGS
 
@@ -52,8 +51,7 @@ def sweep(values, budget_name, workdir, method="lfr", params=("lam",), relative=
         config = dataclasses.replace(budget.train_config(method, verbose=verbose), hparams=hparams)
         directory = os.path.join(workdir, method, f"value_{value:g}")
         trained = train.train_and_evaluate(config, directory)
-        model = keras.models.load_model(trained["model_path"]).unwrap()
-        model = keras_lfr.models.to_float32(model)
+        model = evaluate.load_classifier(trained["model_path"])
         accuracy = keras_lfr.evaluation.robust_accuracy(model, test, pgd40, verbose=0)
         results[value] = {
             "clean": accuracy["clean"],
