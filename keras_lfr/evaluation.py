@@ -2,6 +2,7 @@
 
 import dataclasses
 import functools
+import time
 
 import keras
 import numpy as np
@@ -37,7 +38,8 @@ def strong_protocol(epsilon=0.3, queries=5000):
 
     The white-box attacks of AutoAttack (Croce & Hein, ICML 2020) with 100
     iterations each, plus the black-box Square attack with `queries` queries,
-    which gradient masking cannot fool.
+    which gradient masking cannot fool, on AutoAttack's fixed p schedule
+    (`rescale_schedule=False`).
 
     Returns:
         A dict mapping attack names to functions `(model, x, y) -> x_adv`.
@@ -47,7 +49,9 @@ def strong_protocol(epsilon=0.3, queries=5000):
         "apgd_t": functools.partial(
             attacks.apgd, epsilon=epsilon, steps=100, loss="dlr", targets=9
         ),
-        "square": functools.partial(attacks.square, epsilon=epsilon, queries=queries),
+        "square": functools.partial(
+            attacks.square, epsilon=epsilon, queries=queries, rescale_schedule=False
+        ),
     }
 
 
@@ -94,8 +98,9 @@ def robust_accuracy(model, dataset, attacks_by_name, *, cascade=False, verbose=1
         verbose: 1 for a progress bar, 0 for none. Defaults to `1`.
 
     Returns:
-        A dict with `clean`, each attack's name, `worst_case` (fractions) and
-        `examples` (the count).
+        A dict with `clean`, each attack's name, `worst_case` (fractions),
+        `examples` (the count) and `seconds` (a dict: wall time of the clean
+        pass and of each attack, including its model queries).
 
     Example:
 
@@ -113,6 +118,7 @@ def robust_accuracy(model, dataset, attacks_by_name, *, cascade=False, verbose=1
         for name, attack in attacks_by_name.items()
     }
     correct = {name: [] for name in ("clean", *compiled)}
+    seconds = dict.fromkeys(correct, 0.0)
     cardinality = int(dataset.cardinality()) if isinstance(dataset, tf.data.Dataset) else None
     # Stateful: the bar shows the running totals as given, so it ends on the results.
     progbar = keras.utils.Progbar(
@@ -122,7 +128,9 @@ def robust_accuracy(model, dataset, attacks_by_name, *, cascade=False, verbose=1
         stateful_metrics=list(correct),
     )
     for step, (x, y) in enumerate(dataset):
+        start = time.perf_counter()
         logits = logits_fn(x)
+        seconds["clean"] += time.perf_counter() - start
         if step == 0:
             checks.validate_batch(x, y, num_classes=logits.shape[-1], where="the evaluation data")
             checks.warn_if_not_logits(model, logits)
@@ -130,6 +138,7 @@ def robust_accuracy(model, dataset, attacks_by_name, *, cascade=False, verbose=1
         robust = _correct(logits, labels)
         correct["clean"].append(robust)
         for name, attack in compiled.items():
+            start = time.perf_counter()
             if cascade:
                 survivors = np.flatnonzero(robust)
                 robust = np.zeros_like(robust)
@@ -139,11 +148,13 @@ def robust_accuracy(model, dataset, attacks_by_name, *, cascade=False, verbose=1
                 correct[name].append(robust)
             else:
                 correct[name].append(_correct(logits_fn(attack(x, labels)), labels))
+            seconds[name] += time.perf_counter() - start
         progbar.update(step + 1, [(n, np.mean(np.concatenate(c))) for n, c in correct.items()])
     per_example = {name: np.concatenate(c) for name, c in correct.items()}
     results = {name: float(np.mean(c)) for name, c in per_example.items()}
     results["worst_case"] = float(np.mean(np.all(np.stack(list(per_example.values())), axis=0)))
     results["examples"] = int(len(per_example["clean"]))
+    results["seconds"] = seconds
     return results
 
 
@@ -261,7 +272,7 @@ def markdown_table(results_by_model):
     """Formats `{model name: robust_accuracy results}` as a markdown table (in %)."""
     columns = []
     for results in results_by_model.values():
-        columns.extend(k for k in results if k != "examples" and k not in columns)
+        columns.extend(k for k in results if k not in ("examples", "seconds", *columns))
     lines = [
         "| model | " + " | ".join(columns) + " | examples |",
         "|---" * (len(columns) + 2) + "|",

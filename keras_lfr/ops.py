@@ -7,7 +7,7 @@ function that draws noise takes an explicit `seed` (a shape-`[2]` int tensor).
 
 import tensorflow as tf
 
-START_KINDS = ("normal", "uniform", "none")
+START_KINDS = ("normal", "normal_unclipped", "uniform", "none")
 # Standard deviation of the authors' random start, x + 0.001 * N(0, 1).
 NORMAL_START_STDDEV = 0.001
 
@@ -103,21 +103,27 @@ def random_start(x, kind, epsilon, seed, clip_min, clip_max):
 
     Args:
         x: The clean inputs.
-        kind: `"normal"` for x + 0.001 * N(0, 1) (the LFR and TRADES authors'
-            choice), `"uniform"` for x + U(-epsilon, epsilon) (Madry et al.),
-            or `"none"` to start at x.
+        kind: `"normal"` for x + 0.001 * N(0, 1) projected onto the ball and
+            the pixel range (the LFR authors' start), `"normal_unclipped"`
+            for the same point left unprojected, so that it may lie just
+            outside the pixel range (the TRADES authors' start: their first
+            clamp follows the first step), `"uniform"` for
+            x + U(-epsilon, epsilon) (Madry et al.), or `"none"` to start at x.
         epsilon: Radius of the l-inf ball.
         seed: A shape-`[2]` integer tensor for the stateless generator.
         clip_min: Smallest valid pixel value.
         clip_max: Largest valid pixel value.
 
     Returns:
-        A point of the ball B(x, epsilon) within the pixel range.
+        A point of the ball B(x, epsilon) within the pixel range (any point
+        near x for `"normal_unclipped"`).
     """
     if kind == "none":
         return x
-    if kind == "normal":
+    if kind in ("normal", "normal_unclipped"):
         noise = NORMAL_START_STDDEV * normal(tf.shape(x), seed, dtype=x.dtype)
+        if kind == "normal_unclipped":
+            return x + noise
     else:
         noise = uniform(tf.shape(x), seed, -epsilon, epsilon, dtype=x.dtype)
     return project_linf(x + noise, x, epsilon, clip_min, clip_max)

@@ -1,13 +1,15 @@
 """Attacks: constraints, strength on an undefended model, targets, errors."""
 
 import functools
+import importlib
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import tiny_batch, tiny_model
 
-from keras_lfr import attacks
+from keras_lfr import attacks, ops
 
 
 def accuracy(model, x, y):
@@ -162,3 +164,102 @@ def test_attacks_compile_with_xla():
         graph = tf.function(lambda: attack(model, x, y, epsilon=0.1))()  # noqa: B023
         xla = tf.function(lambda: attack(model, x, y, epsilon=0.1), jit_compile=True)()  # noqa: B023
         np.testing.assert_allclose(xla, graph, atol=1e-5, err_msg=name)
+
+
+def _apgd_ce_numpy(weights, x, y, x_start, epsilon, steps, momentum_from_start):
+    """AutoAttack's APGD-CE loop (`autopgd_base.attack_single_run`, l-inf) in numpy.
+
+    `momentum_from_start=True` is AutoAttack's rule (the momentum term is x_k
+    minus the point the previous step started from); `False` is the rule
+    keras_lfr used before (minus the point just computed: always zero).
+    """
+    w1, b1, w2, b2 = weights
+    flat = x.reshape(len(x), -1)
+
+    def loss_and_grad(z):
+        hidden = np.tanh(z.reshape(len(z), -1) @ w1 + b1)
+        logits = hidden @ w2 + b2
+        p = np.exp(logits - logits.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        loss = -np.log(p[np.arange(len(y)), y])
+        p[np.arange(len(y)), y] -= 1.0
+        grad = ((p @ w2.T) * (1 - hidden**2)) @ w1.T
+        fooled = np.argmax(logits, axis=1) != y
+        return loss, grad.reshape(z.shape), fooled
+
+    def project(z):
+        z = np.clip(z.reshape(len(z), -1), flat - epsilon, flat + epsilon)
+        return np.clip(z, 0.0, 1.0).reshape(x.shape)
+
+    window, min_window = max(int(0.22 * steps), 1), max(int(0.06 * steps), 1)
+    shrink = max(int(0.03 * steps), 1)
+    x_adv = x_start.copy()
+    loss, grad, fooled = loss_and_grad(x_adv)
+    x_best, grad_best, loss_best = x_adv.copy(), grad.copy(), loss.copy()
+    x_fooled, ever_fooled = x_adv.copy(), fooled.copy()
+    step = np.full(len(x), 2.0 * epsilon)[:, None, None, None]
+    x_old = x_adv.copy()
+    previous, increases, since_check = loss.copy(), np.zeros(len(x)), 0
+    loss_at_check, reduced_at_check = loss_best.copy(), np.ones(len(x), bool)
+    for i in range(steps):
+        a = 0.75 if i > 0 else 1.0
+        momentum_term = x_adv - x_old
+        start_of_step = x_adv.copy()
+        z = project(x_adv + step * np.sign(grad))
+        x_adv = project(x_adv + a * (z - x_adv) + (1 - a) * momentum_term)
+        x_old = start_of_step if momentum_from_start else x_adv.copy()
+        loss, grad, fooled = loss_and_grad(x_adv)
+        x_fooled[fooled] = x_adv[fooled]
+        ever_fooled |= fooled
+        improved = loss > loss_best
+        x_best[improved], grad_best[improved] = x_adv[improved], grad[improved]
+        loss_best[improved] = loss[improved]
+        increases += loss > previous
+        previous = loss.copy()
+        since_check += 1
+        if since_check == window:
+            reduce = (increases <= window * 0.75) | (~reduced_at_check & (loss_at_check >= loss_best))
+            reduced_at_check, loss_at_check = reduce, loss_best.copy()
+            step[reduce] /= 2.0
+            x_adv[reduce], grad[reduce] = x_best[reduce], grad_best[reduce]
+            window, since_check, increases = max(window - shrink, min_window), 0, np.zeros(len(x))
+    return np.where(ever_fooled[:, None, None, None], x_fooled, x_best)
+
+
+def test_apgd_momentum_follows_autoattack():
+    apgd_module = importlib.import_module("keras_lfr.attacks.apgd")
+
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential(
+        [
+            keras.Input((3, 3, 1)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(6, activation="tanh"),
+            keras.layers.Dense(3),
+        ]
+    )
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.35, 0.65, size=(16, 3, 3, 1)).astype("float32")
+    y = rng.integers(0, 3, size=16).astype("int32")
+    epsilon, steps = 0.3, 10
+    start = apgd_module._start(x, epsilon, ops.fold_seed(ops.as_seed(0), 0), 0.0, 1.0).numpy()
+    weights = [w.astype("float64") for w in model.get_weights()]
+    ours = attacks.apgd(model, x, y, epsilon=epsilon, steps=steps, seed=0).numpy()
+    reference = _apgd_ce_numpy(weights, x, y, start, epsilon, steps, momentum_from_start=True)
+    np.testing.assert_allclose(ours, reference, atol=1e-5)
+    # The case discriminates: the old rule (momentum term always zero) ends elsewhere.
+    old_rule = _apgd_ce_numpy(weights, x, y, start, epsilon, steps, momentum_from_start=False)
+    assert np.abs(old_rule - reference).max() > 1e-2
+
+
+@pytest.mark.parametrize(
+    "iteration, rescale, halvings",
+    [(0, False, 0), (10, False, 0), (11, False, 1), (50, False, 1), (51, False, 2),
+     (4001, False, 7), (8001, False, 9),
+     # rescaled to 10,000 (queries = 5,000): iteration i counts as floor(2 i)
+     (5, True, 0), (6, True, 1), (25, True, 1), (26, True, 2), (4001, True, 9)],
+)
+def test_square_p_schedule(iteration, rescale, halvings):
+    square_module = importlib.import_module("keras_lfr.attacks.square")
+    p = square_module.square_fraction(0.8, iteration, 5000, rescale_schedule=rescale)
+    assert float(p) == pytest.approx(0.8 / 2**halvings)

@@ -1,5 +1,7 @@
 """The baselines and AWP against independent computations."""
 
+import importlib
+
 import keras
 import numpy as np
 import pytest
@@ -339,3 +341,27 @@ def test_every_method_trains_at_its_default_weights(mnist_slice, method):
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     history = model.fit(mnist_slice, epochs=3, verbose=0)
     assert history.history["clean_ce"][-1] < np.log(10) - 0.3, history.history["clean_ce"]
+
+
+def test_trades_starts_unclipped_like_the_official_code(tiny):
+    trades_module = importlib.import_module("keras_lfr.methods.trades")
+    # Pixels at 0 and 1, where clipping the start changes it.
+    x = np.random.default_rng(2).choice([0.0, 1.0, 0.5], size=(8, 8, 8, 1)).astype("float32")
+    y = tf.zeros([8], tf.int32)
+    seed = ops.as_seed(5)
+    epsilon, step = 0.1, 0.02
+    # Official trades_loss: x_adv = x + 0.001·N(0, 1) (no clamp), then per step
+    # x_adv = clamp(min(max(x_adv + step·sign(∇KL), x − ε), x + ε), 0, 1).
+    start = x + 0.001 * ops.normal(tf.shape(x), seed).numpy()
+    assert start.min() < 0.0 and start.max() > 1.0
+    clean = tiny(x, training=False)
+    with tf.GradientTape() as tape:
+        x_var = tf.constant(start)
+        tape.watch(x_var)
+        kl = tf.reduce_sum(trades_module.kl_divergence(clean, tiny(x_var)))
+    expected = np.clip(np.clip(start + step * np.sign(tape.gradient(kl, x_var)), x - epsilon, x + epsilon), 0, 1)
+    method = TRADES(epsilon=epsilon, step_size=step, steps=1)
+    np.testing.assert_allclose(method.perturb(tiny, x, y, seed), expected, atol=1e-7)
+    # The clipped start (the LFR authors') stays available, and it differs.
+    clipped = TRADES(epsilon=epsilon, step_size=step, steps=1, random_start="normal")
+    assert np.abs(clipped.perturb(tiny, x, y, seed).numpy() - expected).max() > 1e-4

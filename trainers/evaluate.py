@@ -150,6 +150,8 @@ def main(argv):
         f"{output['examples_per_second']:.1f} examples/s "
         f"({output['seconds']:.0f} s for {output['results']['examples']} examples)"
     )
+    per_attack = output["results"]["seconds"]
+    print("seconds: " + ", ".join(f"{name} {value:.0f}" for name, value in per_attack.items()))
     if FLAGS.output:
         with open(FLAGS.output, "w") as f:
             json.dump(output, f, indent=2, default=float)
@@ -160,7 +162,12 @@ def define_flags():
     flags.DEFINE_string("model", None, "A .keras file or a SavedModel directory.")
     flags.DEFINE_string("weights", None, "An .npz of SmallCNN weights (alternative to --model).")
     flags.DEFINE_enum("protocol", "paper", ["paper", "strong"], "Attack protocol.")
-    flags.DEFINE_list("attacks", None, "Run only these attacks of the protocol (default: all).")
+    flags.DEFINE_list(
+        "attacks",
+        None,
+        "Run only these attacks of the protocol (default: all). Paper: fgsm, pgd40, "
+        "mi_fgsm, ddn; strong: apgd_ce, apgd_t, square.",
+    )
     flags.DEFINE_string("dataset", "mnist", "tfds dataset.")
     flags.DEFINE_integer("examples", None, "Evaluate on the first N test examples only.")
     flags.DEFINE_integer("batch_size", 500, "Examples per attack batch.")

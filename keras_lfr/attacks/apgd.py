@@ -38,6 +38,13 @@ def _schedule(steps):
     return max(int(0.22 * steps), 1), max(int(0.06 * steps), 1), max(int(0.03 * steps), 1)
 
 
+def _start(x, epsilon, seed, clip_min, clip_max):
+    """AutoAttack's start: x + ε·t/‖t‖∞, t ~ U(−1, 1), in the ball and the pixel range."""
+    t = ops.uniform(tf.shape(x), seed, -1.0, 1.0)
+    t_max = tf.reduce_max(tf.abs(tf.reshape(t, [tf.shape(x)[0], -1])), axis=1)
+    return ops.project_linf(x + epsilon * t / ops.expand_like(t_max, x), x, epsilon, clip_min, clip_max)
+
+
 def _run(model, x, labels, targets, loss, epsilon, steps, rho, momentum, seed, clip_min, clip_max):
     """One APGD run. Returns (best adversarial-or-max-loss point, fooled, best loss)."""
 
@@ -53,10 +60,7 @@ def _run(model, x, labels, targets, loss, epsilon, steps, rho, momentum, seed, c
     def project(z):
         return ops.project_linf(z, x, epsilon, clip_min, clip_max)
 
-    # Start at a random point of the ball's surface region (as AutoAttack).
-    t = ops.uniform(tf.shape(x), seed, -1.0, 1.0)
-    t_max = tf.reduce_max(tf.abs(tf.reshape(t, [tf.shape(x)[0], -1])), axis=1)
-    x_adv = project(x + epsilon * t / ops.expand_like(t_max, x))
+    x_adv = _start(x, epsilon, seed, clip_min, clip_max)
     value, grad, fooled = evaluate(x_adv)
     first_window, min_window, shrink = _schedule(steps)
     batch = tf.shape(x)[0]
@@ -100,7 +104,9 @@ def _run(model, x, labels, targets, loss, epsilon, steps, rho, momentum, seed, c
         stalled = ~s["reduced_at_check"] & (s["loss_at_check"] >= loss_best)
         reduce = at_check & (oscillating | stalled)
         new = {
-            "x_old": x_new,
+            # The momentum reference is the point this step started from, as
+            # in AutoAttack (`grad2 = x_adv - x_adv_old`), not x_new itself.
+            "x_old": s["x_adv"],
             "x_adv": tf.where(ops.expand_like(reduce, x), x_best, x_new),
             "grad": tf.where(ops.expand_like(reduce, x), grad_best, grad),
             "step": tf.where(reduce, s["step"] / 2.0, s["step"]),
@@ -145,7 +151,9 @@ def apgd(
 
     Each run starts at a random point of the ball, takes a first step of 2ε,
     and then x_{k+1} = Π(x_k + a(z_k − x_k) + (1 − a)(x_k − x_{k−1})) with
-    z_k = Π(x_k + η_k sign(∇L(x_k))) and momentum a = `momentum` (0.75). At
+    z_k = Π(x_k + η_k sign(∇L(x_k))) and momentum a = `momentum` (0.75);
+    x_{k−1} is the point the previous step started from, as in AutoAttack's
+    code (after a checkpoint's restart, x_k is the best point so far). At
     checkpoints (after 22% of the steps, then shrinking windows) an example's
     step η is halved and it restarts from its best point if its loss rose in at
     most a fraction `rho` of the window's steps, or if its best loss did not

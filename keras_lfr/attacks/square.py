@@ -4,7 +4,7 @@ import tensorflow as tf
 
 from keras_lfr import _validation, ops
 
-# Fractions of 10,000 queries after which the square size p is halved.
+# Iterations (of 10,000 when rescaled) after which the square size p is halved.
 _HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 
 
@@ -16,14 +16,34 @@ def margin(logits, labels):
     return true - tf.reduce_max(others, axis=1)
 
 
-def square_fraction(p_init, query, queries):
-    """The fraction p of pixels a square covers at `query` (AutoAttack's schedule)."""
-    progress = tf.cast(query, tf.float32) / queries * 10_000
+def square_fraction(p_init, iteration, queries, rescale_schedule=True):
+    """The fraction p of pixels a square covers at `iteration` (0-based).
+
+    p halves after iterations 10, 50, 200, 500, 1000, 2000, 4000, 6000 and
+    8000. With `rescale_schedule`, the iteration is first mapped onto a budget
+    of 10,000 (`iteration / queries * 10000`, truncated), as in the Square
+    attack's code; AutoAttack's ensemble runs it with `resc_schedule=False`.
+    """
+    progress = tf.cast(iteration, tf.float32)
+    if rescale_schedule:
+        progress = tf.floor(progress / queries * 10_000)
     halvings = tf.reduce_sum(tf.cast(progress > tf.constant(_HALVINGS, tf.float32), tf.float32))
     return p_init / 2.0**halvings
 
 
-def square(model, x, y, *, epsilon, queries=5000, p_init=0.8, clip_min=0.0, clip_max=1.0, seed=0):
+def square(
+    model,
+    x,
+    y,
+    *,
+    epsilon,
+    queries=5000,
+    p_init=0.8,
+    rescale_schedule=True,
+    clip_min=0.0,
+    clip_max=1.0,
+    seed=0,
+):
     """Random-search l-inf attack that needs only the model's scores.
 
     Starts from vertical stripes of ±ε, then, for each query, redraws a random
@@ -42,6 +62,10 @@ def square(model, x, y, *, epsilon, queries=5000, p_init=0.8, clip_min=0.0, clip
         queries: Maximum model queries per example (>= 1). Defaults to
             `5000`.
         p_init: Initial fraction of pixels per square. Defaults to `0.8`.
+        rescale_schedule: Stretch p's schedule (fixed for 10,000 queries) to
+            `queries`, as the Square attack's code does by default; `False`
+            keeps it at fixed iterations, as AutoAttack's ensemble (and
+            `evaluation.strong_protocol`) runs it. Defaults to `True`.
         clip_min: Smallest valid pixel value. Defaults to `0.0`.
         clip_max: Largest valid pixel value. Defaults to `1.0`.
         seed: Int or shape-`[2]` int tensor. Defaults to `0`.
@@ -81,7 +105,8 @@ def square(model, x, y, *, epsilon, queries=5000, p_init=0.8, clip_min=0.0, clip
 
     def body(i, x_best, best):
         step_seed = ops.fold_seed(seed, i)
-        p = square_fraction(p_init, i, queries)
+        # Query i >= 1 follows the initial stripes: iteration i - 1 of AutoAttack.
+        p = square_fraction(p_init, i - 1, queries, rescale_schedule)
         area = tf.cast(height * width, tf.float32)
         side = tf.cast(tf.round(tf.sqrt(p * area)), tf.int32)
         side = tf.clip_by_value(side, 1, tf.minimum(height, width) - 1)
