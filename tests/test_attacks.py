@@ -218,7 +218,8 @@ def _apgd_ce_numpy(weights, x, y, x_start, epsilon, steps, momentum_from_start):
         previous = loss.copy()
         since_check += 1
         if since_check == window:
-            reduce = (increases <= window * 0.75) | (~reduced_at_check & (loss_at_check >= loss_best))
+            stalled = ~reduced_at_check & (loss_at_check >= loss_best)
+            reduce = (increases <= window * 0.75) | stalled
             reduced_at_check, loss_at_check = reduce, loss_best.copy()
             step[reduce] /= 2.0
             x_adv[reduce], grad[reduce] = x_best[reduce], grad_best[reduce]
@@ -254,10 +255,21 @@ def test_apgd_momentum_follows_autoattack():
 
 @pytest.mark.parametrize(
     "iteration, rescale, halvings",
-    [(0, False, 0), (10, False, 0), (11, False, 1), (50, False, 1), (51, False, 2),
-     (4001, False, 7), (8001, False, 9),
-     # rescaled to 10,000 (queries = 5,000): iteration i counts as floor(2 i)
-     (5, True, 0), (6, True, 1), (25, True, 1), (26, True, 2), (4001, True, 9)],
+    [
+        (0, False, 0),
+        (10, False, 0),
+        (11, False, 1),
+        (50, False, 1),
+        (51, False, 2),
+        (4001, False, 7),
+        (8001, False, 9),
+        # rescaled to 10,000 (queries = 5,000): iteration i counts as floor(2 i)
+        (5, True, 0),
+        (6, True, 1),
+        (25, True, 1),
+        (26, True, 2),
+        (4001, True, 9),
+    ],
 )
 def test_square_p_schedule(iteration, rescale, halvings):
     square_module = importlib.import_module("keras_lfr.attacks.square")

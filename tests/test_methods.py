@@ -359,7 +359,8 @@ def test_trades_starts_unclipped_like_the_official_code(tiny):
         x_var = tf.constant(start)
         tape.watch(x_var)
         kl = tf.reduce_sum(trades_module.kl_divergence(clean, tiny(x_var)))
-    expected = np.clip(np.clip(start + step * np.sign(tape.gradient(kl, x_var)), x - epsilon, x + epsilon), 0, 1)
+    stepped = start + step * np.sign(tape.gradient(kl, x_var))
+    expected = np.clip(np.clip(stepped, x - epsilon, x + epsilon), 0, 1)
     method = TRADES(epsilon=epsilon, step_size=step, steps=1)
     np.testing.assert_allclose(method.perturb(tiny, x, y, seed), expected, atol=1e-7)
     # The clipped start (the LFR authors') stays available, and it differs.

@@ -42,7 +42,9 @@ def _start(x, epsilon, seed, clip_min, clip_max):
     """AutoAttack's start: x + ε·t/‖t‖∞, t ~ U(−1, 1), in the ball and the pixel range."""
     t = ops.uniform(tf.shape(x), seed, -1.0, 1.0)
     t_max = tf.reduce_max(tf.abs(tf.reshape(t, [tf.shape(x)[0], -1])), axis=1)
-    return ops.project_linf(x + epsilon * t / ops.expand_like(t_max, x), x, epsilon, clip_min, clip_max)
+    return ops.project_linf(
+        x + epsilon * t / ops.expand_like(t_max, x), x, epsilon, clip_min, clip_max
+    )
 
 
 def _run(model, x, labels, targets, loss, epsilon, steps, rho, momentum, seed, clip_min, clip_max):
