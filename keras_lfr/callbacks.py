@@ -80,16 +80,23 @@ class WallClock(keras.callbacks.Callback):
     """Adds `wall_time`, the seconds since training began, to the epoch logs.
 
     Place it first in the callback list so that the time includes the other
-    callbacks' work of the epoch (e.g. `AttackEvaluation`). A resumed run
-    counts from its own start.
+    callbacks' work of the epoch (e.g. `AttackEvaluation`).
+
+    Args:
+        offset: Seconds already spent, added to the time: a resumed run
+            passes the `wall_time` of its last checkpoint. Defaults to `0.0`.
     """
+
+    def __init__(self, offset=0.0):
+        super().__init__()
+        self.offset = float(offset)
 
     def on_train_begin(self, logs=None):
         self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
-            logs["wall_time"] = time.perf_counter() - self._start
+            logs["wall_time"] = self.offset + time.perf_counter() - self._start
 
 
 class CollapseWarning(keras.callbacks.Callback):

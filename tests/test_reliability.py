@@ -1,9 +1,11 @@
 """Resume after a kill, determinism, divergence, bad inputs, serving signature."""
 
+import json
 import pathlib
 import subprocess
 import sys
 
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from conftest import REFERENCE_WEIGHTS, REPO, tiny_batch, tiny_model
 import keras_lfr
 from keras_lfr import attacks, evaluation
 from keras_lfr.methods import Method
+from trainers import runs
 
 TRAIN_RUN = pathlib.Path(__file__).with_name("train_run.py")
 
@@ -31,26 +34,62 @@ def final_weights(workdir):
     return keras.models.load_model(workdir / "model.keras").get_weights()
 
 
+def check_every_file_loads(workdir):
+    """What a killed run leaves is loadable: the outputs present and the latest checkpoint."""
+    if (workdir / "model.keras").exists():
+        keras.models.load_model(workdir / "model.keras")
+    if (workdir / "metrics.json").exists():
+        json.loads((workdir / "metrics.json").read_text())
+    epoch, state = runs.latest(str(workdir))
+    if state is not None:  # every array of the checkpoint reads back
+        with h5py.File(state["weights"], "r") as f:
+            f.visititems(lambda _, item: item[()] if isinstance(item, h5py.Dataset) else None)
+    return epoch
+
+
+# Kills, one after the other, in the same run: mid-epoch, while a checkpoint's
+# weights are half written, before a finished checkpoint is renamed into
+# place, and before each output (model.keras, the SavedModel, metrics.json)
+# replaces the old one. After each, the next invocation resumes.
+KILL_CHAIN = (
+    ("batch:1:1", 1),  # SIGKILL mid-epoch 2: resume from epoch 1
+    ("weights:epoch-0002", 1),  # torn checkpoint of epoch 2: still epoch 1
+    ("replace:epoch-0003", 2),  # epoch 3's checkpoint complete but not renamed
+    ("replace:model.keras", 3),
+    ("replace:export", 3),
+    ("replace:metrics.json", 3),
+)
+
+
 def test_killed_run_resumes_and_matches_an_uninterrupted_run(tmp_path):
-    killed = run_training(tmp_path / "resumed", 1, 1)  # SIGKILL mid-epoch 2
-    assert killed.returncode == -9, killed.stderr[-2000:]
-    assert not (tmp_path / "resumed" / "model.keras").exists()
-    resumed = run_training(tmp_path / "resumed")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    resumed = tmp_path / "resumed"
+    for kill_point, epoch in KILL_CHAIN:
+        killed = run_training(resumed, kill_point)
+        assert killed.returncode == -9, (kill_point, killed.stderr[-2000:])
+        assert check_every_file_loads(resumed) == epoch, kill_point
+    finished = run_training(resumed)
+    assert finished.returncode == 0, finished.stderr[-3000:]
     straight = run_training(tmp_path / "straight")
     assert straight.returncode == 0, straight.stderr[-3000:]
     again = run_training(tmp_path / "again")
     assert again.returncode == 0, again.stderr[-3000:]
-    model = keras.models.load_model(tmp_path / "resumed" / "model.keras")
+    model = keras.models.load_model(resumed / "model.keras")
     assert int(model.optimizer.iterations) == 3 * 4  # 3 epochs of 4 batches, none lost or repeated
+    history = json.loads((resumed / "metrics.json").read_text())["history"]
+    assert len(history["loss"]) == 3  # the whole run's history, across the resumes
     for r, s, a in zip(
-        final_weights(tmp_path / "resumed"),
+        final_weights(resumed),
         final_weights(tmp_path / "straight"),
         final_weights(tmp_path / "again"),
         strict=True,
     ):
         np.testing.assert_array_equal(s, a)  # determinism: two runs, identical weights
         np.testing.assert_array_equal(r, s)  # resume: identical to the uninterrupted run
+    served = tf.saved_model.load(str(resumed / "export"))
+    x = tf.zeros([2, 28, 28, 1])
+    np.testing.assert_allclose(
+        served.signatures["serving_default"](images=x)["logits"], model.unwrap()(x), atol=1e-5
+    )
 
 
 class Exploding(Method):

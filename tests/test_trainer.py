@@ -1,15 +1,17 @@
 """Smoke test of the absl trainer on 256 MNIST examples."""
 
+import dataclasses
 import json
 import subprocess
 import sys
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 from conftest import REPO
 
-from trainers import train
+from trainers import runs, train
 
 
 def test_train_and_evaluate_writes_model_export_and_logs(tmp_path):
@@ -42,26 +44,59 @@ def test_train_and_evaluate_writes_model_export_and_logs(tmp_path):
     assert metrics["test"]["accuracy"] == result["test"]["accuracy"]
 
 
-def test_trainer_command_line(tmp_path):
-    completed = subprocess.run(
+def run_trainer(tmp_path, *flags):
+    return subprocess.run(
         [
             sys.executable,
             "-m",
             "trainers.train",
-            "--method=standard",
-            "--epochs=1",
             "--train_examples=256",
             "--test_examples=128",
             f"--model_dir={tmp_path}",
+            *flags,
         ],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=600,
     )
+
+
+def test_trainer_command_line_continues_a_finished_run_and_refuses_another(tmp_path):
+    completed = run_trainer(tmp_path, "--method=standard", "--epochs=1")
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "Clean test metrics" in completed.stdout
     assert (tmp_path / "export" / "saved_model.pb").is_file()
+    # The finished run, asked for one more epoch, trains epoch 2 only.
+    more = run_trainer(tmp_path, "--method=standard", "--epochs=2")
+    assert more.returncode == 0, more.stderr[-3000:]
+    output = more.stdout + more.stderr
+    assert "Epoch 2/2" in output and "Epoch 1/2" not in output
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert len(metrics["history"]["loss"]) == 2
+    assert int(keras.models.load_model(tmp_path / "model.keras").optimizer.iterations) == 2 * 2
+    # Another method in the same model_dir is refused, naming the difference.
+    other = run_trainer(tmp_path, "--method=lfr", "--epochs=3")
+    assert other.returncode != 0
+    assert "method='standard' (stored) vs 'lfr' (now)" in other.stderr
+
+
+def test_a_model_dir_holds_one_run(tmp_path):
+    config = train.TrainConfig(method="lfr", epochs=3)
+    runs.claim(str(tmp_path), config)
+    runs.claim(str(tmp_path), dataclasses.replace(config, epochs=5, verbose=0))  # same run
+    with pytest.raises(ValueError, match=r"lam=None \(stored\) vs 0.1 \(now\)"):
+        runs.claim(str(tmp_path), dataclasses.replace(config, lam=0.1))
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "model.keras").write_text("old")
+    runs.claim(str(tmp_path), dataclasses.replace(config, method="standard"), fresh=True)
+    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "model.keras").exists()
+    assert json.loads((tmp_path / "run.json").read_text())["method"] == "standard"
+    # A directory with outputs but no run.json (an older keras_lfr) is not guessed at.
+    legacy = tmp_path / "legacy"
+    (legacy / "backup").mkdir(parents=True)
+    with pytest.raises(ValueError, match="no run.json"):
+        runs.claim(str(legacy), config)
 
 
 def test_unset_hyperparameters_keep_each_methods_defaults():

@@ -1,9 +1,16 @@
 """Runs a tiny deterministic LFR training (ε ramped) in a fresh process, optionally SIGKILLing it.
 
-Usage: python tests/train_run.py WORKDIR [KILL_EPOCH KILL_BATCH]
+Usage: python tests/train_run.py WORKDIR [KILL_POINT]
 
-With a kill point, the process kills itself with SIGKILL (as the OOM killer or
-a preempted machine would) right after that batch, mid-epoch.
+KILL_POINT makes the process kill itself with SIGKILL (as the OOM killer or a
+preempted machine would):
+
+- `batch:E:B`: right after batch B of epoch E (0-based), mid-epoch;
+- `replace:NAME`: just before the trainer renames a finished temporary file or
+  directory onto a path ending in NAME (e.g. `epoch-0002`, `model.keras`,
+  `export`, `metrics.json`);
+- `weights:NAME`: after writing half of a weights file whose path contains
+  NAME (a checkpoint torn mid-write).
 """
 
 import os
@@ -14,7 +21,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 
-from trainers import train  # noqa: E402
+from trainers import runs, train  # noqa: E402
+
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 class KillAt(keras.callbacks.Callback):
@@ -27,11 +38,43 @@ class KillAt(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         if (self.epoch, batch) == (self.kill_epoch, self.kill_batch):
-            os.kill(os.getpid(), signal.SIGKILL)
+            die()
+
+
+def kill_before_replace(name):
+    replace = os.replace
+
+    def patched(src, dst):
+        if str(dst).rstrip("/").endswith(name):
+            die()
+        return replace(src, dst)
+
+    runs.os.replace = patched  # the `os` module as `trainers.runs` sees it
+
+
+def kill_mid_weights(name):
+    save_weights = keras.Model.save_weights
+
+    def patched(self, filepath, *args, **kwargs):
+        save_weights(self, filepath, *args, **kwargs)
+        if name in str(filepath):
+            with open(filepath, "r+b") as f:
+                f.truncate(os.path.getsize(filepath) // 2)
+            die()
+
+    keras.Model.save_weights = patched
 
 
 workdir = sys.argv[1]
-callbacks = [KillAt(int(sys.argv[2]), int(sys.argv[3]))] if len(sys.argv) > 3 else []
+callbacks = []
+if len(sys.argv) > 2:
+    kind, _, where = sys.argv[2].partition(":")
+    if kind == "batch":
+        callbacks = [KillAt(*map(int, where.split(":")))]
+    elif kind == "replace":
+        kill_before_replace(where)
+    else:
+        kill_mid_weights(where)
 config = train.TrainConfig(
     method="lfr",
     epochs=3,

@@ -2,8 +2,10 @@ r"""Trains a classifier with a keras_lfr method, checkpointing and exporting it.
 
     python -m trainers.train --method=lfr --dataset=mnist --epochs=100
 
-Every epoch is checkpointed to `<model_dir>/backup` and a restarted run with
-the same command resumes from the last one; TensorBoard logs go to
+Every epoch is checkpointed to `<model_dir>/checkpoints` and a restarted run
+with the same command resumes from the last one (also a finished run given
+more `--epochs`); a model_dir holding a different run is refused unless
+`--fresh`. TensorBoard logs go to
 `<model_dir>/tensorboard`; the final model is saved as
 `<model_dir>/model.keras` and exported as a SavedModel to `--export_dir`
 (default `<model_dir>/export`).
@@ -11,7 +13,6 @@ the same command resumes from the last one; TensorBoard logs go to
 
 import dataclasses
 import functools
-import json
 import os
 import sys
 
@@ -21,6 +22,7 @@ from absl import app, flags, logging
 
 import keras_lfr
 from keras_lfr import _validation
+from trainers import runs
 
 FLAGS = flags.FLAGS
 
@@ -190,34 +192,44 @@ def attack_evaluation(config):
     return keras_lfr.callbacks.AttackEvaluation(x, y, {"pgd40": pgd40}, batch_size=500)
 
 
-def resume_epoch(backup_dir):
-    """The epoch `keras.callbacks.BackupAndRestore` will resume at (0 for a fresh run)."""
-    path = os.path.join(backup_dir, "training_metadata.json")
-    if not os.path.exists(path):
-        return 0
-    with open(path) as f:
-        return int(json.load(f)["epoch"])
-
-
-def train_and_evaluate(config, workdir, callbacks=()):
+def train_and_evaluate(config, workdir, callbacks=(), fresh=False):
     """Trains, evaluates on the clean test split, saves and exports a model.
+
+    The workdir holds one run (`trainers.runs`): rerunning the same config
+    continues from the latest checkpoint, also after the run finished (with
+    more `epochs` it trains the extra epochs); a different config is refused
+    unless `fresh`.
 
     Args:
         config: A `TrainConfig`.
-        workdir: Directory for checkpoints (`backup/`), TensorBoard logs
-            (`tensorboard/`), `model.keras` and `metrics.json`.
+        workdir: Directory for `run.json`, checkpoints (`checkpoints/`),
+            TensorBoard logs (`tensorboard/`), `model.keras` and
+            `metrics.json`.
         callbacks: Extra Keras callbacks, e.g.
             `keras_lfr.callbacks.AttackEvaluation`. Defaults to `()`.
+        fresh: Delete the workdir's checkpoints and outputs and start over.
+            Defaults to `False`.
 
     Returns:
-        A dict with the `History` of the run (`history`), the clean test
-        metrics (`test`) and the paths written (`model_path`, `export_dir`).
+        A dict with the `History` of the whole run, resumed parts included
+        (`history`), the clean test metrics (`test`) and the paths written
+        (`model_path`, `export_dir`).
+
+    Raises:
+        ValueError: If the workdir holds a different run and `fresh` is
+            `False`, or the config is invalid.
     """
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
-    os.makedirs(workdir, exist_ok=True)
-    backup_dir = os.path.join(workdir, "backup")
+    runs.claim(workdir, config, fresh=fresh)
+    initial_epoch, state = runs.latest(workdir)
+    if initial_epoch > config.epochs:
+        raise ValueError(
+            f"The model_dir {workdir!r} holds this run trained for {initial_epoch} epochs, "
+            f"more than epochs={config.epochs}. Ask for at least {initial_epoch} epochs, or "
+            "pass --fresh (fresh=True) to start over."
+        )
     info = keras_lfr.data.dataset_info(config.dataset)
     load = functools.partial(
         keras_lfr.data.load,
@@ -234,7 +246,7 @@ def train_and_evaluate(config, workdir, callbacks=()):
         num_examples=config.train_examples,
         seed=config.seed,
         epochs=config.epochs,
-        initial_epoch=resume_epoch(backup_dir),
+        initial_epoch=initial_epoch,
     )
 
     strategy = (
@@ -265,35 +277,40 @@ def train_and_evaluate(config, workdir, callbacks=()):
         )
     if config.attack_eval_examples:
         callbacks = [*callbacks, attack_evaluation(config)]
+    if state is not None:
+        runs.restore(model, state)
+    checkpoint = runs.Checkpoint(workdir, history=state and state["history"])
+    spent = state["history"].get("wall_time", [0.0])[-1] if state else 0.0
     callbacks = [
-        keras_lfr.callbacks.WallClock(),
+        keras_lfr.callbacks.WallClock(offset=spent),
         *callbacks,
-        keras.callbacks.BackupAndRestore(backup_dir),
+        checkpoint,
         keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard")),
     ]
-    history = model.fit(
-        train,
-        epochs=config.epochs,
-        steps_per_epoch=steps_per_epoch,
-        validation_data=test,
-        callbacks=callbacks,
-        shuffle=False,
-        verbose=config.verbose,
-    )
+    if initial_epoch < config.epochs:  # else the run is complete: evaluate and save it
+        model.fit(
+            train,
+            epochs=config.epochs,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps_per_epoch,
+            validation_data=test,
+            callbacks=callbacks,
+            shuffle=False,
+            verbose=config.verbose,
+        )
     test_metrics = model.evaluate(test, return_dict=True, verbose=0)
     model_path = os.path.join(workdir, "model.keras")
-    model.save(model_path)
+    runs.save_model(model, model_path)
     export_dir = config.export_dir or os.path.join(workdir, "export")
-    keras_lfr.export(model, export_dir)
+    runs.export(functools.partial(keras_lfr.export, model), export_dir)
     result = {
         "config": dataclasses.asdict(config),
-        "history": history.history,
+        "history": checkpoint.history,
         "test": test_metrics,
         "model_path": model_path,
         "export_dir": export_dir,
     }
-    with open(os.path.join(workdir, "metrics.json"), "w") as f:
-        json.dump(result, f, indent=2, default=float)
+    runs.write_json(os.path.join(workdir, "metrics.json"), result)
     return result
 
 
@@ -350,7 +367,7 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # keep the progress bar readable
     try:
-        result = train_and_evaluate(config_from_flags(), FLAGS.model_dir)
+        result = train_and_evaluate(config_from_flags(), FLAGS.model_dir, fresh=FLAGS.fresh)
     except (ValueError, FloatingPointError) as error:
         sys.exit(f"error: {error}")
     print(f"Clean test metrics: {result['test']}")
@@ -359,6 +376,12 @@ def main(argv):
 
 def define_flags():
     """Defines the command-line flags (only when run as a script)."""
+    flags.DEFINE_bool(
+        "fresh",
+        False,
+        "Delete the model_dir's checkpoints and outputs and start over (needed to reuse a "
+        "model_dir that holds a different run).",
+    )
     flags.DEFINE_string("method", "lfr", "Training objective (see keras_lfr.available_methods()).")
     flags.DEFINE_string("dataset", "mnist", "tfds dataset: mnist, fashion_mnist or cifar10.")
     flags.DEFINE_integer("epochs", 100, "Training epochs.")
