@@ -10,14 +10,35 @@ INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
 
 
+def check_shape(images, shape):
+    """An assertion op: `images` has shape `(batch, *shape)`, else a message naming it.
+
+    The rank is compared first, so a wrong rank fails with the same message
+    instead of an "Incompatible shapes" error from comparing the sizes.
+    """
+    actual = tf.shape(images)
+    matches = tf.cond(
+        tf.equal(tf.size(actual), len(shape) + 1),
+        lambda: tf.reduce_all(tf.equal(actual[1:], tf.constant(shape, tf.int32))),
+        lambda: tf.constant(False),
+    )
+    expected = ", ".join(str(d) for d in shape)
+    return tf.debugging.assert_equal(
+        matches,
+        True,
+        message=f"{SIGNATURE_KEY} expects float32 `images` of shape (batch, {expected})",
+    )
+
+
 def export(model, path, input_shape=None):
     """Writes a TF SavedModel whose `serving_default` signature returns logits.
 
     A wrapper such as `LFRModel` is unwrapped first: serving needs only the
     classifier. The signature takes float32 `images` of shape
     `(batch, *input_shape)` and returns `{"logits": (batch, classes)}`; other
-    dtypes are rejected by the signature and other shapes by an explicit check
-    whose message names the expected shape.
+    dtypes are rejected by the signature and other shapes or ranks by an
+    explicit check whose message names the expected shape (the signature
+    itself declares `images` of any shape, so that the check sees them).
 
     Args:
         model: A `RobustModel` or any Keras model that returns logits.
@@ -47,18 +68,13 @@ def export(model, path, input_shape=None):
             "input_shape=None. Expected a tuple such as (28, 28, 1); subclassed "
             "models must be called once or given `input_shape`."
         )
-    expected = ", ".join(str(d) for d in shape)
 
     def serve(images):
-        # The signature fixes the dtype (float32); the shape is checked here so that
-        # a wrong image size fails with this message, not deep inside a layer.
-        check = tf.debugging.assert_equal(
-            tf.shape(images)[1:],
-            tf.constant(shape, tf.int32),
-            message=f"{SIGNATURE_KEY} expects float32 `images` of shape (batch, {expected})",
-        )
+        # The signature fixes the dtype (float32); the shape and rank are checked
+        # here so that they fail with this message, not deep inside a layer.
+        check = check_shape(images, shape)
         with tf.control_dependencies([check]):  # check before any layer runs
-            images = tf.identity(images)
+            images = tf.ensure_shape(images, (None, *shape))
         return {OUTPUT_NAME: model(images, training=False)}
 
     archive = keras.export.ExportArchive()
@@ -66,7 +82,9 @@ def export(model, path, input_shape=None):
     archive.add_endpoint(
         name=SIGNATURE_KEY,
         fn=serve,
-        input_signature=[tf.TensorSpec((None, *shape), tf.float32, name=INPUT_NAME)],
+        # Any shape is accepted and checked in the graph: with the shape in the
+        # spec, TensorFlow trusts it, and a wrong rank fails inside the check.
+        input_signature=[tf.TensorSpec(None, tf.float32, name=INPUT_NAME)],
     )
     archive.write_out(str(path), verbose=False)
     return path

@@ -1,6 +1,8 @@
 """The wrapper model that turns any Keras classifier into a robust trainer."""
 
 import contextlib
+import itertools
+import types
 
 import keras
 import numpy as np
@@ -172,7 +174,7 @@ class RobustModel(keras.Model):
         training, `keras_lfr.callbacks.NaNGuard` stops a diverging run and names
         the term that blew up.
         """
-        sample_x, sample_y = _first_batch(x, y)
+        sample_x, sample_y, x = _first_batch(x, y)
         outputs = None
         if sample_x is not None:
             shape = input_shape_of(self.inner_model)
@@ -417,10 +419,32 @@ def input_shape_of(model):
 
 
 def _first_batch(x, y, count=32):
-    """A few `(inputs, labels)` from the data passed to `fit`, to check them early."""
+    """A few `(inputs, labels)` from the data passed to `fit`, to check them early.
+
+    Reads the first batch of a `tf.data.Dataset`, a `keras.utils.PyDataset`
+    or a Python generator (which is then replaced by one that yields that
+    batch again first), or slices arrays. Returns `(inputs, labels, data)`,
+    `data` being what `fit` should train on; inputs are `None` when the data
+    cannot be read ahead.
+    """
+    data = x
     if isinstance(x, tf.data.Dataset):
-        batch = next(iter(x.take(1)))
-        x, y = (batch[0], batch[1]) if isinstance(batch, (tuple, list)) else (batch, None)
-    if not isinstance(x, (np.ndarray, tf.Tensor)) or x.ndim < 1:
-        return None, None
-    return x[:count], None if y is None else np.asarray(y)[:count]
+        x, y = _unpack(next(iter(x.take(1))))
+    elif isinstance(x, keras.utils.PyDataset):
+        x, y = _unpack(x[0])
+    elif isinstance(x, types.GeneratorType):
+        first = next(x)
+        data = itertools.chain([first], x)
+        data = (batch for batch in data)  # Keras accepts generators, not chain objects
+        x, y = _unpack(first)
+    if isinstance(x, (list, tuple)) or not hasattr(x, "ndim") or x.ndim < 1:
+        return None, None, data
+    x = np.asarray(x[:count]) if not isinstance(x, tf.Tensor) else x[:count]
+    return x, None if y is None else np.asarray(y)[:count], data
+
+
+def _unpack(batch):
+    """`(inputs, labels)` of a batch that is `(x, y[, sample_weight])` or just `x`."""
+    if isinstance(batch, (tuple, list)):
+        return batch[0], batch[1] if len(batch) > 1 else None
+    return batch, None

@@ -141,17 +141,43 @@ def test_lfr_with_an_absurd_learning_rate_stops_cleanly():
     ],
     ids=["integer_images", "wrong_rank", "labels_too_large", "negative_labels", "one_hot_width"],
 )
-def test_fit_rejects_bad_data_before_tensorflow_sees_it(make, error):
+@pytest.mark.parametrize("kind", ["arrays", "tf_data", "py_dataset", "generator"])
+def test_fit_rejects_bad_data_before_tensorflow_sees_it(make, error, kind):
     x, y = make(*tiny_batch())
     model = keras_lfr.wrap(tiny_model(), steps=1)
     model.compile(optimizer="sgd")
     with pytest.raises(ValueError, match=error):
-        model.fit(x, y, verbose=0)
+        model.fit(*as_input_kind(kind, x, y), verbose=0)
 
 
-def test_fit_warns_about_pixels_outside_the_clip_range():
+class Batches(keras.utils.PyDataset):
+    def __init__(self, x, y):
+        super().__init__()
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, index):
+        half = len(self.x) // 2
+        return self.x[index * half : (index + 1) * half], self.y[index * half : (index + 1) * half]
+
+
+def as_input_kind(kind, x, y):
+    """`fit`'s positional arguments for (x, y) given as arrays, tf.data, PyDataset or generator."""
+    if kind == "arrays":
+        return x, y
+    if kind == "tf_data":
+        return (tf.data.Dataset.from_tensor_slices((x, y)).batch(4),)
+    if kind == "py_dataset":
+        return (Batches(x, y),)
+    return (((x[i : i + 4], y[i : i + 4]) for i in range(0, len(x), 4)),)
+
+
+@pytest.mark.parametrize("method", ["lfr", "adr", "lsp"])
+def test_fit_warns_about_pixels_outside_the_clip_range(method):
     x, y = tiny_batch()
-    model = keras_lfr.wrap(tiny_model(), steps=1)
+    model = keras_lfr.wrap(tiny_model(), method=method, steps=1)
     model.compile(optimizer="sgd")
     with pytest.warns(UserWarning, match=r"outside \[clip_min, clip_max\] = \[0, 1\]"):
         model.fit(x * 255, y, verbose=0)
@@ -257,5 +283,8 @@ def test_serving_signature_checks_dtype_and_shape(tmp_path):
         serving(images=tf.zeros([2, 28, 28, 1], tf.float64))
     shape_error = r"serving_default expects float32 `images` of shape \(batch, 28, 28, 1\)"
     for wrong in ([2, 32, 32, 3], [2, 28, 28, 3], [2, 14, 14, 1]):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=shape_error):
+            serving(images=tf.zeros(wrong))
+    for wrong in ([2, 28, 28], [2, 28, 28, 1, 1], [2]):  # wrong ranks, the same message
         with pytest.raises(tf.errors.InvalidArgumentError, match=shape_error):
             serving(images=tf.zeros(wrong))

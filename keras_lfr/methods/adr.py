@@ -3,8 +3,9 @@
 import tensorflow as tf
 
 from keras_lfr import _validation, ops
-from keras_lfr.methods.base import Method, register_method
+from keras_lfr.methods.base import register_method
 from keras_lfr.methods.composite import (
+    CompositeMethod,
     FeatureExtractor,
     base_hyperparameter_names,
     split_base_hyperparameters,
@@ -44,7 +45,7 @@ def entropy(logits):
 
 
 @register_method("adr")
-class ADR(Method):
+class ADR(CompositeMethod):
     """ADR: a base adversarial objective plus compactness and clustering terms.
 
     loss = base(x, x', y)
@@ -124,9 +125,6 @@ class ADR(Method):
             "smoothness_weight",
         )
         return own + base_hyperparameter_names(BASES)
-
-    def perturb(self, model, x, y, seed, scale=1.0):
-        return self.base.perturb(model, x, y, seed, scale)
 
     def loss(self, model, x, y, x_adv, sample_weight=None):
         logits, total, terms = self.base.loss(model, x, y, x_adv, sample_weight)

@@ -3,7 +3,29 @@
 import keras
 
 from keras_lfr import _validation
-from keras_lfr.methods.base import get_method, hyperparameter_names
+from keras_lfr.methods.base import Method, get_method, hyperparameter_names
+
+
+class CompositeMethod(Method):
+    """A method that adds terms to a base method it holds as `self.base`.
+
+    The inner maximisation and the pixel range are the base's: `perturb`
+    delegates to it, and `clip_min`/`clip_max` read it, so that the checks
+    `fit` runs on the data (pixels within the clip range) see them.
+    """
+
+    base = None
+
+    @property
+    def clip_min(self):
+        return getattr(self.base, "clip_min", None)
+
+    @property
+    def clip_max(self):
+        return getattr(self.base, "clip_max", None)
+
+    def perturb(self, model, x, y, seed, scale=1.0):
+        return self.base.perturb(model, x, y, seed, scale)
 
 
 def split_base_hyperparameters(base, choices, hyperparameters):

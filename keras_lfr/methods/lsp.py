@@ -3,8 +3,9 @@
 import tensorflow as tf
 
 from keras_lfr import _validation
-from keras_lfr.methods.base import Method, register_method
+from keras_lfr.methods.base import register_method
 from keras_lfr.methods.composite import (
+    CompositeMethod,
     FeatureExtractor,
     base_hyperparameter_names,
     split_base_hyperparameters,
@@ -44,7 +45,7 @@ def structure_loss(inputs, features, temperature):
 
 
 @register_method("lsp")
-class LSP(Method):
+class LSP(CompositeMethod):
     """Local Structure Preserving regularisation: base objective + w · KL(P ‖ Q).
 
     **This formula is our design.** Wei, Zhou and Wu ("Local Structure
@@ -96,9 +97,6 @@ class LSP(Method):
     @classmethod
     def hyperparameter_names(cls):
         return ("base", "layer", "weight", "temperature") + base_hyperparameter_names(BASES)
-
-    def perturb(self, model, x, y, seed, scale=1.0):
-        return self.base.perturb(model, x, y, seed, scale)
 
     def loss(self, model, x, y, x_adv, sample_weight=None):
         logits, total, terms = self.base.loss(model, x, y, x_adv, sample_weight)
