@@ -1,5 +1,7 @@
 """Surfaces, the reproduction report and the λ sweep, on a smoke budget."""
 
+import json
+
 import numpy as np
 import pytest
 from conftest import tiny_model
@@ -104,6 +106,24 @@ def test_fast_recipe_on_fashion_mnist_trains_evaluates_and_reuses_the_evaluation
         strong_examples=8,
     )
     assert changed["methods"]["pgd_at"]["strong"]["examples"] == 8
+    # A part evaluated by an older version of its attacks is evaluated again, alone.
+    cache = tmp_path / "runs" / "fashion_mnist" / "pgd_at" / "evaluation.json"
+    stored = json.loads(cache.read_text())
+    stored["versions"]["strong"] = 1
+    stored["strong"]["worst_case"] = stored["paper"]["worst_case"] = -1.0  # markers
+    cache.write_text(json.dumps(stored))
+    refreshed = reproduce.reproduce(
+        "smoke_fast",
+        ("pgd_at",),
+        workdir,
+        dataset="fashion_mnist",
+        evaluate_only=True,
+        strong_examples=8,
+    )["methods"]["pgd_at"]
+    assert refreshed["strong"]["worst_case"] >= 0.0  # recomputed
+    assert refreshed["paper"]["worst_case"] == -1.0  # reused
+    assert refreshed["evaluated_parts"] == ["strong"]
+    assert json.loads(cache.read_text())["versions"] == reproduce.EVALUATION_VERSIONS
 
 
 def test_printed_train_commands_match_the_budget():

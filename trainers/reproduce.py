@@ -24,7 +24,7 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 import keras_lfr
-from trainers import evaluate, train
+from trainers import evaluate, runs, train
 
 FLAGS = flags.FLAGS
 METHODS = ("standard", "pgd_at", "trades", "llr", "lfr", "adr", "lsp")
@@ -180,11 +180,27 @@ def _test_batch(dataset, count):
     return next(iter(keras_lfr.data.load(dataset, "test", batch_size=count, num_examples=count)))
 
 
-def evaluate_method(model, budget, dataset="mnist"):
+# The version of each part of an evaluation: a cached part made by an older
+# version is recomputed. strong 2 and checks 2: APGD's momentum reference and
+# Square's p schedule follow AutoAttack (issue 13).
+EVALUATION_VERSIONS = {"paper": 1, "strong": 2, "checks": 2}
+
+
+def evaluate_method(model, budget, dataset="mnist", parts=tuple(EVALUATION_VERSIONS)):
     """Paper and strong protocols, sanity checks and mean γ(x, ε) of one model.
 
     The model is evaluated in float32 (`keras_lfr.models.to_float32`),
     whatever precision it was trained in.
+
+    Args:
+        model: The classifier.
+        budget: A `Budget` (sample sizes, queries, cascade).
+        dataset: `"mnist"` or `"fashion_mnist"`. Defaults to `"mnist"`.
+        parts: Which of `"paper"` (with γ), `"strong"` and `"checks"` to run.
+            Defaults to all.
+
+    Returns:
+        A dict with the requested parts' results.
     """
     model = keras_lfr.models.to_float32(model)
     epsilon = EPSILON[dataset]
@@ -192,43 +208,43 @@ def evaluate_method(model, budget, dataset="mnist"):
     def test(count):
         return keras_lfr.data.load(dataset, "test", batch_size=500, num_examples=count)
 
-    paper = keras_lfr.evaluation.robust_accuracy(
-        model,
-        test(budget.eval_examples),
-        keras_lfr.evaluation.protocol("paper", epsilon=epsilon),
-        verbose=0,
-    )
-    strong = keras_lfr.evaluation.robust_accuracy(
-        model,
-        test(budget.strong_examples),
-        keras_lfr.evaluation.protocol("strong", epsilon=epsilon, queries=budget.square_queries),
-        cascade=budget.cascade,
-        verbose=0,
-    )
     x, y = _test_batch(dataset, max(budget.check_examples, budget.gamma_examples))
-    checks = keras_lfr.evaluation.sanity_checks(
-        model,
-        x[: budget.check_examples],
-        y[: budget.check_examples],
-        epsilon=epsilon,
-        queries=budget.square_queries,
-        verbose=False,
-    )
-    gamma = keras_lfr.local_flatness(
-        model,
-        x[: budget.gamma_examples],
-        y[: budget.gamma_examples],
-        epsilon,
-        budget.step_size * epsilon / 0.3,
-        budget.steps,
-    )
-    return {
-        "paper": paper,
-        "strong": strong,
-        "checks": checks,
-        "gamma": float(np.mean(gamma)),
-        "gamma_median": float(np.median(gamma)),
-    }
+    result = {}
+    if "paper" in parts:
+        result["paper"] = keras_lfr.evaluation.robust_accuracy(
+            model,
+            test(budget.eval_examples),
+            keras_lfr.evaluation.protocol("paper", epsilon=epsilon),
+            verbose=0,
+        )
+        gamma = keras_lfr.local_flatness(
+            model,
+            x[: budget.gamma_examples],
+            y[: budget.gamma_examples],
+            epsilon,
+            budget.step_size * epsilon / 0.3,
+            budget.steps,
+        )
+        result["gamma"] = float(np.mean(gamma))
+        result["gamma_median"] = float(np.median(gamma))
+    if "strong" in parts:
+        result["strong"] = keras_lfr.evaluation.robust_accuracy(
+            model,
+            test(budget.strong_examples),
+            keras_lfr.evaluation.protocol("strong", epsilon=epsilon, queries=budget.square_queries),
+            cascade=budget.cascade,
+            verbose=0,
+        )
+    if "checks" in parts:
+        result["checks"] = keras_lfr.evaluation.sanity_checks(
+            model,
+            x[: budget.check_examples],
+            y[: budget.check_examples],
+            epsilon=epsilon,
+            queries=budget.square_queries,
+            verbose=False,
+        )
+    return result
 
 
 def reproduce(
@@ -301,29 +317,46 @@ def evaluate_saved(directory, budget, dataset="mnist", reuse=False):
     """
     cache = os.path.join(directory, "evaluation.json")
     fields = json.loads(json.dumps(dataclasses.asdict(budget)))
+    cached = {}
     if reuse and os.path.exists(cache):
         with open(cache) as f:
-            cached = json.load(f)
-        if cached["budget_fields"] == fields and cached["dataset"] == dataset:
-            cached["checks"] = [keras_lfr.evaluation.Check(**c) for c in cached["checks"]]
-            return cached
+            stored = json.load(f)
+        if stored["budget_fields"] == fields and stored["dataset"] == dataset:
+            cached = stored
+    versions = cached.get("versions", dict.fromkeys(EVALUATION_VERSIONS, 1))
+    stale = tuple(p for p, v in EVALUATION_VERSIONS.items() if versions.get(p) != v)
+    if cached and not stale:
+        cached["checks"] = [keras_lfr.evaluation.Check(**c) for c in cached["checks"]]
+        return cached
     with open(os.path.join(directory, "metrics.json")) as f:
         history = json.load(f)["history"]
     model = evaluate.load_classifier(os.path.join(directory, "model.keras"))
     start = time.perf_counter()
     result = {
-        **evaluate_method(model, budget, dataset),
+        **{k: v for k, v in cached.items() if k not in ("budget_fields", "dataset", "versions")},
+        **evaluate_method(model, budget, dataset, parts=stale if cached else EVALUATION_VERSIONS),
         "train_seconds": history["wall_time"][-1],
         "history": history,
     }
+    if not isinstance(result["checks"][0], keras_lfr.evaluation.Check):
+        result["checks"] = [keras_lfr.evaluation.Check(**c) for c in result["checks"]]
+    # The time of this evaluation: of the stale parts only, when others were reused.
     result["eval_seconds"] = time.perf_counter() - start
-    with open(cache, "w") as f:
-        json.dump(
-            {**result, "budget_fields": fields, "dataset": dataset},
-            f,
-            indent=2,
-            default=_json_default,
-        )
+    result["evaluated_parts"] = list(stale if cached else EVALUATION_VERSIONS)
+    runs.write_json(
+        cache,
+        json.loads(
+            json.dumps(
+                {
+                    **result,
+                    "budget_fields": fields,
+                    "dataset": dataset,
+                    "versions": EVALUATION_VERSIONS,
+                },
+                default=_json_default,
+            )
+        ),
+    )
     return result
 
 
