@@ -7,6 +7,7 @@ downloads a dataset on first use. Offline, point `TFDS_DATA_DIR` (or the
 """
 
 import dataclasses
+import socket
 
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -41,6 +42,23 @@ def dataset_info(name):
             "`DatasetInfo` in `keras_lfr.data.DATASETS` under its tfds name."
         )
     return DATASETS[name]
+
+
+# Where tfds downloads MNIST from; reaching it means downloads can work.
+DOWNLOAD_HOST = ("storage.googleapis.com", 443)
+
+
+def _check_network(name, data_dir, timeout=5.0):
+    """Fails at once, instead of after minutes of download retries, when offline."""
+    try:
+        socket.create_connection(DOWNLOAD_HOST, timeout=timeout).close()
+    except OSError as error:
+        raise ValueError(
+            f"Could not load dataset {name!r}: it is not prepared under "
+            f"data_dir={data_dir!r} (tfds default: TFDS_DATA_DIR or ~/tensorflow_datasets) "
+            f"and there is no network connection to download it ({error}). Set "
+            "`TFDS_DATA_DIR` or `data_dir` to a directory that holds the prepared dataset."
+        ) from error
 
 
 def load(
@@ -110,6 +128,8 @@ def load(
             )
     if num_examples is not None:
         split = f"{split}[:{num_examples}]"
+    if download and not tfds.builder(info.name, data_dir=data_dir).is_prepared():
+        _check_network(info.name, data_dir)
     try:
         images, labels = tfds.as_numpy(
             tfds.load(

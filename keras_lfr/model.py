@@ -92,6 +92,7 @@ class RobustModel(keras.Model):
                 "Invalid value for argument `model`. Received: "
                 f"model={model!r}. Expected a `keras.Model` that returns logits."
             )
+        _check_precision(model)
         seed = _validation.integer("seed", seed)
         awp_gamma = _validation.non_negative_float("awp_gamma", awp_gamma)
         awp_warmup = _validation.non_negative_int("awp_warmup", awp_warmup)
@@ -247,6 +248,10 @@ class RobustModel(keras.Model):
                 )
             scaled = self.optimizer.scale_loss(loss / _num_replicas())
         gradients = tape.gradient(scaled, self.trainable_variables)
+        if self.awp_gamma:
+            # The loss and its terms are the objective at the perturbed weights
+            # (what the gradient is of); the accuracy is the model's own.
+            logits = self.inner_model(x, training=False)
         return gradients, logits, loss, terms
 
     def train_step(self, data):
@@ -416,6 +421,18 @@ def input_shape_of(model):
     if build_config and "input_shape" in build_config:
         return tuple(build_config["input_shape"][1:])
     return None
+
+
+def _check_precision(model):
+    """Refuses float64: the methods and attacks compute in float32 (or mixed precision)."""
+    dtypes = {keras.config.floatx(), model.dtype_policy.compute_dtype}
+    if "float64" in dtypes:
+        raise ValueError(
+            "keras_lfr computes in float32 (or with the mixed_bfloat16 / mixed_float16 "
+            f"policies), not float64. Received: keras.config.floatx()={keras.config.floatx()!r}, "
+            f"model dtype policy {model.dtype_policy.name!r}. Call "
+            "`keras.config.set_floatx('float32')` before building the model."
+        )
 
 
 def _first_batch(x, y, count=32):

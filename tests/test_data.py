@@ -1,5 +1,7 @@
 """tfds loaders, from the prepared directory in shared/."""
 
+import socket
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -81,3 +83,13 @@ def test_resumable_stream_permutes_each_epoch_by_seed_and_epoch():
     assert order != sorted(order)
     for got, want in zip(resumed, stream[4:], strict=True):
         np.testing.assert_array_equal(got[0], want)
+
+
+def test_missing_data_offline_fails_at_once(tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", offline)
+    with pytest.raises(ValueError, match="no network connection to download it"):
+        keras_lfr.data.load("mnist", "test", data_dir=str(tmp_path), download=True)
+    assert not any(tmp_path.iterdir())  # nothing was attempted

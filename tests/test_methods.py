@@ -156,6 +156,15 @@ def test_awp_warmup_trains_like_the_plain_method_first():
     assert plain[0] != immediate[0]
 
 
+def test_awp_logs_accuracy_at_the_real_weights():
+    x, y = learnable_data(n=64)
+    model = keras_lfr.wrap(tiny_model(), method="standard", awp_gamma=5.0)  # a huge perturbation
+    model.compile(optimizer=keras.optimizers.SGD(0.0), metrics=["accuracy"])  # weights stay
+    logged = model.fit(x, y, batch_size=64, epochs=1, verbose=0).history["accuracy"][0]
+    real = float(np.mean(np.argmax(model.predict(x, verbose=0), axis=1) == y))
+    assert logged == pytest.approx(real)
+
+
 @pytest.mark.parametrize(
     "kwargs, argument",
     [

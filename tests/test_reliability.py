@@ -288,3 +288,16 @@ def test_serving_signature_checks_dtype_and_shape(tmp_path):
     for wrong in ([2, 28, 28], [2, 28, 28, 1, 1], [2]):  # wrong ranks, the same message
         with pytest.raises(tf.errors.InvalidArgumentError, match=shape_error):
             serving(images=tf.zeros(wrong))
+
+
+def test_float64_is_refused_up_front():
+    keras.config.set_floatx("float64")
+    try:
+        cnn = keras_lfr.models.small_cnn()
+        with pytest.raises(ValueError, match="not float64.*floatx\\(\\)='float64'"):
+            keras_lfr.wrap(cnn, method="lfr")
+    finally:
+        keras.config.set_floatx("float32")
+    cnn = keras_lfr.models.small_cnn(dtype="float64")
+    with pytest.raises(ValueError, match="dtype policy 'float64'"):
+        keras_lfr.wrap(cnn, method="trades")
