@@ -105,3 +105,21 @@ def test_unset_hyperparameters_keep_each_methods_defaults():
     assert train.method_hyperparameters(config) == {"steps": 5, "beta": 2.0}
     adr = train.method_hyperparameters(train.TrainConfig(method="adr", epsilon=0.1, beta=1.0))
     assert adr == {"epsilon": 0.1, "beta": 1.0}
+
+
+def test_help_lists_the_choices():
+    def help_text(module):
+        completed = subprocess.run(
+            [sys.executable, "-m", module, "--helpshort"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        return completed.stdout + completed.stderr
+
+    train_help = help_text("trainers.train")
+    assert "<adr|lfr|llr|lsp|pgd_at|standard|trades>" in train_help
+    assert "local_weight" in train_help and "--fresh" in train_help
+    evaluate_help = help_text("trainers.evaluate")
+    assert "apgd_ce, apgd_t, square" in evaluate_help and "--data_dir" in evaluate_help

@@ -39,6 +39,7 @@ class EvalConfig:
     batch_size: int = 500
     epsilon: float = 0.3
     queries: int = 5000
+    data_dir: str = None
     cascade: bool = False
     sanity_checks: bool = False
     verbose: int = 1
@@ -90,7 +91,11 @@ def evaluate(config):
     """Runs the protocol (and optionally the sanity checks) and returns the results."""
     model = load_model(config)
     test = keras_lfr.data.load(
-        config.dataset, "test", batch_size=config.batch_size, num_examples=config.examples
+        config.dataset,
+        "test",
+        batch_size=config.batch_size,
+        num_examples=config.examples,
+        data_dir=config.data_dir,
     )
     kwargs = {"epsilon": config.epsilon}
     if config.protocol == "strong":
@@ -117,7 +122,15 @@ def evaluate(config):
     }
     if config.sanity_checks:
         x, y = next(
-            iter(keras_lfr.data.load(config.dataset, "test", batch_size=500, num_examples=500))
+            iter(
+                keras_lfr.data.load(
+                    config.dataset,
+                    "test",
+                    batch_size=500,
+                    num_examples=500,
+                    data_dir=config.data_dir,
+                )
+            )
         )
         checks = keras_lfr.evaluation.sanity_checks(model, x, y, epsilon=config.epsilon)
         output["sanity_checks"] = [dataclasses.asdict(c) for c in checks]
@@ -133,6 +146,7 @@ def main(argv):
         protocol=FLAGS.protocol,
         attacks=tuple(FLAGS.attacks) if FLAGS.attacks else None,
         dataset=FLAGS.dataset,
+        data_dir=FLAGS.data_dir,
         examples=FLAGS.examples,
         batch_size=FLAGS.batch_size,
         epsilon=FLAGS.epsilon,
@@ -169,6 +183,9 @@ def define_flags():
         "mi_fgsm, ddn; strong: apgd_ce, apgd_t, square.",
     )
     flags.DEFINE_string("dataset", "mnist", "tfds dataset.")
+    flags.DEFINE_string(
+        "data_dir", None, "tfds data directory (default: TFDS_DATA_DIR or ~/tensorflow_datasets)."
+    )
     flags.DEFINE_integer("examples", None, "Evaluate on the first N test examples only.")
     flags.DEFINE_integer("batch_size", 500, "Examples per attack batch.")
     flags.DEFINE_float("epsilon", 0.3, "l-inf radius of the attacks.")

@@ -382,7 +382,9 @@ def define_flags():
         "Delete the model_dir's checkpoints and outputs and start over (needed to reuse a "
         "model_dir that holds a different run).",
     )
-    flags.DEFINE_string("method", "lfr", "Training objective (see keras_lfr.available_methods()).")
+    flags.DEFINE_enum(
+        "method", "lfr", keras_lfr.available_methods(), "Training objective (docs/methods.md)."
+    )
     flags.DEFINE_string("dataset", "mnist", "tfds dataset: mnist, fashion_mnist or cifar10.")
     flags.DEFINE_integer("epochs", 100, "Training epochs.")
     flags.DEFINE_enum(
@@ -432,8 +434,10 @@ def define_flags():
     flags.DEFINE_list(
         "hparams",
         [],
-        "Other method hyperparameters as name=value pairs, e.g. "
-        "local_weight=0.1,global_weight=0.05 for adr (see docs/methods.md).",
+        "Other method hyperparameters as name=value pairs (see docs/methods.md), e.g. "
+        "adr: local_weight, global_weight, entropy_weight, smoothness_weight, layer, base; "
+        "lsp: weight, temperature, layer, base; pgd_at: clean_weight; "
+        "trades, lfr: random_start.",
     )
     flags.DEFINE_float("awp_gamma", 0.0, "Adversarial Weight Perturbation size γ; 0 disables it.")
     flags.DEFINE_integer("awp_warmup", 0, "Epochs before AWP starts.")
