@@ -54,6 +54,11 @@ def distributed_fit(model, data, *, epochs, steps_per_epoch, strategy=None, verb
             " Expected a model compiled under the strategy's scope."
         )
     strategy = strategy or model.distribute_strategy
+    # The same checks and callbacks as `fit` (data checks, AWP's epoch counter,
+    # NaNGuard, CollapseWarning), so a model trains the same under both loops.
+    sample = data if isinstance(data, tf.data.Dataset) else data(tf.distribute.InputContext())
+    _, own_callbacks = model.prepare_fit(sample)
+    callback_list = keras.callbacks.CallbackList(own_callbacks, model=model)
     if isinstance(data, tf.data.Dataset):
         spec = data.element_spec
         iterator = iter(strategy.experimental_distribute_dataset(data))
@@ -72,17 +77,22 @@ def distributed_fit(model, data, *, epochs, steps_per_epoch, strategy=None, verb
 
     chief = _is_chief(strategy)
     history = {}
+    callback_list.on_train_begin()
     for epoch in range(epochs):
         model.reset_metrics()
+        callback_list.on_epoch_begin(epoch)
         progbar = keras.utils.Progbar(steps_per_epoch, verbose=verbose if chief else 0)
         if verbose and chief:
             print(f"Epoch {epoch + 1}/{epochs}")
         for i in range(steps_per_epoch):
             step(next(iterator))
             logs = {k: float(np.asarray(v)) for k, v in model.get_metrics_result().items()}
+            callback_list.on_train_batch_end(i, logs)
             progbar.update(i + 1, list(logs.items()), finalize=i + 1 == steps_per_epoch)
+        callback_list.on_epoch_end(epoch, logs)
         for name, value in logs.items():
             history.setdefault(name, []).append(value)
+    callback_list.on_train_end()
     return history
 
 

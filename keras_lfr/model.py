@@ -175,6 +175,21 @@ class RobustModel(keras.Model):
         training, `keras_lfr.callbacks.NaNGuard` stops a diverging run and names
         the term that blew up.
         """
+        x, own_callbacks = self.prepare_fit(x, y)
+        kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), *own_callbacks]
+        return super().fit(x, y, *args, **kwargs)
+
+    def prepare_fit(self, x, y=None):
+        """The checks and callbacks every training loop runs (`fit`, `distributed_fit`).
+
+        Checks the first batch of `x` (see `fit`), builds the model if needed,
+        and returns the data to train on (a generator's first batch is put
+        back) and the callbacks the loop must run: the epoch counter (AWP's
+        warm-up), `NaNGuard` and `CollapseWarning`.
+
+        Returns:
+            A tuple `(data, callbacks)`.
+        """
         sample_x, sample_y, x = _first_batch(x, y)
         outputs = None
         if sample_x is not None:
@@ -187,21 +202,17 @@ class RobustModel(keras.Model):
                 where="the data passed to fit",
             )
             if not self.built:
-                # Callbacks such as BackupAndRestore need the weights before training.
+                # Checkpoint callbacks need the weights before training.
                 self.build((None, *sample_x.shape[1:]))
             outputs = self.inner_model(sample_x, training=False)
             checks.validate_batch(
                 sample_x, sample_y, num_classes=outputs.shape[-1], where="the data passed to fit"
             )
         checks.warn_if_not_logits(self.inner_model, outputs)
-        kwargs["callbacks"] = [
-            *(kwargs.get("callbacks") or []),
-            _EpochCounter(self._epoch),
-            callbacks.NaNGuard(),
-        ]
+        own = [_EpochCounter(self._epoch), callbacks.NaNGuard()]
         if sample_x is not None:
-            kwargs["callbacks"].append(callbacks.CollapseWarning(sample_x, self.method))
-        return super().fit(x, y, *args, **kwargs)
+            own.append(callbacks.CollapseWarning(sample_x, self.method))
+        return x, own
 
     def step_seed(self):
         """The stateless seed of the current step on the current replica."""

@@ -1,11 +1,16 @@
-"""One global batch gives the same step on one and on two replicas."""
+"""One global batch gives the same step on one and on two replicas; distributed_fit = fit."""
 
 import pathlib
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
+from conftest import learnable_data, tiny_batch, tiny_model
+
+import keras_lfr
 
 SCRIPT = pathlib.Path(__file__).with_name("mirrored_step.py")
 
@@ -34,3 +39,36 @@ def test_two_replicas_match_one(tmp_path, method, jit):
     assert len(weights_1) == len(weights_2) == 14
     for w1, w2 in zip(weights_1, weights_2, strict=True):
         np.testing.assert_allclose(w2, w1, rtol=1e-4, atol=1e-6)
+
+
+def awp_run(loop):
+    x, y = learnable_data(n=64)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+    model = keras_lfr.wrap(
+        tiny_model(), method="trades", epsilon=0.1, steps=2, awp_gamma=0.05, awp_warmup=1
+    )
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    if loop == "fit":
+        return model.fit(data, epochs=2, verbose=0).history["loss"]
+    history = keras_lfr.distributed.distributed_fit(
+        model, data.repeat(), epochs=2, steps_per_epoch=2, verbose=0
+    )
+    return history["loss"]
+
+
+def test_distributed_fit_trains_like_fit():
+    # AWP switches on after its warm-up epoch in both loops: the same losses.
+    np.testing.assert_allclose(awp_run("distributed_fit"), awp_run("fit"), rtol=1e-6)
+
+
+def test_distributed_fit_checks_data_and_stops_divergence():
+    x, y = tiny_batch()
+    model = keras_lfr.wrap(tiny_model(), method="standard")
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    bad = tf.data.Dataset.from_tensor_slices(((x * 255).astype("uint8"), y)).batch(4)
+    with pytest.raises(ValueError, match="Invalid images in the data passed to fit"):
+        keras_lfr.distributed.distributed_fit(model, bad, epochs=1, steps_per_epoch=1, verbose=0)
+    good = tf.data.Dataset.from_tensor_slices((x, y)).batch(4).repeat()
+    model.compile(optimizer=keras.optimizers.SGD(1e30))  # diverges within a few steps
+    with pytest.raises(FloatingPointError, match="Training diverged at epoch 1"):
+        keras_lfr.distributed.distributed_fit(model, good, epochs=1, steps_per_epoch=8, verbose=0)
