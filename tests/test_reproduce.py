@@ -96,30 +96,25 @@ def test_fast_recipe_on_fashion_mnist_trains_evaluates_and_reuses_the_evaluation
     text = reproduce.report(again, "python -m trainers.reproduce --budget=smoke_fast")
     assert "on fashion_mnist" in text and "(ε 0.1)" in text and "| AT | " in text
     assert "(95.37)" not in text  # the paper's MNIST numbers are not shown beside Fashion
+    def evaluate_with_8_strong_examples():
+        return reproduce.reproduce(
+            "smoke_fast",
+            ("pgd_at",),
+            workdir,
+            dataset="fashion_mnist",
+            evaluate_only=True,
+            strong_examples=8,
+        )["methods"]["pgd_at"]
+
     # A changed budget is evaluated again, not read from the cache.
-    changed = reproduce.reproduce(
-        "smoke_fast",
-        ("pgd_at",),
-        workdir,
-        dataset="fashion_mnist",
-        evaluate_only=True,
-        strong_examples=8,
-    )
-    assert changed["methods"]["pgd_at"]["strong"]["examples"] == 8
+    assert evaluate_with_8_strong_examples()["strong"]["examples"] == 8
     # A part evaluated by an older version of its attacks is evaluated again, alone.
     cache = tmp_path / "runs" / "fashion_mnist" / "pgd_at" / "evaluation.json"
     stored = json.loads(cache.read_text())
     stored["versions"]["strong"] = 1
     stored["strong"]["worst_case"] = stored["paper"]["worst_case"] = -1.0  # markers
     cache.write_text(json.dumps(stored))
-    refreshed = reproduce.reproduce(
-        "smoke_fast",
-        ("pgd_at",),
-        workdir,
-        dataset="fashion_mnist",
-        evaluate_only=True,
-        strong_examples=8,
-    )["methods"]["pgd_at"]
+    refreshed = evaluate_with_8_strong_examples()
     assert refreshed["strong"]["worst_case"] >= 0.0  # recomputed
     assert refreshed["paper"]["worst_case"] == -1.0  # reused
     assert refreshed["evaluated_parts"] == ["strong"]
