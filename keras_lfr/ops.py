@@ -77,11 +77,12 @@ def project_linf(x_adv, x, epsilon, clip_min, clip_max):
 
 
 def uniform(shape, seed, minval=0.0, maxval=1.0, dtype=tf.float32):
-    """Stateless U(minval, maxval) samples that are identical with and without XLA.
+    """Stateless U(minval, maxval) samples, the same with and without XLA.
 
     TensorFlow's own float conversion of random bits differs between XLA and
     the graph kernels; converting Philox's uint32 bits here keeps a seeded run
-    reproducible whatever the compiler.
+    reproducible whatever the compiler: U(0, 1) is bit for bit the same, and
+    other ranges agree up to the rounding of the scaling (XLA may fuse it).
     """
     bits = tf.random.stateless_uniform(
         shape, seed, minval=None, maxval=None, dtype=tf.uint32, alg="philox"
@@ -207,3 +208,22 @@ def sign_ascent(objective, x, x_start, *, epsilon, step_size, steps, clip_min, c
         return project_linf(x_adv, x, epsilon, clip_min, clip_max)
 
     return tf.stop_gradient(iterate(step, x_start, steps))
+
+
+def margin(scores, labels):
+    """s_y − max_{i≠y} s_i per example, in float32: negative once misclassified.
+
+    On logits (the Square attack's objective) or on probabilities (the
+    decision surfaces).
+    """
+    scores = tf.cast(scores, tf.float32)
+    true = tf.gather(scores, labels, axis=1, batch_dims=1)
+    others = tf.where(tf.one_hot(labels, tf.shape(scores)[1]) > 0, -float("inf"), scores)
+    return true - tf.reduce_max(others, axis=1)
+
+
+def kl_divergence(logits_p, logits_q):
+    """Per-example KL(softmax(logits_p) ‖ softmax(logits_q)), in float32."""
+    log_p = tf.nn.log_softmax(tf.cast(logits_p, tf.float32))
+    log_q = tf.nn.log_softmax(tf.cast(logits_q, tf.float32))
+    return tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1)

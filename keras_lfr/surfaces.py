@@ -62,7 +62,5 @@ def surface(
             values.append(ops.cross_entropy(chunk_labels, logits).numpy())
         else:
             p = tf.nn.softmax(tf.cast(logits, tf.float32))
-            true = tf.gather(p, chunk_labels, axis=1, batch_dims=1)
-            others = tf.where(tf.one_hot(chunk_labels, p.shape[1]) > 0, -1.0, p)
-            values.append((true - tf.reduce_max(others, axis=1)).numpy())
+            values.append(ops.margin(p, chunk_labels).numpy())
     return axis, axis, np.concatenate(values).reshape(resolution, resolution)

@@ -96,6 +96,7 @@ def test_fast_recipe_on_fashion_mnist_trains_evaluates_and_reuses_the_evaluation
     text = reproduce.report(again, "python -m trainers.reproduce --budget=smoke_fast")
     assert "on fashion_mnist" in text and "(ε 0.1)" in text and "| AT | " in text
     assert "(95.37)" not in text  # the paper's MNIST numbers are not shown beside Fashion
+
     def evaluate_with_8_strong_examples():
         return reproduce.reproduce(
             "smoke_fast",

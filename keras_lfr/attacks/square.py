@@ -8,14 +8,6 @@ from keras_lfr import _validation, ops
 _HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 
 
-def margin(logits, labels):
-    """z_y − max_{i≠y} z_i per example: negative once the model is fooled."""
-    logits = tf.cast(logits, tf.float32)
-    true = tf.gather(logits, labels, axis=1, batch_dims=1)
-    others = tf.where(tf.one_hot(labels, tf.shape(logits)[1]) > 0, -float("inf"), logits)
-    return true - tf.reduce_max(others, axis=1)
-
-
 def square_fraction(p_init, iteration, queries, rescale_schedule=True):
     """The fraction p of pixels a square covers at `iteration` (0-based).
 
@@ -95,7 +87,7 @@ def square(
         return tf.where(ops.uniform(shape, step_seed) < 0.5, -epsilon, epsilon)
 
     def query(x_adv):
-        return margin(model(x_adv, training=False), labels)
+        return ops.margin(model(x_adv, training=False), labels)
 
     stripes = signs(tf.stack([batch, 1, width, channels]), ops.fold_seed(seed, 0))
     x_best = tf.ensure_shape(tf.clip_by_value(x + stripes, clip_min, clip_max), x.shape)

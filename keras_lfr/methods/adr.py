@@ -10,7 +10,6 @@ from keras_lfr.methods.composite import (
     base_hyperparameter_names,
     split_base_hyperparameters,
 )
-from keras_lfr.methods.trades import kl_divergence
 
 BASES = ("pgd_at", "trades")
 
@@ -135,7 +134,9 @@ class ADR(CompositeMethod):
             "local_compactness": ops.weighted_mean(local, sample_weight),
             "global_compactness": global_,
             "adv_entropy": ops.weighted_mean(entropy(adv_logits), sample_weight),
-            "smoothness": ops.weighted_mean(kl_divergence(clean_logits, adv_logits), sample_weight),
+            "smoothness": ops.weighted_mean(
+                ops.kl_divergence(clean_logits, adv_logits), sample_weight
+            ),
         }
         for name, value in extra.items():
             total += self.weights[name] * value

@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from keras_lfr import _validation
+from keras_lfr import _validation, ops
 from keras_lfr.methods.base import register_method
 from keras_lfr.methods.composite import (
     CompositeMethod,
@@ -14,8 +14,8 @@ from keras_lfr.methods.composite import (
 BASES = ("pgd_at", "trades")
 
 
-def neighbourhood_distribution(points, temperature):
-    """Row-stochastic affinities P_ij ∝ exp(−‖uᵢ − uⱼ‖² / (τ · mean d²)), P_ii = 0.
+def neighbourhood_logits(points, temperature):
+    """Logits of the affinities P_ij ∝ exp(−‖uᵢ − uⱼ‖² / (τ · mean d²)), P_ii = 0.
 
     The mean of the off-diagonal squared distances (gradient stopped) makes
     the kernel width scale-free, so inputs and embeddings are comparable.
@@ -31,17 +31,13 @@ def neighbourhood_distribution(points, temperature):
     pairs = tf.cast(n * (n - 1), tf.float32)
     mean = tf.stop_gradient(tf.reduce_sum(d2) / pairs)
     logits = -d2 / (temperature * tf.maximum(mean, 1e-12))
-    logits = tf.where(diagonal, -1e9, logits)
-    return tf.nn.softmax(logits, axis=1)
+    return tf.where(diagonal, -1e9, logits)
 
 
 def structure_loss(inputs, features, temperature):
     """Mean over points of KL(P_input,i ‖ Q_feature,i): the neighbourhood mismatch."""
-    p = tf.stop_gradient(neighbourhood_distribution(inputs, temperature))
-    q = neighbourhood_distribution(features, temperature)
-    return tf.reduce_mean(
-        tf.reduce_sum(p * (tf.math.log(p + 1e-12) - tf.math.log(q + 1e-12)), axis=1)
-    )
+    p = tf.stop_gradient(neighbourhood_logits(inputs, temperature))
+    return tf.reduce_mean(ops.kl_divergence(p, neighbourhood_logits(features, temperature)))
 
 
 @register_method("lsp")

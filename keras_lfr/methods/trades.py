@@ -6,13 +6,6 @@ from keras_lfr import _validation, ops
 from keras_lfr.methods.base import BallMethod, register_method
 
 
-def kl_divergence(logits_p, logits_q):
-    """Per-example KL(softmax(logits_p) ‖ softmax(logits_q)), in float32."""
-    log_p = tf.nn.log_softmax(tf.cast(logits_p, tf.float32))
-    log_q = tf.nn.log_softmax(tf.cast(logits_q, tf.float32))
-    return tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1)
-
-
 @register_method("trades")
 class TRADES(BallMethod):
     """TRADES: CE(f(x), y) + β · KL(f(x) ‖ f(x')), x' maximising the KL.
@@ -68,14 +61,16 @@ class TRADES(BallMethod):
         clean_logits = tf.stop_gradient(model(x, training=False))
 
         def objective(x_adv):
-            return tf.reduce_sum(kl_divergence(clean_logits, model(x_adv, training=False)))
+            return tf.reduce_sum(ops.kl_divergence(clean_logits, model(x_adv, training=False)))
 
         return self.ascend(objective, x, self.random_start, seed, scale)
 
     def loss(self, model, x, y, x_adv, sample_weight=None):
         logits = model(x, training=True)
         clean_ce = ops.weighted_mean(ops.cross_entropy(y, logits), sample_weight)
-        kl = ops.weighted_mean(kl_divergence(logits, model(x_adv, training=True)), sample_weight)
+        kl = ops.weighted_mean(
+            ops.kl_divergence(logits, model(x_adv, training=True)), sample_weight
+        )
         return logits, clean_ce + self.beta * kl, {"clean_ce": clean_ce, "kl": kl}
 
     def get_config(self):
