@@ -226,7 +226,7 @@ def sanity_checks(
     longer = accuracy(pgd, steps=2 * steps, restarts=2)
     black_box = accuracy(attacks.square, epsilon=epsilon, queries=queries)
     one_step = accuracy(attacks.fgsm, epsilon=epsilon)
-    checks = [
+    results = [
         Check(
             "unbounded attack reaches ~0%",
             full <= 0.05,
@@ -249,8 +249,8 @@ def sanity_checks(
         ),
     ]
     if verbose:
-        print(format_checks(checks))
-    return checks
+        print(format_checks(results))
+    return results
 
 
 def format_checks(checks):
