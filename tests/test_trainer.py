@@ -9,9 +9,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from absl import flags
 from conftest import REPO
 
-from trainers import runs, train
+from trainers import config as trainer_config
+from trainers import evaluate, runs, train
 
 
 def test_train_and_evaluate_writes_model_export_and_logs(tmp_path):
@@ -123,3 +125,31 @@ def test_help_lists_the_choices():
     assert "local_weight" in train_help and "--fresh" in train_help
     evaluate_help = help_text("trainers.evaluate")
     assert "apgd_ce, apgd_t, square" in evaluate_help and "--data_dir" in evaluate_help
+
+
+@pytest.mark.parametrize("config_class", [train.TrainConfig, evaluate.EvalConfig])
+def test_flags_are_derived_from_the_config(config_class):
+    flag_values = flags.FlagValues()
+    trainer_config.define_flags(config_class, flag_values)
+    assert set(flag_values) == {f.name for f in dataclasses.fields(config_class)}
+    flag_values(["prog"])
+    assert trainer_config.from_flags(config_class, flag_values) == config_class()
+
+
+def test_train_flags_parse_into_the_config():
+    flag_values = flags.FlagValues()
+    trainer_config.define_flags(train.TrainConfig, flag_values)
+    flag_values(
+        ["prog", "--method=adr", "--hparams=local_weight=0.2,layer=fc2", "--lr_decay_epochs=3,5"]
+        + ["--jit_compile=false", "--verbose=2", "--epsilon=0.1", "--deterministic"]
+    )
+    config = trainer_config.from_flags(train.TrainConfig, flag_values)
+    assert config == train.TrainConfig(
+        method="adr",
+        hparams={"local_weight": 0.2, "layer": "fc2"},
+        lr_decay_epochs=(3, 5),
+        jit_compile=False,
+        verbose=2,
+        epsilon=0.1,
+        deterministic=True,
+    )

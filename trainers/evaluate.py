@@ -22,27 +22,41 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 import keras_lfr
+from trainers import config as trainer_config
+from trainers.config import option
 
 FLAGS = flags.FLAGS
 
 
 @dataclasses.dataclass
 class EvalConfig:
-    """What an evaluation depends on; the flags map onto it one to one."""
+    """What an evaluation depends on; each field is also a flag (`trainers.config`)."""
 
-    model: str = None
-    weights: str = None
-    protocol: str = "paper"
-    attacks: tuple = None
-    dataset: str = "mnist"
-    examples: int = None
-    batch_size: int = 500
-    epsilon: float = 0.3
-    queries: int = 5000
-    data_dir: str = None
-    cascade: bool = False
-    sanity_checks: bool = False
-    verbose: int = 1
+    model: str = option(None, "A .keras file or a SavedModel directory.")
+    weights: str = option(None, "An .npz of SmallCNN weights (alternative to --model).")
+    protocol: str = option(
+        "paper", "Attack protocol.", choices=list(keras_lfr.evaluation.PROTOCOLS)
+    )
+    attacks: tuple = option(
+        None,
+        "Run only these attacks of the protocol (default: all). Paper: fgsm, pgd40, "
+        "mi_fgsm, ddn; strong: apgd_ce, apgd_t, square.",
+    )
+    dataset: str = option("mnist", "tfds dataset.")
+    examples: int = option(None, "Evaluate on the first N test examples only.")
+    batch_size: int = option(500, "Examples per attack batch.")
+    epsilon: float = option(0.3, "l-inf radius of the attacks.")
+    queries: int = option(5000, "Square attack queries (strong protocol).")
+    data_dir: str = option(
+        None, "tfds data directory (default: TFDS_DATA_DIR or ~/tensorflow_datasets)."
+    )
+    cascade: bool = option(
+        False,
+        "Run each attack only on the examples still robust (AutoAttack's cascade): the "
+        "worst case is the same, faster; per-attack columns become cumulative.",
+    )
+    sanity_checks: bool = option(False, "Also run the gradient-masking sanity checks.")
+    verbose: int = option(1, "1 for a progress bar, 0 for none.")
 
 
 def load_model(config):
@@ -140,20 +154,7 @@ def evaluate(config):
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # keep the progress bar readable
-    config = EvalConfig(
-        model=FLAGS.model,
-        weights=FLAGS.weights,
-        protocol=FLAGS.protocol,
-        attacks=tuple(FLAGS.attacks) if FLAGS.attacks else None,
-        dataset=FLAGS.dataset,
-        data_dir=FLAGS.data_dir,
-        examples=FLAGS.examples,
-        batch_size=FLAGS.batch_size,
-        epsilon=FLAGS.epsilon,
-        queries=FLAGS.queries,
-        cascade=FLAGS.cascade,
-        sanity_checks=FLAGS.sanity_checks,
-    )
+    config = trainer_config.from_flags(EvalConfig)
     try:
         output = evaluate(config)
     except ValueError as error:
@@ -172,31 +173,9 @@ def main(argv):
 
 
 def define_flags():
-    """Defines the command-line flags (only when run as a script)."""
-    flags.DEFINE_string("model", None, "A .keras file or a SavedModel directory.")
-    flags.DEFINE_string("weights", None, "An .npz of SmallCNN weights (alternative to --model).")
-    flags.DEFINE_enum("protocol", "paper", ["paper", "strong"], "Attack protocol.")
-    flags.DEFINE_list(
-        "attacks",
-        None,
-        "Run only these attacks of the protocol (default: all). Paper: fgsm, pgd40, "
-        "mi_fgsm, ddn; strong: apgd_ce, apgd_t, square.",
-    )
-    flags.DEFINE_string("dataset", "mnist", "tfds dataset.")
-    flags.DEFINE_string(
-        "data_dir", None, "tfds data directory (default: TFDS_DATA_DIR or ~/tensorflow_datasets)."
-    )
-    flags.DEFINE_integer("examples", None, "Evaluate on the first N test examples only.")
-    flags.DEFINE_integer("batch_size", 500, "Examples per attack batch.")
-    flags.DEFINE_float("epsilon", 0.3, "l-inf radius of the attacks.")
-    flags.DEFINE_integer("queries", 5000, "Square attack queries (strong protocol).")
-    flags.DEFINE_bool(
-        "cascade",
-        False,
-        "Run each attack only on the examples still robust (AutoAttack's cascade): the "
-        "worst case is the same, faster; per-attack columns become cumulative.",
-    )
-    flags.DEFINE_bool("sanity_checks", False, "Also run the gradient-masking sanity checks.")
+    """Defines the command-line flags (only when run as a script): `EvalConfig`'s and --output."""
+    trainer_config.define_flags(EvalConfig)
+    flags.adopt_module_key_flags(trainer_config)  # listed by --helpshort with this module's
     flags.DEFINE_string("output", None, "JSON file for the results.")
 
 

@@ -22,54 +22,107 @@ from absl import app, flags, logging
 
 import keras_lfr
 from keras_lfr import _validation
+from trainers import config as trainer_config
 from trainers import runs
+from trainers.config import option
 
 FLAGS = flags.FLAGS
 
 
+LR_SCHEDULES = ("piecewise", "cosine")
+OPTIMIZERS = ("sgd", "adam")
+
+
+def _parse_jit(value):
+    return {"auto": "auto", "true": True, "false": False}[str(value).lower()]
+
+
+def _parse_verbose(value):
+    return value if value == "auto" else int(value)
+
+
 @dataclasses.dataclass
 class TrainConfig:
-    """Everything a training run depends on; the flags map onto it one to one."""
+    """Everything a training run depends on; each field is also a flag (`trainers.config`)."""
 
-    method: str = "lfr"
-    dataset: str = "mnist"
-    epochs: int = 100
-    batch_size: int = 128
-    optimizer: str = "sgd"
-    lr: float = 0.01
-    lr_schedule: str = "piecewise"
-    lr_decay_epochs: tuple = (90,)
-    lr_decay_factor: float = 0.1
-    lr_warmup_epochs: float = 0.0
-    momentum: float = 0.9
+    method: str = option(
+        "lfr", "Training objective (docs/methods.md).", choices=keras_lfr.available_methods()
+    )
+    dataset: str = option("mnist", "tfds dataset: mnist, fashion_mnist or cifar10.")
+    epochs: int = option(100, "Training epochs.")
+    batch_size: int = option(128, "Global batch size.")
+    optimizer: str = option("sgd", "Optimizer (SGD with momentum, Adam).", choices=list(OPTIMIZERS))
+    lr: float = option(0.01, "Initial (cosine: peak) learning rate.")
+    lr_schedule: str = option(
+        "piecewise",
+        "piecewise: times --lr_decay_factor after each of --lr_decay_epochs; cosine: "
+        "linear warm-up over --lr_warmup_epochs, then cosine decay to 0.",
+        choices=list(LR_SCHEDULES),
+    )
+    lr_decay_epochs: tuple = option(
+        (90,), "Epochs after which the learning rate is multiplied by --lr_decay_factor.", item=int
+    )
+    lr_decay_factor: float = option(0.1, "Learning-rate multiplier at each decay epoch.")
+    lr_warmup_epochs: float = option(0.0, "Linear learning-rate warm-up (cosine schedule).")
+    momentum: float = option(0.9, "SGD momentum.")
     # Dropout after fc1 of the SmallCNN, the same for every method (like for
     # like): 0, as in the LFR authors' training script (`--drop` defaults to
     # 0). TRADES' own MNIST script uses 0.5 (docs/methods.md, `trades`).
-    dropout: float = 0.0
-    epsilon_warmup_epochs: float = 0.0
-    # None: the method's default.
-    epsilon: float = None
-    step_size: float = None
-    steps: int = None
-    lam: float = None
-    beta: float = None
-    mu: float = None
+    dropout: float = option(
+        0.0,
+        "Dropout after fc1 of the SmallCNN, for every method (0: the LFR authors' setting; "
+        "TRADES' MNIST script uses 0.5).",
+    )
+    epsilon_warmup_epochs: float = option(
+        0.0, "Epochs over which epsilon and the inner step ramp linearly from 0 to their targets."
+    )
+    # Method hyperparameters: None means the method's own default (for LFR the
+    # paper's MNIST setting: epsilon 0.3, step 0.01, 40 steps, lam 0.02).
+    epsilon: float = option(None, "Radius of the l-inf ball.")
+    step_size: float = option(None, "Inner-maximisation step size.")
+    steps: int = option(None, "Inner-maximisation steps K.")
+    lam: float = option(None, "Penalty weight λ (LFR: 0.02, LLR: 0.4).")
+    beta: float = option(None, "TRADES KL weight β (default 1).")
+    mu: float = option(None, "LLR gradient-alignment weight μ (default 0.3).")
     # Any other hyperparameters of the method, e.g. {"local_weight": 0.1} for ADR.
-    hparams: dict = dataclasses.field(default_factory=dict)
-    awp_gamma: float = 0.0
-    awp_warmup: int = 0
-    jit_compile: object = "auto"
-    distribute: str = "none"
-    mixed_precision: str = "none"
-    export_dir: str = None
-    train_examples: int = None
-    test_examples: int = None
-    attack_eval_examples: int = 0
-    seed: int = 0
-    deterministic: bool = False
-    data_dir: str = None
-    download: bool = True
-    verbose: object = "auto"
+    hparams: dict = option(
+        {},
+        "Other method hyperparameters as name=value pairs (see docs/methods.md), e.g. "
+        "adr: local_weight, global_weight, entropy_weight, smoothness_weight, layer, base; "
+        "lsp: weight, temperature, layer, base; pgd_at: clean_weight; "
+        "trades, lfr: random_start.",
+        parse=lambda pairs: parse_hparams(pairs),
+        flag_default=[],
+    )
+    awp_gamma: float = option(0.0, "Adversarial Weight Perturbation size γ; 0 disables it.")
+    awp_warmup: int = option(0, "Epochs before AWP starts.")
+    jit_compile: object = option(
+        "auto", "XLA compilation.", choices=["auto", "true", "false"], parse=_parse_jit
+    )
+    distribute: str = option("none", "tf.distribute strategy.", choices=["none", "mirrored"])
+    mixed_precision: str = option(
+        "none",
+        "bfloat16: layers compute in bfloat16; logits, losses and penalties stay float32.",
+        choices=["none", "bfloat16"],
+    )
+    export_dir: str = option(None, "SavedModel directory; default <model_dir>/export.")
+    train_examples: int = option(None, "Train on the first N training examples only.")
+    test_examples: int = option(None, "Evaluate on the first N test examples only.")
+    attack_eval_examples: int = option(
+        0,
+        "If > 0, PGD-40 accuracy on the last N test images after every epoch "
+        "(val_adv_pgd40_accuracy).",
+    )
+    seed: int = option(0, "Seed of weights, shuffling and random starts.")
+    deterministic: bool = option(False, "Deterministic TensorFlow ops (bitwise-repeatable runs).")
+    data_dir: str = option(None, "tfds data directory (default: $TFDS_DATA_DIR).")
+    download: bool = option(True, "Let tfds download the dataset if it is missing.")
+    verbose: object = option(
+        "auto",
+        "Keras fit verbosity (2: one line per epoch).",
+        choices=["auto", "0", "1", "2"],
+        parse=_parse_verbose,
+    )
 
 
 def method_hyperparameters(config):
@@ -130,8 +183,6 @@ RECIPES = {
         "dropout": 0.0,
     },
 }
-LR_SCHEDULES = ("piecewise", "cosine")
-OPTIMIZERS = ("sgd", "adam")
 
 
 def learning_rate(config, steps_per_epoch):
@@ -320,43 +371,7 @@ def config_from_flags():
     With `--recipe`, the recipe's values replace the defaults of the flags
     that were not given on the command line.
     """
-    jit = {"auto": "auto", "true": True, "false": False}[FLAGS.jit_compile]
-    config = TrainConfig(
-        method=FLAGS.method,
-        dataset=FLAGS.dataset,
-        epochs=FLAGS.epochs,
-        batch_size=FLAGS.batch_size,
-        optimizer=FLAGS.optimizer,
-        lr=FLAGS.lr,
-        lr_schedule=FLAGS.lr_schedule,
-        lr_decay_epochs=tuple(int(e) for e in FLAGS.lr_decay_epochs),
-        lr_decay_factor=FLAGS.lr_decay_factor,
-        lr_warmup_epochs=FLAGS.lr_warmup_epochs,
-        momentum=FLAGS.momentum,
-        dropout=FLAGS.dropout,
-        epsilon_warmup_epochs=FLAGS.epsilon_warmup_epochs,
-        epsilon=FLAGS.epsilon,
-        step_size=FLAGS.step_size,
-        steps=FLAGS.steps,
-        lam=FLAGS.lam,
-        beta=FLAGS.beta,
-        mu=FLAGS.mu,
-        hparams=parse_hparams(FLAGS.hparams),
-        awp_gamma=FLAGS.awp_gamma,
-        awp_warmup=FLAGS.awp_warmup,
-        jit_compile=jit,
-        distribute=FLAGS.distribute,
-        mixed_precision=FLAGS.mixed_precision,
-        export_dir=FLAGS.export_dir,
-        train_examples=FLAGS.train_examples,
-        test_examples=FLAGS.test_examples,
-        attack_eval_examples=FLAGS.attack_eval_examples,
-        seed=FLAGS.seed,
-        deterministic=FLAGS.deterministic,
-        data_dir=FLAGS.data_dir,
-        download=FLAGS.download,
-        verbose=FLAGS.verbose if FLAGS.verbose == "auto" else int(FLAGS.verbose),
-    )
+    config = trainer_config.from_flags(TrainConfig)
     if FLAGS.recipe:
         recipe = {k: v for k, v in RECIPES[FLAGS.recipe].items() if not FLAGS[k].present}
         config = dataclasses.replace(config, **recipe)
@@ -375,18 +390,9 @@ def main(argv):
 
 
 def define_flags():
-    """Defines the command-line flags (only when run as a script)."""
-    flags.DEFINE_bool(
-        "fresh",
-        False,
-        "Delete the model_dir's checkpoints and outputs and start over (needed to reuse a "
-        "model_dir that holds a different run).",
-    )
-    flags.DEFINE_enum(
-        "method", "lfr", keras_lfr.available_methods(), "Training objective (docs/methods.md)."
-    )
-    flags.DEFINE_string("dataset", "mnist", "tfds dataset: mnist, fashion_mnist or cifar10.")
-    flags.DEFINE_integer("epochs", 100, "Training epochs.")
+    """Defines the command-line flags (only when run as a script): `TrainConfig`'s and the run's."""
+    trainer_config.define_flags(TrainConfig)
+    flags.adopt_module_key_flags(trainer_config)  # listed by --helpshort with this module's
     flags.DEFINE_enum(
         "recipe",
         None,
@@ -394,81 +400,14 @@ def define_flags():
         "A named recipe (e.g. fast: a robust MNIST model in under an hour on 2 CPU "
         "cores); flags given explicitly override its values.",
     )
-    flags.DEFINE_integer("batch_size", 128, "Global batch size.")
-    flags.DEFINE_enum("optimizer", "sgd", list(OPTIMIZERS), "Optimizer (SGD with momentum, Adam).")
-    flags.DEFINE_float("lr", 0.01, "Initial (cosine: peak) learning rate.")
-    flags.DEFINE_enum(
-        "lr_schedule",
-        "piecewise",
-        list(LR_SCHEDULES),
-        "piecewise: times --lr_decay_factor after each of --lr_decay_epochs; cosine: "
-        "linear warm-up over --lr_warmup_epochs, then cosine decay to 0.",
-    )
-    flags.DEFINE_float("lr_warmup_epochs", 0.0, "Linear learning-rate warm-up (cosine schedule).")
-    flags.DEFINE_float(
-        "dropout",
-        0.0,
-        "Dropout after fc1 of the SmallCNN, for every method (0: the LFR authors' setting; "
-        "TRADES' MNIST script uses 0.5).",
-    )
-    flags.DEFINE_float(
-        "epsilon_warmup_epochs",
-        0.0,
-        "Epochs over which epsilon and the inner step ramp linearly from 0 to their targets.",
-    )
-    flags.DEFINE_list(
-        "lr_decay_epochs",
-        ["90"],
-        "Epochs after which the learning rate is multiplied by --lr_decay_factor.",
-    )
-    flags.DEFINE_float("lr_decay_factor", 0.1, "Learning-rate multiplier at each decay epoch.")
-    flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
-    # Method hyperparameters: unset means the method's own default (for LFR the
-    # paper's MNIST setting: epsilon 0.3, step 0.01, 40 steps, lam 0.02).
-    flags.DEFINE_float("epsilon", None, "Radius of the l-inf ball.")
-    flags.DEFINE_float("step_size", None, "Inner-maximisation step size.")
-    flags.DEFINE_integer("steps", None, "Inner-maximisation steps K.")
-    flags.DEFINE_float("lam", None, "Penalty weight λ (LFR: 0.02, LLR: 0.4).")
-    flags.DEFINE_float("beta", None, "TRADES KL weight β (default 1).")
-    flags.DEFINE_float("mu", None, "LLR gradient-alignment weight μ (default 0.3).")
-    flags.DEFINE_list(
-        "hparams",
-        [],
-        "Other method hyperparameters as name=value pairs (see docs/methods.md), e.g. "
-        "adr: local_weight, global_weight, entropy_weight, smoothness_weight, layer, base; "
-        "lsp: weight, temperature, layer, base; pgd_at: clean_weight; "
-        "trades, lfr: random_start.",
-    )
-    flags.DEFINE_float("awp_gamma", 0.0, "Adversarial Weight Perturbation size γ; 0 disables it.")
-    flags.DEFINE_integer("awp_warmup", 0, "Epochs before AWP starts.")
-    flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"], "XLA compilation.")
-    flags.DEFINE_enum("distribute", "none", ["none", "mirrored"], "tf.distribute strategy.")
-    flags.DEFINE_enum(
-        "mixed_precision",
-        "none",
-        ["none", "bfloat16"],
-        "bfloat16: layers compute in bfloat16; logits, losses and penalties stay float32.",
-    )
     flags.DEFINE_string(
         "model_dir", "/tmp/keras_lfr", "Checkpoints, TensorBoard logs and the final model."
     )
-    flags.DEFINE_string("export_dir", None, "SavedModel directory; default <model_dir>/export.")
-    flags.DEFINE_integer("train_examples", None, "Train on the first N training examples only.")
-    flags.DEFINE_integer("test_examples", None, "Evaluate on the first N test examples only.")
-    flags.DEFINE_integer(
-        "attack_eval_examples",
-        0,
-        "If > 0, PGD-40 accuracy on the last N test images after every epoch "
-        "(val_adv_pgd40_accuracy).",
-    )
-    flags.DEFINE_integer("seed", 0, "Seed of weights, shuffling and random starts.")
     flags.DEFINE_bool(
-        "deterministic", False, "Deterministic TensorFlow ops (bitwise-repeatable runs)."
-    )
-    flags.DEFINE_string("data_dir", None, "tfds data directory (default: $TFDS_DATA_DIR).")
-    flags.DEFINE_bool("download", True, "Let tfds download the dataset if it is missing.")
-    flags.DEFINE_enum(
-        "verbose", "auto", ["auto", "0", "1", "2"], "Keras fit verbosity (2: one line per epoch)."
+        "fresh",
+        False,
+        "Delete the model_dir's checkpoints and outputs and start over (needed to reuse a "
+        "model_dir that holds a different run).",
     )
 
 
