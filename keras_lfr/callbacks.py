@@ -155,16 +155,6 @@ class CollapseWarning(keras.callbacks.Callback):
 
 
 # What each logged term means, for error messages.
-TERM_DESCRIPTIONS = {
-    "loss": "the total objective",
-    "clean_ce": "the cross-entropy on clean inputs",
-    "adv_ce": "the cross-entropy on adversarial inputs",
-    "local_flatness": "the LFR penalty ‖∇ₓ CE(x')‖₁",
-    "kl": "the TRADES KL term",
-    "linearity_gap": "the LLR linearity gap",
-    "grad_alignment": "the LLR gradient-alignment term",
-    "structure": "the LSP structure term",
-}
 
 
 class NaNGuard(keras.callbacks.Callback):
@@ -192,9 +182,9 @@ class NaNGuard(keras.callbacks.Callback):
             return
         self.model.stop_training = True
         culprits = [k for k in bad if k != "loss"] or bad
-        described = ", ".join(
-            f"`{k}` ({TERM_DESCRIPTIONS.get(k, 'a logged term')})" for k in culprits
-        )
+        method = getattr(self.model, "method", None)
+        describe = method.describe if method is not None else (lambda _: "a logged term")
+        described = ", ".join(f"`{k}` ({describe(k)})" for k in culprits)
         step = int(self.model.optimizer.iterations) if self.model.optimizer else batch + 1
         raise FloatingPointError(
             f"Training diverged at epoch {self.epoch + 1}, batch {batch + 1} (optimizer step "

@@ -372,3 +372,11 @@ def test_trades_starts_unclipped_like_the_official_code(tiny):
     # The clipped start (the LFR authors') stays available, and it differs.
     clipped = TRADES(epsilon=epsilon, step_size=step, steps=1, random_start="normal")
     assert np.abs(clipped.perturb(tiny, x, y, seed).numpy() - expected).max() > 1e-4
+
+
+@pytest.mark.parametrize("method", keras_lfr.available_methods())
+def test_every_logged_term_is_described_by_its_method(method):
+    instance = keras_lfr.methods.get_method(method)
+    for term in instance.terms:
+        assert instance.describe(term) != "a logged term", (method, term)
+    assert instance.describe("loss") == "the total objective"

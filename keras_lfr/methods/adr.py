@@ -104,6 +104,12 @@ class ADR(CompositeMethod):
             "smoothness": _validation.non_negative_float("smoothness_weight", smoothness_weight),
         }
         self.terms = (*self.base.terms, *self.weights)
+        self.term_descriptions = {
+            "local_compactness": "the ADR distance between clean and adversarial features",
+            "global_compactness": "the ADR distance between same-class features",
+            "adv_entropy": "the ADR entropy of the adversarial predictions",
+            "smoothness": "the ADR KL between clean and adversarial predictions",
+        }
         self.penalty_hyperparameters = (
             "local_weight",
             "global_weight",

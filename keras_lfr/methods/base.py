@@ -88,6 +88,8 @@ class Method:
 
     name = None
     terms = ()
+    # What each logged term is, for messages such as NaNGuard's.
+    term_descriptions = {}
     # Hyperparameters to lower when training collapses to a constant classifier.
     penalty_hyperparameters = ()
 
@@ -129,6 +131,12 @@ class Method:
     def get_config(self):
         """Returns the constructor arguments of this method."""
         raise NotImplementedError
+
+    def describe(self, term):
+        """A short description of a logged term, e.g. `"the LFR penalty ‖∇ₓ CE(x')‖₁"`."""
+        if term == "loss":
+            return "the total objective"
+        return self.term_descriptions.get(term, "a logged term")
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())

@@ -27,6 +27,11 @@ class CompositeMethod(Method):
     def perturb(self, model, x, y, seed, scale=1.0):
         return self.base.perturb(model, x, y, seed, scale)
 
+    def describe(self, term):
+        if term in self.term_descriptions:
+            return self.term_descriptions[term]
+        return self.base.describe(term)
+
 
 def split_base_hyperparameters(base, choices, hyperparameters):
     """Builds the base method of a composite method from its share of the arguments.

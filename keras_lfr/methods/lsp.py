@@ -87,6 +87,7 @@ class LSP(CompositeMethod):
         self.weight = _validation.non_negative_float("weight", weight)
         self.temperature = _validation.positive_float("temperature", temperature)
         self.terms = (*self.base.terms, "structure")
+        self.term_descriptions = {"structure": "the LSP structure term"}
         self.penalty_hyperparameters = ("weight", *self.base.penalty_hyperparameters)
         self._features = FeatureExtractor(layer)
 

@@ -39,6 +39,10 @@ class TRADES(BallMethod):
     """
 
     terms = ("clean_ce", "kl")
+    term_descriptions = {
+        "clean_ce": "the cross-entropy on clean inputs",
+        "kl": "the TRADES KL term",
+    }
     penalty_hyperparameters = ("beta",)
 
     def __init__(
