@@ -21,9 +21,6 @@ from absl import app, flags, logging  # noqa: E402
 import keras_lfr  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("dataset", "mnist", "A dataset of `keras_lfr.data.DATASETS`.")
-flags.DEFINE_integer("batch_size", 128, "Examples per batch.")
-flags.DEFINE_integer("epochs", 3, "Timed epochs (after one warm-up epoch).")
 
 
 def seconds_per_epoch(batches, batches_per_epoch):
@@ -60,5 +57,13 @@ def main(argv):
         print(f"| {name} | {seconds:.2f} | {rate:.0f} | {rate * FLAGS.batch_size:.0f} |")
 
 
+def define_flags():
+    """Defines the command-line flags (only when run as a script)."""
+    flags.DEFINE_string("dataset", "mnist", "A dataset of `keras_lfr.data.DATASETS`.")
+    flags.DEFINE_integer("batch_size", 128, "Examples per batch.")
+    flags.DEFINE_integer("epochs", 3, "Timed epochs (after one warm-up epoch).")
+
+
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

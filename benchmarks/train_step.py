@@ -23,15 +23,6 @@ from absl import app, flags, logging  # noqa: E402
 import keras_lfr  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("steps", 40, "Inner steps K of PGD-AT and LFR.")
-flags.DEFINE_integer("batch_size", 128, "Examples per batch.")
-flags.DEFINE_integer("repeats", 5, "Timed steps per configuration (after 2 warm-up steps).")
-flags.DEFINE_list("methods", ["standard", "pgd_at", "lfr"], "Methods to time.")
-flags.DEFINE_list("modes", ["graph", "xla"], "Compilation modes: graph and/or xla.")
-flags.DEFINE_list("dtypes", ["float32"], "Layer dtype policies: float32 and/or mixed_bfloat16.")
-flags.DEFINE_integer(
-    "replicas", 1, "MirroredStrategy replicas (on a CPU-only machine: logical CPU devices)."
-)
 
 
 def time_step(method, jit_compile, steps, batch_size, repeats, dtype, strategy):
@@ -97,5 +88,19 @@ def main(argv):
             print(f"\nLFR / PGD-AT at K={FLAGS.steps} ({mode}, {dtype}): {ratio:.2f}")
 
 
+def define_flags():
+    """Defines the command-line flags (only when run as a script)."""
+    flags.DEFINE_integer("steps", 40, "Inner steps K of PGD-AT and LFR.")
+    flags.DEFINE_integer("batch_size", 128, "Examples per batch.")
+    flags.DEFINE_integer("repeats", 5, "Timed steps per configuration (after 2 warm-up steps).")
+    flags.DEFINE_list("methods", ["standard", "pgd_at", "lfr"], "Methods to time.")
+    flags.DEFINE_list("modes", ["graph", "xla"], "Compilation modes: graph and/or xla.")
+    flags.DEFINE_list("dtypes", ["float32"], "Layer dtype policies: float32 and/or mixed_bfloat16.")
+    flags.DEFINE_integer(
+        "replicas", 1, "MirroredStrategy replicas (on a CPU-only machine: logical CPU devices)."
+    )
+
+
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
