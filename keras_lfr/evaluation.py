@@ -47,7 +47,7 @@ def strong_protocol(epsilon=0.3, queries=5000):
     return {
         "apgd_ce": functools.partial(attacks.apgd, epsilon=epsilon, steps=100, loss="ce"),
         "apgd_t": functools.partial(
-            attacks.apgd, epsilon=epsilon, steps=100, loss="dlr", targets=9
+            attacks.apgd, epsilon=epsilon, steps=100, loss="dlr", num_targets=9
         ),
         "square": functools.partial(
             attacks.square, epsilon=epsilon, queries=queries, rescale_schedule=False

@@ -21,7 +21,7 @@ LINF_ATTACKS = {
     "pgd": functools.partial(attacks.pgd, step_size=0.05, steps=3, restarts=2),
     "mi_fgsm": functools.partial(attacks.mi_fgsm, step_size=0.05, steps=3),
     "apgd": functools.partial(attacks.apgd, steps=4),
-    "apgd_t": functools.partial(attacks.apgd, steps=4, loss="dlr", targets=2),
+    "apgd_t": functools.partial(attacks.apgd, steps=4, loss="dlr", num_targets=2),
     "square": functools.partial(attacks.square, queries=20),
 }
 
@@ -94,7 +94,7 @@ def test_targeted_attacks_reach_their_targets(undefended, attack):
 
 def test_apgd_targeted_dlr_breaks_the_model(undefended):
     model, x, y = undefended
-    x_adv = attacks.apgd(model, x, y, epsilon=0.3, steps=20, loss="dlr", targets=3)
+    x_adv = attacks.apgd(model, x, y, epsilon=0.3, steps=20, loss="dlr", num_targets=3)
     assert accuracy(model, x_adv, y) < 0.05
 
 
@@ -144,7 +144,7 @@ def test_square_fools_without_gradients(undefended):
             "decay",
         ),
         (lambda m, x, y: attacks.apgd(m, x, y, epsilon=0.1, loss="hinge"), "loss"),
-        (lambda m, x, y: attacks.apgd(m, x, y, epsilon=0.1, targets=10), "targets"),
+        (lambda m, x, y: attacks.apgd(m, x, y, epsilon=0.1, num_targets=10), "num_targets"),
         (lambda m, x, y: attacks.ddn(m, x, y, steps=0), "steps"),
         (lambda m, x, y: attacks.ddn(m, x, y, gamma=1.5), "gamma"),
         (lambda m, x, y: attacks.square(m, x, y, epsilon=0.1, queries=0), "queries"),

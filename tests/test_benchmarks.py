@@ -1,4 +1,4 @@
-"""The benchmark scripts run and print their tables (smoke tests on tiny sizes; no timing asserted)."""
+"""The benchmark scripts run and print their tables (tiny sizes; no timing is asserted)."""
 
 import subprocess
 import sys

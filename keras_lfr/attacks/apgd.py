@@ -142,7 +142,7 @@ def apgd(
     steps=100,
     loss="ce",
     restarts=1,
-    targets=None,
+    num_targets=None,
     rho=0.75,
     momentum=0.75,
     clip_min=0.0,
@@ -160,7 +160,7 @@ def apgd(
     step η is halved and it restarts from its best point if its loss rose in at
     most a fraction `rho` of the window's steps, or if its best loss did not
     improve since the last checkpoint without a halving. L is CE or the
-    Difference of Logits Ratio (`"dlr"`). With `targets=n` the attack is run
+    Difference of Logits Ratio (`"dlr"`). With `num_targets=n` the attack is run
     against each of the n most likely wrong classes (by the clean logits) with
     the targeted loss (APGD-T; AutoAttack uses targeted DLR with n = 9).
     Across restarts and targets, an example counts as broken if any run broke
@@ -176,8 +176,9 @@ def apgd(
         loss: `"ce"` or `"dlr"` (needs at least 4 classes). Defaults to
             `"ce"`.
         restarts: Random restarts per target (>= 1). Defaults to `1`.
-        targets: `None` for the untargeted attack, or the number n of target
-            classes for APGD-T. Defaults to `None`.
+        num_targets: `None` for the untargeted attack, or the number n of
+            target classes for APGD-T (`pgd`'s `targets`, by contrast, are
+            target labels). Defaults to `None`.
         rho: Checkpoint threshold ρ. Defaults to `0.75`.
         momentum: Momentum a. Defaults to `0.75`.
         clip_min: Smallest valid pixel value. Defaults to `0.0`.
@@ -197,22 +198,22 @@ def apgd(
     steps = _validation.positive_int("steps", steps)
     loss = _validation.one_of("loss", loss, LOSSES)
     restarts = _validation.positive_int("restarts", restarts)
-    if targets is not None:
-        targets = _validation.positive_int("targets", targets)
+    if num_targets is not None:
+        num_targets = _validation.positive_int("num_targets", num_targets)
     x = tf.stop_gradient(_validation.images(x, clip_min, clip_max))
     labels = ops.sparse_labels(y)
     seed = ops.as_seed(seed)
 
-    if targets is None:
+    if num_targets is None:
         target_sets = [None]
     else:
         ranked = tf.argsort(model(x, training=False), axis=1, direction="DESCENDING")
-        if targets >= ranked.shape[1]:
+        if num_targets >= ranked.shape[1]:
             raise ValueError(
-                f"Invalid value for argument `targets`. Received: targets={targets!r}. "
+                f"Invalid value for argument `num_targets`. Received: num_targets={num_targets!r}. "
                 f"Expected at most {ranked.shape[1] - 1} (classes minus one)."
             )
-        target_sets = [tf.cast(ranked[:, j], tf.int32) for j in range(1, targets + 1)]
+        target_sets = [tf.cast(ranked[:, j], tf.int32) for j in range(1, num_targets + 1)]
 
     best_x, best_loss = x, tf.fill([tf.shape(x)[0]], -float("inf"))
     fooled = tf.zeros([tf.shape(x)[0]], tf.bool)
