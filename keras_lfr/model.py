@@ -436,13 +436,13 @@ def input_shape_of(model):
 
 def _check_precision(model):
     """Refuses float64: the methods and attacks compute in float32 (or mixed precision)."""
-    dtypes = {keras.config.floatx(), model.dtype_policy.compute_dtype}
-    if "float64" in dtypes:
+    policies = {layer.dtype_policy.name for layer in [model, *model.layers]}
+    if keras.config.floatx() == "float64" or "float64" in policies:
         raise ValueError(
             "keras_lfr computes in float32 (or with the mixed_bfloat16 / mixed_float16 "
             f"policies), not float64. Received: keras.config.floatx()={keras.config.floatx()!r}, "
-            f"model dtype policy {model.dtype_policy.name!r}. Call "
-            "`keras.config.set_floatx('float32')` before building the model."
+            f"dtype policies {sorted(policies)}. Call `keras.config.set_floatx('float32')` "
+            "before building the model, and build it without dtype='float64'."
         )
 
 

@@ -229,7 +229,7 @@ def cli(*args):
     [
         (
             ("trainers.train", "--method=lrf", "--epochs=1"),
-            "argument `method`. Received: method='lrf'",
+            "flag --method=lrf: value should be one of <adr|lfr|llr|lsp|pgd_at|standard|trades>",
         ),
         (
             ("trainers.train", "--epsilon=-0.3", "--epochs=1", "--train_examples=64"),
@@ -299,5 +299,5 @@ def test_float64_is_refused_up_front():
     finally:
         keras.config.set_floatx("float32")
     cnn = keras_lfr.models.small_cnn(dtype="float64")
-    with pytest.raises(ValueError, match="dtype policy 'float64'"):
+    with pytest.raises(ValueError, match=r"dtype policies \['float32', 'float64'\]"):
         keras_lfr.wrap(cnn, method="trades")
