@@ -98,14 +98,15 @@ def claim(workdir, config, fresh=False):
             raise ValueError(
                 f"The model_dir {workdir!r} holds a different run: "
                 + "; ".join(differences)
-                + ". Use another model_dir, or pass --fresh (fresh=True) to delete "
-                "its checkpoints and outputs and start over."
+                + ". Use another model_dir, or start over with `trainers.train --fresh` "
+                "(`train_and_evaluate(..., fresh=True)`), which deletes its checkpoints "
+                "and outputs."
             )
     elif os.listdir(workdir) and _has_outputs(workdir):
         raise ValueError(
             f"The model_dir {workdir!r} holds checkpoints or a model but no {RUN_FILE} "
             "(written by an older keras_lfr), so it cannot tell whether they belong to "
-            "this run. Use another model_dir, or pass --fresh (fresh=True) to start over."
+            "this run. Use another model_dir, or start over with `trainers.train --fresh`."
         )
     write_json(path, identity)
 
