@@ -229,28 +229,37 @@ def sanity_checks(
     results = [
         Check(
             "unbounded attack reaches ~0%",
-            full <= 0.05,
+            _at_most(full, 0.05),
             f"PGD at eps=1.0: {full:.1%} (expected <= 5%)",
         ),
         Check(
             "more steps and restarts add little",
-            base - longer <= tolerance,
+            _at_most(base - longer, tolerance),
             f"PGD-{steps}: {base:.1%}, PGD-{2 * steps} x2 restarts: {longer:.1%}",
         ),
         Check(
             "black-box not stronger than white-box",
-            base - black_box <= tolerance,
+            _at_most(base - black_box, tolerance),
             f"PGD-{steps}: {base:.1%}, Square ({queries} queries): {black_box:.1%}",
         ),
         Check(
             "FGSM not stronger than PGD",
-            base - one_step <= tolerance,
+            _at_most(base - one_step, tolerance),
             f"PGD-{steps}: {base:.1%}, FGSM: {one_step:.1%}",
         ),
     ]
     if verbose:
         print(format_checks(results))
     return results
+
+
+def _at_most(value, limit):
+    """`value <= limit` for accuracy differences, free of float round-off.
+
+    0.96 − 0.94 is 0.020000000000000018 in floating point: a gap of exactly
+    the tolerance (2 of 100 images at 2%) must pass.
+    """
+    return value <= limit + 1e-9
 
 
 def format_checks(checks):

@@ -164,3 +164,11 @@ def test_evaluate_runs_a_chosen_subset_and_rejects_unknown_attacks():
     config.attacks = ("pgd41",)
     with pytest.raises(ValueError, match="argument `attacks`"):
         evaluate.evaluate(config)
+
+
+def test_sanity_check_gaps_of_exactly_the_tolerance_pass():
+    at_most = evaluation._at_most
+    assert 0.96 - 0.94 > 0.02  # float round-off: the reason for the helper
+    assert at_most(0.96 - 0.94, 0.02)  # 2 of 100 images at a 2% tolerance
+    assert not at_most(0.96 - 0.93, 0.02)
+    assert at_most(0.05, 0.05) and not at_most(0.06, 0.05)
