@@ -154,9 +154,6 @@ class CollapseWarning(keras.callbacks.Callback):
         )
 
 
-# What each logged term means, for error messages.
-
-
 class NaNGuard(keras.callbacks.Callback):
     """Stops training with a clear error as soon as a logged term is NaN or infinite.
 

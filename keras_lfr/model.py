@@ -1,7 +1,6 @@
 """The wrapper model that turns any Keras classifier into a robust trainer."""
 
 import contextlib
-import itertools
 import types
 
 import keras
@@ -462,13 +461,18 @@ def _first_batch(x, y, count=32):
         x, y = _unpack(x[0])
     elif isinstance(x, types.GeneratorType):
         first = next(x)
-        data = itertools.chain([first], x)
-        data = (batch for batch in data)  # Keras accepts generators, not chain objects
+        data = _prepend(first, x)
         x, y = _unpack(first)
     if isinstance(x, (list, tuple)) or not hasattr(x, "ndim") or x.ndim < 1:
         return None, None, data
     x = np.asarray(x[:count]) if not isinstance(x, tf.Tensor) else x[:count]
     return x, None if y is None else np.asarray(y)[:count], data
+
+
+def _prepend(first, rest):
+    """A generator (what Keras accepts) of `first`, then the items of `rest`."""
+    yield first
+    yield from rest
 
 
 def _unpack(batch):

@@ -324,10 +324,11 @@ def evaluate_saved(directory, budget, dataset="mnist", reuse=False):
             stored = json.load(f)
         if stored["budget_fields"] == fields and stored["dataset"] == dataset:
             cached = stored
-    versions = cached.get("versions", dict.fromkeys(EVALUATION_VERSIONS, 1))
+            cached["checks"] = [keras_lfr.evaluation.Check(**c) for c in cached["checks"]]
+    # A cache written before parts had versions holds version 1 of each.
+    versions = cached.get("versions", dict.fromkeys(EVALUATION_VERSIONS, 1)) if cached else {}
     stale = tuple(p for p, v in EVALUATION_VERSIONS.items() if versions.get(p) != v)
-    if cached and not stale:
-        cached["checks"] = [keras_lfr.evaluation.Check(**c) for c in cached["checks"]]
+    if not stale:
         return cached
     with open(os.path.join(directory, "metrics.json")) as f:
         history = json.load(f)["history"]
@@ -335,29 +336,15 @@ def evaluate_saved(directory, budget, dataset="mnist", reuse=False):
     start = time.perf_counter()
     result = {
         **{k: v for k, v in cached.items() if k not in ("budget_fields", "dataset", "versions")},
-        **evaluate_method(model, budget, dataset, parts=stale if cached else EVALUATION_VERSIONS),
+        **evaluate_method(model, budget, dataset, parts=stale),
         "train_seconds": history["wall_time"][-1],
         "history": history,
     }
-    if not isinstance(result["checks"][0], keras_lfr.evaluation.Check):
-        result["checks"] = [keras_lfr.evaluation.Check(**c) for c in result["checks"]]
     # The time of this evaluation: of the stale parts only, when others were reused.
     result["eval_seconds"] = time.perf_counter() - start
-    result["evaluated_parts"] = list(stale if cached else EVALUATION_VERSIONS)
-    runs.write_json(
-        cache,
-        json.loads(
-            json.dumps(
-                {
-                    **result,
-                    "budget_fields": fields,
-                    "dataset": dataset,
-                    "versions": EVALUATION_VERSIONS,
-                },
-                default=_json_default,
-            )
-        ),
-    )
+    result["evaluated_parts"] = list(stale)
+    stored = {**result, "budget_fields": fields, "dataset": dataset}
+    runs.write_json(cache, {**stored, "versions": EVALUATION_VERSIONS}, default=_json_default)
     return result
 
 

@@ -47,11 +47,11 @@ def _normalise(value):
     return json.loads(json.dumps(value, default=str))
 
 
-def write_json(path, value):
-    """Writes `value` as JSON to `path` atomically."""
+def write_json(path, value, default=float):
+    """Writes `value` as JSON to `path` atomically; `default` converts other objects."""
     temporary = f"{path}.tmp"
     with open(temporary, "w") as f:
-        json.dump(value, f, indent=2, default=float)
+        json.dump(value, f, indent=2, default=default)
         f.flush()
         os.fsync(f.fileno())
     os.replace(temporary, path)
@@ -102,7 +102,7 @@ def claim(workdir, config, fresh=False):
                 "(`train_and_evaluate(..., fresh=True)`), which deletes its checkpoints "
                 "and outputs."
             )
-    elif os.listdir(workdir) and _has_outputs(workdir):
+    elif _has_outputs(workdir):
         raise ValueError(
             f"The model_dir {workdir!r} holds checkpoints or a model but no {RUN_FILE} "
             "(written by an older keras_lfr), so it cannot tell whether they belong to "

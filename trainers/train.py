@@ -29,6 +29,31 @@ from trainers.config import option
 FLAGS = flags.FLAGS
 
 
+def parse_hparams(pairs):
+    """Parses `["name=value", ...]` into a dict, values as int, float, bool or string.
+
+    Raises:
+        ValueError: If an entry has no `=`.
+    """
+    parsed = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name:
+            raise ValueError(
+                f"Invalid value for argument `hparams`. Received: {pair!r}. "
+                "Expected entries like local_weight=0.1."
+            )
+        for convert in (int, float):
+            try:
+                parsed[name] = convert(text)
+                break
+            except ValueError:
+                continue
+        else:
+            parsed[name] = {"true": True, "false": False}.get(text.lower(), text)
+    return parsed
+
+
 LR_SCHEDULES = ("piecewise", "cosine")
 OPTIMIZERS = ("sgd", "adam")
 
@@ -91,7 +116,7 @@ class TrainConfig:
         "adr: local_weight, global_weight, entropy_weight, smoothness_weight, layer, base; "
         "lsp: weight, temperature, layer, base; pgd_at: clean_weight; "
         "trades, lfr: random_start.",
-        parse=lambda pairs: parse_hparams(pairs),
+        parse=parse_hparams,
         flag_default=[],
     )
     awp_gamma: float = option(0.0, "Adversarial Weight Perturbation size γ; 0 disables it.")
@@ -135,31 +160,6 @@ def method_hyperparameters(config):
     accepted = keras_lfr.methods.hyperparameter_names(config.method)
     named = {k: v for k, v in dataclasses.asdict(config).items() if k in accepted and v is not None}
     return {**named, **config.hparams}
-
-
-def parse_hparams(pairs):
-    """Parses `["name=value", ...]` into a dict, values as int, float, bool or string.
-
-    Raises:
-        ValueError: If an entry has no `=`.
-    """
-    parsed = {}
-    for pair in pairs:
-        name, sep, text = pair.partition("=")
-        if not sep or not name:
-            raise ValueError(
-                f"Invalid value for argument `hparams`. Received: {pair!r}. "
-                "Expected entries like local_weight=0.1."
-            )
-        for convert in (int, float):
-            try:
-                parsed[name] = convert(text)
-                break
-            except ValueError:
-                continue
-        else:
-            parsed[name] = {"true": True, "false": False}.get(text.lower(), text)
-    return parsed
 
 
 # Named training recipes: `--recipe=NAME` sets these fields (flags given
@@ -331,7 +331,7 @@ def train_and_evaluate(config, workdir, callbacks=(), fresh=False):
     if state is not None:
         runs.restore(model, state)
     checkpoint = runs.Checkpoint(workdir, history=state and state["history"])
-    spent = state["history"].get("wall_time", [0.0])[-1] if state else 0.0
+    spent = checkpoint.history.get("wall_time", [0.0])[-1]
     callbacks = [
         keras_lfr.callbacks.WallClock(offset=spent),
         *callbacks,

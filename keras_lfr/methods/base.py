@@ -5,6 +5,12 @@ import inspect
 from keras_lfr import _validation, ops
 
 _REGISTRY = {}
+# Logged terms several methods share, and what they are.
+COMMON_TERMS = {
+    "loss": "the total objective",
+    "clean_ce": "the cross-entropy on clean inputs",
+    "adv_ce": "the cross-entropy on adversarial inputs",
+}
 
 
 def register_method(name):
@@ -88,7 +94,8 @@ class Method:
 
     name = None
     terms = ()
-    # What each logged term is, for messages such as NaNGuard's.
+    # What each of the method's own logged terms is, for messages such as
+    # NaNGuard's (terms every method shares are in `COMMON_TERMS`).
     term_descriptions = {}
     # Hyperparameters to lower when training collapses to a constant classifier.
     penalty_hyperparameters = ()
@@ -134,9 +141,7 @@ class Method:
 
     def describe(self, term):
         """A short description of a logged term, e.g. `"the LFR penalty ‖∇ₓ CE(x')‖₁"`."""
-        if term == "loss":
-            return "the total objective"
-        return self.term_descriptions.get(term, "a logged term")
+        return self.term_descriptions.get(term) or COMMON_TERMS.get(term, "a logged term")
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())

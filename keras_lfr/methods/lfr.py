@@ -164,10 +164,7 @@ class LFR(BallMethod):
     """
 
     terms = ("clean_ce", "local_flatness")
-    term_descriptions = {
-        "clean_ce": "the cross-entropy on clean inputs",
-        "local_flatness": "the LFR penalty ‖∇ₓ CE(x')‖₁",
-    }
+    term_descriptions = {"local_flatness": "the LFR penalty ‖∇ₓ CE(x')‖₁"}
     penalty_hyperparameters = ("lam",)
 
     def __init__(

@@ -59,7 +59,6 @@ class LLR(BallMethod):
 
     terms = ("clean_ce", "linearity_gap", "grad_alignment")
     term_descriptions = {
-        "clean_ce": "the cross-entropy on clean inputs",
         "linearity_gap": "the LLR linearity gap",
         "grad_alignment": "the LLR gradient-alignment term",
     }

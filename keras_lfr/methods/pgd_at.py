@@ -33,10 +33,6 @@ class PGDAT(BallMethod):
     """
 
     terms = ("adv_ce", "clean_ce")
-    term_descriptions = {
-        "adv_ce": "the cross-entropy on adversarial inputs",
-        "clean_ce": "the cross-entropy on clean inputs",
-    }
     penalty_hyperparameters = ("epsilon",)
 
     def __init__(

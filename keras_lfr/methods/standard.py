@@ -12,7 +12,6 @@ class Standard(Method):
     """
 
     terms = ("clean_ce",)
-    term_descriptions = {"clean_ce": "the cross-entropy on clean inputs"}
 
     def loss(self, model, x, y, x_adv, sample_weight=None):
         del x_adv

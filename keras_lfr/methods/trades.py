@@ -39,10 +39,7 @@ class TRADES(BallMethod):
     """
 
     terms = ("clean_ce", "kl")
-    term_descriptions = {
-        "clean_ce": "the cross-entropy on clean inputs",
-        "kl": "the TRADES KL term",
-    }
+    term_descriptions = {"kl": "the TRADES KL term"}
     penalty_hyperparameters = ("beta",)
 
     def __init__(
