@@ -116,3 +116,30 @@ def images(x, clip_min, clip_max):
                 f"pixels in [clip_min, clip_max] = [{clip_min:g}, {clip_max:g}]",
             )
     return x
+
+
+def attack_inputs(x, epsilon, clip_min, clip_max, norm="linf"):
+    """Checks the arguments every attack in a norm ball takes.
+
+    Args:
+        x: The clean inputs.
+        epsilon: Radius of the ball: at most the pixel range for `"linf"`,
+            any non-negative float for `"l2"`.
+        clip_min: Smallest valid pixel value.
+        clip_max: Largest valid pixel value.
+        norm: `"linf"` or `"l2"`. Defaults to `"linf"`.
+
+    Returns:
+        A tuple `(x, epsilon, clip_min, clip_max)`: `x` a tensor with its
+        gradient stopped, the others Python floats.
+
+    Raises:
+        ValueError: If an argument is out of range.
+    """
+    clip_min, clip_max = clip_range(clip_min, clip_max)
+    if norm == "linf":
+        epsilon = epsilon_in_range(epsilon, clip_min, clip_max)
+    else:
+        epsilon = non_negative_float("epsilon", epsilon)
+    x = tf.stop_gradient(images(x, clip_min, clip_max))
+    return x, epsilon, clip_min, clip_max

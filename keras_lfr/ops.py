@@ -168,19 +168,28 @@ def as_seed(seed):
     return tf.cast(seed, tf.int64)
 
 
-def iterate(body, x_adv, steps):
-    """Runs `x_adv = body(i, x_adv)` for `steps` iterations in a `tf.while_loop`.
+def iterate(body, state, steps, *, first=0, active=None):
+    """Runs `state = body(i, state)` for i = first, first + 1, … in a `tf.while_loop`.
 
-    The loop is a graph loop (not unrolled), compiles under XLA, and sets
-    `maximum_iterations` so that it stays differentiable.
+    At most `steps` iterations; with `active` (a function of the state
+    returning a scalar bool), the loop also stops as soon as it is false. The
+    state may be a tensor or any nest of tensors. The loop is a graph loop
+    (not unrolled), compiles under XLA, and sets `maximum_iterations` so that
+    it stays differentiable.
     """
-    _, x_adv = tf.while_loop(
-        lambda i, _: i < steps,
-        lambda i, x_adv: (i + 1, body(i, x_adv)),
-        (tf.constant(0), x_adv),
+    last = first + steps
+
+    def cond(i, state):
+        going = i < last
+        return going if active is None else going & active(state)
+
+    _, state = tf.while_loop(
+        cond,
+        lambda i, state: (i + 1, body(i, state)),
+        (tf.constant(first), state),
         maximum_iterations=steps,
     )
-    return x_adv
+    return state
 
 
 def expand_like(values, x):
@@ -188,26 +197,117 @@ def expand_like(values, x):
     return tf.reshape(values, [-1] + [1] * (len(x.shape) - 1))
 
 
-def sign_ascent(objective, x, x_start, *, epsilon, step_size, steps, clip_min, clip_max):
-    """Maximises `objective` by projected sign-gradient steps in B∞(x, epsilon).
+def project_l2(x_adv, x, epsilon, clip_min, clip_max):
+    """Projects `x_adv` onto the l2 ball B₂(x, epsilon), then clips to the pixel range."""
+    delta = x_adv - x
+    factor = tf.minimum(1.0, epsilon / tf.maximum(expand_like(l2_norm(delta), x), 1e-12))
+    return tf.clip_by_value(x + delta * factor, clip_min, clip_max)
 
-    Runs `steps` iterations of x' ← Π(x' + step_size · sign(∇ objective(x'))),
-    Π projecting onto the ball intersected with [clip_min, clip_max]. The
-    objective is a scalar function of x' (a sum over examples, so that each
-    example's ascent direction is its own); no gradient reaches the weights.
+
+NORMS = ("linf", "l2")
+
+
+def ascend(
+    objective,
+    x,
+    x_start,
+    *,
+    epsilon,
+    step_size,
+    steps,
+    clip_min,
+    clip_max,
+    norm="linf",
+    decay=None,
+    keep_best=False,
+):
+    """Projected steepest ascent of a per-example objective in an ε-ball.
+
+    The one inner-maximisation loop of keras_lfr: every method with an inner
+    max and the PGD-family attacks (PGD, FGSM, MI-FGSM) run it. Each of the
+    `steps` iterations takes g = ∇ Σᵢ objective(x')ᵢ (each example's
+    direction is its own gradient) and moves x' ← Π(x' + step_size · d):
+
+    - `norm="linf"`: d = sign(g), Π onto B∞(x, ε) ∩ [clip_min, clip_max];
+      with `decay` (MI-FGSM's μ), d = sign(m) for the momentum
+      m ← μ·m + g/‖g‖₁;
+    - `norm="l2"`: d = g/‖g‖₂, Π onto B₂(x, ε), then the pixel range.
+
+    No gradient reaches the weights or `x`. Arguments are not validated here
+    (the methods check theirs once, when built; the attacks on every call).
+
+    Args:
+        objective: Maps x' to per-example values, shape `(batch,)`.
+        x: The centre of the ball.
+        x_start: The first iterate (e.g. from `random_start`).
+        epsilon: Radius of the ball (a float or scalar tensor).
+        step_size: Step length (a float or scalar tensor).
+        steps: Number of iterations (a Python int).
+        clip_min: Smallest valid pixel value.
+        clip_max: Largest valid pixel value.
+        norm: `"linf"` or `"l2"`. Defaults to `"linf"`.
+        decay: Momentum μ of the l-inf direction, or `None` for plain sign
+            ascent. Defaults to `None`.
+        keep_best: Also return, per example, the best of all `steps + 1`
+            iterates. Defaults to `False`.
 
     Returns:
-        The last iterate, with gradients stopped.
+        The last iterate; or, with `keep_best`, a tuple `(x_best, best)` of
+        the per-example iterate with the largest objective and that value.
     """
+    x = tf.stop_gradient(x)
+    project = project_linf if norm == "linf" else project_l2
 
-    def step(_, x_adv):
+    def value_and_gradient(x_adv):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(x_adv)
-            value = objective(x_adv)
-        x_adv = x_adv + step_size * tf.sign(tape.gradient(value, x_adv))
-        return project_linf(x_adv, x, epsilon, clip_min, clip_max)
+            values = objective(x_adv)
+            total = tf.reduce_sum(values)
+        return values, tape.gradient(total, x_adv)
 
-    return tf.stop_gradient(iterate(step, x_start, steps))
+    def direction(grad, momentum):
+        if norm == "l2":
+            return grad / tf.maximum(expand_like(l2_norm(grad), x), 1e-12), momentum
+        if decay is None:
+            return tf.sign(grad), momentum
+        momentum = decay * momentum + grad / (expand_like(l1_norm(grad), x) + 1e-12)
+        return tf.sign(momentum), momentum
+
+    def keep(x_new, values, x_best, best):
+        better = values > best
+        return tf.where(expand_like(better, x), x_new, x_best), tf.maximum(values, best)
+
+    def step(_, state):
+        x_adv, momentum, *best = state
+        values, grad = value_and_gradient(x_adv)
+        if keep_best:
+            best = keep(x_adv, values, *best)
+        d, momentum = direction(grad, momentum)
+        return (project(x_adv + step_size * d, x, epsilon, clip_min, clip_max), momentum, *best)
+
+    x_start = tf.convert_to_tensor(x_start)
+    # Unused state is a scalar, so that plain ascent carries no extra tensors.
+    momentum = tf.zeros_like(x_start) if decay is not None else tf.zeros([])
+    best = (x_start, tf.fill([tf.shape(x_start)[0]], -float("inf"))) if keep_best else ()
+    x_adv, _, *best = iterate(step, (x_start, momentum, *best), steps)
+    if not keep_best:
+        return tf.stop_gradient(x_adv)
+    # The last iterate has not been scored yet.
+    x_best, best = keep(x_adv, objective(x_adv), *best)
+    return tf.stop_gradient(x_best), tf.stop_gradient(best)
+
+
+def attack_loss(model, y, targets=None):
+    """The per-example objective of a cross-entropy attack, as a function of x'.
+
+    CE(f(x'), y) to push away from the labels `y` (untargeted), or
+    −CE(f(x'), t) to pull towards the `targets` t; the model in inference mode.
+    """
+    if targets is None:
+        labels = sparse_labels(y)
+        return lambda x_adv: cross_entropy(labels, model(x_adv, training=False))
+    labels = sparse_labels(targets)
+    return lambda x_adv: -cross_entropy(labels, model(x_adv, training=False))
 
 
 def margin(scores, labels):

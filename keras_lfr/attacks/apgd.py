@@ -124,11 +124,9 @@ def _run(model, x, labels, targets, loss, epsilon, steps, rho, momentum, seed, c
             "loss_at_check": tf.where(at_check, loss_best, s["loss_at_check"]),
             "reduced_at_check": tf.where(at_check, reduce, s["reduced_at_check"]),
         }
-        return i + 1, new
+        return new
 
-    _, state = tf.while_loop(
-        lambda i, _: i < steps, body, (tf.constant(0), state), maximum_iterations=steps
-    )
+    state = ops.iterate(body, state, steps)
     result = tf.where(ops.expand_like(state["fooled"], x), state["x_fooled"], state["x_best"])
     return result, state["fooled"], state["loss_best"]
 
@@ -193,14 +191,12 @@ def apgd(
     Raises:
         ValueError: If an argument is out of range.
     """
-    clip_min, clip_max = _validation.clip_range(clip_min, clip_max)
-    epsilon = _validation.epsilon_in_range(epsilon, clip_min, clip_max)
+    x, epsilon, clip_min, clip_max = _validation.attack_inputs(x, epsilon, clip_min, clip_max)
     steps = _validation.positive_int("steps", steps)
     loss = _validation.one_of("loss", loss, LOSSES)
     restarts = _validation.positive_int("restarts", restarts)
     if num_targets is not None:
         num_targets = _validation.positive_int("num_targets", num_targets)
-    x = tf.stop_gradient(_validation.images(x, clip_min, clip_max))
     labels = ops.sparse_labels(y)
     seed = ops.as_seed(seed)
 

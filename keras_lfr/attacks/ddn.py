@@ -70,7 +70,8 @@ def ddn(
     labels = ops.sparse_labels(y)
     batch = tf.shape(x)[0]
 
-    def body(i, delta, norm, best_norm, best_x):
+    def body(i, state):
+        delta, norm, best_norm, best_x = state
         x_adv = x + delta
         grad, logits = ops.input_gradient(model, x_adv, labels)
         is_adv = tf.argmax(logits, axis=1, output_type=tf.int32) != labels
@@ -86,20 +87,10 @@ def ddn(
         norm = norm * tf.where(is_adv, 1.0 - gamma, 1.0 + gamma)
         delta = delta * ops.expand_like(norm / tf.maximum(ops.l2_norm(delta), 1e-12), x)
         delta = tf.clip_by_value(x + delta, clip_min, clip_max) - x
-        return i + 1, delta, norm, best_norm, best_x
+        return delta, norm, best_norm, best_x
 
-    _, delta, _, best_norm, best_x = tf.while_loop(
-        lambda i, *_: i < steps,
-        body,
-        (
-            tf.constant(0),
-            tf.zeros_like(x),
-            tf.fill([batch], init_norm),
-            tf.fill([batch], float("inf")),
-            x,
-        ),
-        maximum_iterations=steps,
-    )
+    initial = (tf.zeros_like(x), tf.fill([batch], init_norm), tf.fill([batch], float("inf")), x)
+    delta, _, best_norm, best_x = ops.iterate(body, initial, steps)
     # The last iterate has not been checked yet.
     last = x + delta
     is_adv = tf.argmax(model(last, training=False), axis=1, output_type=tf.int32) != labels

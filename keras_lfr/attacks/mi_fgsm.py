@@ -1,7 +1,5 @@
 """Momentum Iterative FGSM (Dong et al., CVPR 2018)."""
 
-import tensorflow as tf
-
 from keras_lfr import _validation, ops
 
 
@@ -45,29 +43,18 @@ def mi_fgsm(
     Raises:
         ValueError: If an argument is out of range.
     """
-    clip_min, clip_max = _validation.clip_range(clip_min, clip_max)
-    epsilon = _validation.epsilon_in_range(epsilon, clip_min, clip_max)
+    x, epsilon, clip_min, clip_max = _validation.attack_inputs(x, epsilon, clip_min, clip_max)
     step_size = _validation.non_negative_float("step_size", step_size)
     steps = _validation.positive_int("steps", steps)
     decay = _validation.non_negative_float("decay", decay)
-    x = tf.stop_gradient(_validation.images(x, clip_min, clip_max))
-    labels, sign = (
-        (ops.sparse_labels(y), 1.0) if targets is None else (ops.sparse_labels(targets), -1.0)
+    return ops.ascend(
+        ops.attack_loss(model, y, targets),
+        x,
+        x,
+        epsilon=epsilon,
+        step_size=step_size,
+        steps=steps,
+        clip_min=clip_min,
+        clip_max=clip_max,
+        decay=decay,
     )
-
-    def body(_, x_adv, momentum):
-        grad, _ = ops.input_gradient(model, x_adv, labels)
-        grad = sign * grad / (ops.expand_like(ops.l1_norm(grad), x) + 1e-12)
-        momentum = decay * momentum + grad
-        x_adv = ops.project_linf(
-            x_adv + step_size * tf.sign(momentum), x, epsilon, clip_min, clip_max
-        )
-        return x_adv, momentum
-
-    _, x_adv, _ = tf.while_loop(
-        lambda i, *_: i < steps,
-        lambda i, x_adv, momentum: (i + 1, *body(i, x_adv, momentum)),
-        (tf.constant(0), x, tf.zeros_like(x)),
-        maximum_iterations=steps,
-    )
-    return tf.stop_gradient(x_adv)

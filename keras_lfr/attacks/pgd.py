@@ -4,8 +4,6 @@ import tensorflow as tf
 
 from keras_lfr import _validation, ops
 
-NORMS = ("linf", "l2")
-
 
 def pgd(
     model,
@@ -58,33 +56,14 @@ def pgd(
     Raises:
         ValueError: If an argument is out of range.
     """
-    norm = _validation.one_of("norm", norm, NORMS)
-    clip_min, clip_max = _validation.clip_range(clip_min, clip_max)
-    if norm == "linf":
-        epsilon = _validation.epsilon_in_range(epsilon, clip_min, clip_max)
-    else:
-        epsilon = _validation.non_negative_float("epsilon", epsilon)
+    norm = _validation.one_of("norm", norm, ops.NORMS)
+    x, epsilon, clip_min, clip_max = _validation.attack_inputs(x, epsilon, clip_min, clip_max, norm)
     step_size = _validation.non_negative_float("step_size", step_size)
     steps = _validation.positive_int("steps", steps)
     restarts = _validation.positive_int("restarts", restarts)
 
-    x = tf.stop_gradient(_validation.images(x, clip_min, clip_max))
-    # Ascend `sign` · CE(`labels`): +CE(y) untargeted, −CE(t) targeted.
-    labels, sign = (
-        (ops.sparse_labels(y), 1.0) if targets is None else (ops.sparse_labels(targets), -1.0)
-    )
+    score = ops.attack_loss(model, y, targets)
     seed = ops.as_seed(seed)
-
-    def score(x_adv):
-        return sign * ops.cross_entropy(labels, model(x_adv, training=False))
-
-    def project(x_adv):
-        if norm == "linf":
-            return ops.project_linf(x_adv, x, epsilon, clip_min, clip_max)
-        delta = x_adv - x
-        norms = ops.expand_like(ops.l2_norm(delta), x)
-        factor = tf.minimum(1.0, epsilon / tf.maximum(norms, 1e-12))
-        return tf.clip_by_value(x + delta * factor, clip_min, clip_max)
 
     def start(restart):
         if not random_start:
@@ -98,32 +77,21 @@ def pgd(
         radius = ops.uniform(
             tf.shape(norms), ops.fold_seed(restart_seed, 1), 0.0, epsilon, dtype=x.dtype
         )
-        direction = direction / norms
-        return project(x + direction * radius)
+        return ops.project_l2(x + direction / norms * radius, x, epsilon, clip_min, clip_max)
 
-    def l2_step(_, x_adv):
-        grad, _ = ops.input_gradient(model, x_adv, labels)
-        grad = sign * grad
-        grad_norm = ops.expand_like(ops.l2_norm(grad), x)
-        return project(x_adv + step_size * grad / tf.maximum(grad_norm, 1e-12))
-
-    def run(x_start):
-        if norm == "l2":
-            return ops.iterate(l2_step, x_start, steps)
-        return ops.sign_ascent(
-            lambda x_adv: tf.reduce_sum(score(x_adv)),
+    best_x, best_loss = x, tf.fill([tf.shape(x)[0]], -float("inf"))
+    for restart in range(restarts):
+        x_adv = ops.ascend(
+            score,
             x,
-            x_start,
+            start(restart),
             epsilon=epsilon,
             step_size=step_size,
             steps=steps,
             clip_min=clip_min,
             clip_max=clip_max,
+            norm=norm,
         )
-
-    best_x, best_loss = x, tf.fill([tf.shape(x)[0]], -float("inf"))
-    for restart in range(restarts):
-        x_adv = run(start(restart))
         loss = score(x_adv)
         better = loss > best_loss
         best_loss = tf.where(better, loss, best_loss)

@@ -69,11 +69,9 @@ def square(
         ValueError: If an argument is out of range or `x` is not a batch of
             images.
     """
-    clip_min, clip_max = _validation.clip_range(clip_min, clip_max)
-    epsilon = _validation.epsilon_in_range(epsilon, clip_min, clip_max)
+    x, epsilon, clip_min, clip_max = _validation.attack_inputs(x, epsilon, clip_min, clip_max)
     queries = _validation.positive_int("queries", queries)
     p_init = _validation.positive_float("p_init", p_init)
-    x = tf.stop_gradient(_validation.images(x, clip_min, clip_max))
     if x.shape.rank != 4:
         raise ValueError(
             f"Invalid value for argument `x`. Received: x with shape {x.shape}. "
@@ -95,7 +93,8 @@ def square(
     rows = tf.reshape(tf.range(height), [1, -1, 1, 1])
     cols = tf.reshape(tf.range(width), [1, 1, -1, 1])
 
-    def body(i, x_best, best):
+    def body(i, state):
+        x_best, best = state
         step_seed = ops.fold_seed(seed, i)
         # Query i >= 1 follows the initial stripes: iteration i - 1 of AutoAttack.
         p = square_fraction(p_init, i - 1, queries, rescale_schedule)
@@ -116,12 +115,10 @@ def square(
         score = query(candidate)
         accept = (score < best) & (best > 0)
         x_best = tf.where(ops.expand_like(accept, x), candidate, x_best)
-        return i + 1, x_best, tf.where(accept, score, best)
+        return x_best, tf.where(accept, score, best)
 
-    _, x_best, _ = tf.while_loop(
-        lambda i, _, best: (i < queries) & tf.reduce_any(best > 0),
-        body,
-        (tf.constant(1), x_best, best),
-        maximum_iterations=queries,
+    # Query 0 drew the stripes; stop early once every example is fooled.
+    x_best, _ = ops.iterate(
+        body, (x_best, best), queries - 1, first=1, active=lambda s: tf.reduce_any(s[1] > 0)
     )
     return tf.stop_gradient(x_best)

@@ -2,6 +2,8 @@
 
 import inspect
 
+import tensorflow as tf
+
 from keras_lfr import _validation, ops
 
 _REGISTRY = {}
@@ -177,13 +179,15 @@ class BallMethod(Method):
         return self.epsilon * scale, self.step_size * scale
 
     def ascend(self, objective, x, start, seed, scale=1.0):
-        """Sign ascent on `objective(x_adv)` from a `start` kind of `ops.random_start`.
+        """Sign ascent on the per-example `objective(x_adv)` from a `random_start` kind.
 
-        The radius and the step are `ball(scale)`.
+        Runs `ops.ascend` for `steps` steps; the radius and the step are
+        `ball(scale)`.
         """
         epsilon, step_size = self.ball(scale)
+        x = tf.stop_gradient(x)
         x_start = ops.random_start(x, start, epsilon, seed, self.clip_min, self.clip_max)
-        return ops.sign_ascent(
+        return ops.ascend(
             objective,
             x,
             x_start,

@@ -1,72 +1,12 @@
 """Local Flatness Regularization (Xu, Li, Jiang, Xia, ICIP 2020)."""
 
-import tensorflow as tf
-
 from keras_lfr import _validation, ops
 from keras_lfr.methods.base import BallMethod, register_method
 
 
-def _flatness_and_ascent_direction(model, x_adv, labels):
-    """Per-example ‖∇ₓ CE‖₁ at `x_adv` and the gradient of their sum w.r.t. `x_adv`."""
-    with tf.GradientTape(watch_accessed_variables=False) as tape:
-        tape.watch(x_adv)
-        grad, _ = ops.input_gradient(model, x_adv, labels)
-        flatness = ops.l1_norm(grad)
-        total = tf.reduce_sum(flatness)
-    return flatness, tape.gradient(total, x_adv)
-
-
-def flatness_ascent(
-    model,
-    x,
-    labels,
-    *,
-    epsilon,
-    step_size,
-    steps,
-    random_start,
-    seed,
-    clip_min,
-    clip_max,
-    keep_best=False,
-):
-    """Sign-ascent on Σᵢ ‖∇ₓ CE(x'ᵢ, yᵢ)‖₁ over B∞(x, epsilon) ∩ [clip_min, clip_max].
-
-    The model runs in inference mode and no gradient reaches its weights.
-    Inputs are validated by the callers (`LFR`, `local_flatness`).
-
-    Returns:
-        The last iterate if `keep_best` is `False`; otherwise a tuple
-        `(x_best, gamma)` with the per-example iterate of largest ‖∇ₓ CE‖₁
-        among all `steps + 1` iterates and that largest value.
-    """
-    x = tf.stop_gradient(x)
-    x_adv = ops.random_start(x, random_start, epsilon, seed, clip_min, clip_max)
-
-    def keep(x_new, value, x_best, best):
-        better = value > best
-        return tf.where(ops.expand_like(better, x), x_new, x_best), tf.maximum(value, best)
-
-    def body(i, x_adv, x_best, best):
-        value, direction = _flatness_and_ascent_direction(model, x_adv, labels)
-        x_best, best = keep(x_adv, value, x_best, best)
-        x_next = ops.project_linf(
-            x_adv + step_size * tf.sign(direction), x, epsilon, clip_min, clip_max
-        )
-        return i + 1, x_next, x_best, best
-
-    _, x_adv, x_best, best = tf.while_loop(
-        lambda i, *_: i < steps,
-        body,
-        (tf.constant(0), x_adv, x_adv, tf.fill([tf.shape(x)[0]], -1.0)),
-        maximum_iterations=steps,
-    )
-    if not keep_best:
-        return tf.stop_gradient(x_adv)
-    # The last iterate has not been scored yet.
-    grad, _ = ops.input_gradient(model, x_adv, labels)
-    x_best, best = keep(x_adv, ops.l1_norm(grad), x_best, best)
-    return tf.stop_gradient(x_best), tf.stop_gradient(best)
+def flatness(model, x_adv, labels):
+    """Per-example ‖∇ₓ CE(x', y)‖₁ at `x_adv`, model in inference mode (differentiable)."""
+    return ops.l1_norm(ops.input_gradient(model, x_adv, labels)[0])
 
 
 def local_flatness(
@@ -119,15 +59,15 @@ def local_flatness(
     step_size = _validation.non_negative_float("step_size", step_size)
     steps = _validation.positive_int("steps", steps)
     random_start = _validation.one_of("random_start", random_start, ops.START_KINDS)
-    _, gamma = flatness_ascent(
-        model,
-        _validation.images(x, clip_min, clip_max),
-        ops.sparse_labels(y),
+    x = _validation.images(x, clip_min, clip_max)
+    labels = ops.sparse_labels(y)
+    _, gamma = ops.ascend(
+        lambda x_adv: flatness(model, x_adv, labels),
+        x,
+        ops.random_start(x, random_start, epsilon, ops.as_seed(seed), clip_min, clip_max),
         epsilon=epsilon,
         step_size=step_size,
         steps=steps,
-        random_start=random_start,
-        seed=ops.as_seed(seed),
         clip_min=clip_min,
         clip_max=clip_max,
         keep_best=True,
@@ -182,18 +122,8 @@ class LFR(BallMethod):
         self.random_start = _validation.one_of("random_start", random_start, ops.START_KINDS)
 
     def perturb(self, model, x, y, seed, scale=1.0):
-        epsilon, step_size = self.ball(scale)
-        return flatness_ascent(
-            model,
-            x,
-            y,
-            epsilon=epsilon,
-            step_size=step_size,
-            steps=self.steps,
-            random_start=self.random_start,
-            seed=seed,
-            clip_min=self.clip_min,
-            clip_max=self.clip_max,
+        return self.ascend(
+            lambda x_adv: flatness(model, x_adv, y), x, self.random_start, seed, scale
         )
 
     def loss(self, model, x, y, x_adv, sample_weight=None):

@@ -80,7 +80,7 @@ class LLR(BallMethod):
         def objective(x_adv):
             shifted = ops.cross_entropy(y, model(x_adv, training=False))
             directional = ops.per_example_dot(x_adv - x, grad)
-            return tf.reduce_sum(tf.abs(shifted - clean_loss - directional))
+            return tf.abs(shifted - clean_loss - directional)
 
         return self.ascend(objective, x, "uniform", seed, scale)
 

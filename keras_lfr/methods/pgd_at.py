@@ -53,13 +53,8 @@ class PGDAT(BallMethod):
             )
 
     def perturb(self, model, x, y, seed, scale=1.0):
-        x = tf.stop_gradient(x)
-
-        def objective(x_adv):
-            return tf.reduce_sum(ops.cross_entropy(y, model(x_adv, training=False)))
-
         # The seed of `attacks.pgd`'s first restart: the same draws as that attack.
-        return self.ascend(objective, x, "uniform", ops.fold_seed(seed, 0), scale)
+        return self.ascend(ops.attack_loss(model, y), x, "uniform", ops.fold_seed(seed, 0), scale)
 
     def loss(self, model, x, y, x_adv, sample_weight=None):
         adv_ce = ops.weighted_mean(ops.cross_entropy(y, model(x_adv, training=True)), sample_weight)

@@ -62,7 +62,7 @@ class TRADES(BallMethod):
         clean_logits = tf.stop_gradient(model(x, training=False))
 
         def objective(x_adv):
-            return tf.reduce_sum(ops.kl_divergence(clean_logits, model(x_adv, training=False)))
+            return ops.kl_divergence(clean_logits, model(x_adv, training=False))
 
         return self.ascend(objective, x, self.random_start, seed, scale)
 
