@@ -141,8 +141,7 @@ class CollapseWarning(keras.callbacks.Callback):
         if self.collapsed_epochs < self.patience:
             return
         self.warned = True
-        config = self.method.get_config()
-        lower = [f"{k} (now {config[k]!r})" for k in self.method.penalty_hyperparameters]
+        lower = [f"{k} (now {v!r})" for k, v in self.method.penalty_values().items()]
         advice = f"lower {', '.join(lower)}" if lower else "check the data and learning rate"
         warnings.warn(
             f"Training with method={self.method.name!r} looks collapsed to a constant "

@@ -1,14 +1,14 @@
 """The wrapper model that turns any Keras classifier into a robust trainer."""
 
-import contextlib
 import types
+import warnings
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from keras_lfr import _validation, callbacks, checks, ops
-from keras_lfr.methods import awp_perturbation, get_method, perturbed_weights
+from keras_lfr.methods import AWP, deserialize, get_method, serialize
 
 
 def _num_replicas():
@@ -47,10 +47,10 @@ class RobustModel(keras.Model):
         awp_gamma: Adversarial Weight Perturbation (Wu et al., NeurIPS 2020)
             on top of the method: the relative size γ of the per-layer weight
             perturbation (about 0.005–0.01 in the AWP paper); `0` disables it.
-            Gradients are taken at w + v and applied to w, which is never
-            changed by the perturbation. Defaults to `0.0`.
-        awp_warmup: Epochs trained without AWP before it starts. Defaults to
-            `0`.
+            A shorthand for `method=keras_lfr.methods.AWP(base=method, ...)`.
+            Defaults to `0.0`.
+        awp_warmup_steps: Optimizer steps trained without AWP before it
+            starts (e.g. epochs × steps per epoch). Defaults to `0`.
         epsilon_warmup: Optimizer steps over which the radius and the step
             of the inner maximisation ramp linearly from 0 to the method's
             `epsilon` and `step_size` (step t trains at the fraction
@@ -81,11 +81,17 @@ class RobustModel(keras.Model):
         method="lfr",
         seed=0,
         awp_gamma=0.0,
-        awp_warmup=0,
+        awp_warmup_steps=0,
         epsilon_warmup=0,
         name=None,
         **hyperparameters,
     ):
+        if "awp_warmup" in hyperparameters:
+            raise ValueError(
+                "The argument `awp_warmup` (epochs) was replaced by `awp_warmup_steps` "
+                "(optimizer steps, e.g. epochs × steps per epoch). Received: "
+                f"awp_warmup={hyperparameters['awp_warmup']!r}."
+            )
         if not isinstance(model, keras.Model):
             raise ValueError(
                 "Invalid value for argument `model`. Received: "
@@ -94,18 +100,16 @@ class RobustModel(keras.Model):
         _check_precision(model)
         seed = _validation.integer("seed", seed)
         awp_gamma = _validation.non_negative_float("awp_gamma", awp_gamma)
-        awp_warmup = _validation.non_negative_int("awp_warmup", awp_warmup)
+        awp_warmup_steps = _validation.non_negative_int("awp_warmup_steps", awp_warmup_steps)
         epsilon_warmup = _validation.non_negative_int("epsilon_warmup", epsilon_warmup)
         method = get_method(method, **hyperparameters)
+        if awp_gamma:
+            method = AWP(base=method, gamma=awp_gamma, warmup_steps=awp_warmup_steps)
         super().__init__(name=name or f"{method.name}_{model.name}")
         self.inner_model = model
         self.method = method
         self.seed = seed
-        self.awp_gamma = awp_gamma
-        self.awp_warmup = awp_warmup
         self.epsilon_warmup = epsilon_warmup
-        # The current epoch, set by `fit`; AWP is off for the first `awp_warmup`.
-        self._epoch = tf.Variable(0, trainable=False, dtype=tf.int64, name="epoch")
         self.term_trackers = [keras.metrics.Mean(name=term) for term in method.terms]
         self._gradient_fn = self.compute_gradients
         checks.warn_if_not_logits(model)
@@ -183,8 +187,8 @@ class RobustModel(keras.Model):
 
         Checks the first batch of `x` (see `fit`), builds the model if needed,
         and returns the data to train on (a generator's first batch is put
-        back) and the callbacks the loop must run: the epoch counter (AWP's
-        warm-up), `NaNGuard` and `CollapseWarning`.
+        back) and the callbacks the loop must run: `NaNGuard` and
+        `CollapseWarning`.
 
         Returns:
             A tuple `(data, callbacks)`.
@@ -208,7 +212,7 @@ class RobustModel(keras.Model):
                 sample_x, sample_y, num_classes=outputs.shape[-1], where="the data passed to fit"
             )
         checks.warn_if_not_logits(self.inner_model, outputs)
-        own = [_EpochCounter(self._epoch), callbacks.NaNGuard()]
+        own = [callbacks.NaNGuard()]
         if sample_x is not None:
             own.append(callbacks.CollapseWarning(sample_x, self.method))
         return x, own
@@ -244,24 +248,12 @@ class RobustModel(keras.Model):
             are of `loss / replicas` (summed over replicas by the optimizer).
         """
         x_adv = self.method.perturb(self.inner_model, x, labels, seed, scale)
-        weights = contextlib.nullcontext()
-        if self.awp_gamma:
-            gamma = tf.where(self._epoch >= self.awp_warmup, self.awp_gamma, 0.0)
-            perturbation = awp_perturbation(
-                self.inner_model, self.method, x, labels, x_adv, sample_weight, gamma
-            )
-            weights = perturbed_weights(self.inner_model, perturbation)
         with tf.GradientTape() as tape:
-            with weights:
-                logits, loss, terms = self.method.loss(
-                    self.inner_model, x, labels, x_adv, sample_weight
-                )
+            logits, loss, terms = self.method.loss_at_step(
+                self.inner_model, x, labels, x_adv, sample_weight, self.optimizer.iterations
+            )
             scaled = self.optimizer.scale_loss(loss / _num_replicas())
         gradients = tape.gradient(scaled, self.trainable_variables)
-        if self.awp_gamma:
-            # The loss and its terms are the objective at the perturbed weights
-            # (what the gradient is of); the accuracy is the model's own.
-            logits = self.inner_model(x, training=False)
         return gradients, logits, loss, terms
 
     def train_step(self, data):
@@ -324,12 +316,9 @@ class RobustModel(keras.Model):
         return {
             "name": self.name,
             "model": keras.saving.serialize_keras_object(self.inner_model),
-            "method": self.method.name,
+            "method": serialize(self.method),
             "seed": self.seed,
-            "awp_gamma": self.awp_gamma,
-            "awp_warmup": self.awp_warmup,
             "epsilon_warmup": self.epsilon_warmup,
-            **self.method.get_config(),
         }
 
     @classmethod
@@ -338,6 +327,17 @@ class RobustModel(keras.Model):
         model = keras.saving.deserialize_keras_object(
             config.pop("model"), custom_objects=custom_objects
         )
+        if isinstance(config.get("method"), dict):
+            config["method"] = deserialize(config["method"])
+        elif epochs := config.pop("awp_warmup", 0):
+            # A file from before AWP became a method (flat hyperparameters, AWP
+            # warm-up in epochs): epochs cannot be converted to steps here.
+            warnings.warn(
+                f"This file's AWP warm-up of {epochs} epochs cannot be "
+                "converted to optimizer steps; it is loaded with awp_warmup_steps=0, "
+                "which matters only if you train it further (then pass awp_warmup_steps).",
+                stacklevel=2,
+            )
         return cls(model, **config)
 
 
@@ -347,7 +347,9 @@ class LFRModel(RobustModel):
 
     Minimises CE(x, y) + `lam` · meanᵢ max_{x'ᵢ ∈ B∞(xᵢ, ε)} ‖∇ₓ CE(x'ᵢ, yᵢ)‖₁
     (Xu, Li, Jiang, Xia, ICIP 2020); see `keras_lfr.methods.LFR`. Defaults are
-    the paper's MNIST settings.
+    the paper's MNIST settings. The same as `RobustModel(model, method="lfr")`,
+    kept under its own name for the paper's readers and for `.keras` files
+    saved as `LFRModel`.
 
     Args:
         model: The Keras model to train; it must return logits.
@@ -360,7 +362,8 @@ class LFRModel(RobustModel):
             `lam` (weight λ of the flatness penalty, default `0.02`),
             `clip_min`, `clip_max` (pixel range, default `0.0`, `1.0`) and
             `random_start` (`"normal"` for x + 0.001·N(0, 1), `"uniform"` or
-            `"none"`; default `"normal"`).
+            `"none"`; default `"normal"`); and the wrapper's `awp_gamma`,
+            `awp_warmup_steps` and `epsilon_warmup`.
 
     Raises:
         ValueError: If a hyperparameter is invalid.
@@ -373,12 +376,9 @@ class LFRModel(RobustModel):
     """
 
     def __init__(self, model, seed=0, name=None, **hyperparameters):
-        super().__init__(model, method="lfr", seed=seed, name=name, **hyperparameters)
-
-    def get_config(self):
-        config = super().get_config()
-        del config["method"]
-        return config
+        # `method` is passed only by `from_config` (an LFR method).
+        hyperparameters.setdefault("method", "lfr")
+        super().__init__(model, seed=seed, name=name, **hyperparameters)
 
 
 def wrap(model, method="lfr", **hyperparameters):
@@ -394,7 +394,7 @@ def wrap(model, method="lfr", **hyperparameters):
             `random_start`) and the wrapper's `seed` and `name`.
 
     Returns:
-        An `LFRModel` for `method="lfr"`, else a `RobustModel`.
+        A `RobustModel`.
 
     Raises:
         ValueError: If the method is unknown or a hyperparameter is invalid.
@@ -406,20 +406,7 @@ def wrap(model, method="lfr", **hyperparameters):
     ...               metrics=["accuracy"])
     >>> model.fit(train_ds, epochs=100)
     """
-    if method == "lfr":
-        return LFRModel(model, **hyperparameters)
     return RobustModel(model, method=method, **hyperparameters)
-
-
-class _EpochCounter(keras.callbacks.Callback):
-    """Keeps a variable equal to the index of the epoch being trained."""
-
-    def __init__(self, variable):
-        super().__init__()
-        self.variable = variable
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.variable.assign(epoch)
 
 
 def input_shape_of(model):

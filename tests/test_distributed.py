@@ -45,7 +45,12 @@ def awp_run(loop):
     x, y = learnable_data(n=64)
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
     model = keras_lfr.wrap(
-        tiny_model(), method="trades", epsilon=0.1, steps=2, awp_gamma=0.05, awp_warmup=1
+        tiny_model(),
+        method="trades",
+        epsilon=0.1,
+        steps=2,
+        awp_gamma=0.05,
+        awp_warmup_steps=2,  # the first epoch
     )
     model.compile(optimizer=keras.optimizers.SGD(0.1))
     if loop == "fit":
@@ -57,7 +62,7 @@ def awp_run(loop):
 
 
 def test_distributed_fit_trains_like_fit():
-    # AWP switches on after its warm-up epoch in both loops: the same losses.
+    # AWP switches on after its warm-up (counted in optimizer steps) in both loops.
     np.testing.assert_allclose(awp_run("distributed_fit"), awp_run("fit"), rtol=1e-6)
 
 

@@ -94,9 +94,14 @@ def test_each_method_lowers_its_loss(method, hyper):
     assert set(model.method.terms) <= set(history)
 
 
-def awp_model(gamma, warmup=0, lr=0.1):
+def awp_model(gamma, warmup_steps=0, lr=0.1):
     model = keras_lfr.wrap(
-        tiny_model(), method="trades", epsilon=0.1, steps=2, awp_gamma=gamma, awp_warmup=warmup
+        tiny_model(),
+        method="trades",
+        epsilon=0.1,
+        steps=2,
+        awp_gamma=gamma,
+        awp_warmup_steps=warmup_steps,
     )
     model.compile(optimizer=keras.optimizers.SGD(lr))
     return model
@@ -111,13 +116,13 @@ def test_awp_gradients_are_taken_at_the_perturbed_weights(batch):
     x_adv = model.method.perturb(model.inner_model, x, labels, seed)
     copy = tiny_model()
     with tf.GradientTape() as tape:
-        _, proxy_loss, _ = model.method.loss(copy, x, labels, x_adv)
+        _, proxy_loss, _ = model.method.base.loss(copy, x, labels, x_adv)
     proxy = tape.gradient(proxy_loss, copy.trainable_variables)
     for w, g in zip(copy.trainable_variables, proxy, strict=True):
         if len(w.shape) > 1:
             w.assign(w + 0.01 * np.linalg.norm(w.numpy()) * g / np.linalg.norm(g.numpy()))
     with tf.GradientTape() as tape:
-        _, expected_loss, _ = model.method.loss(copy, x, labels, x_adv)
+        _, expected_loss, _ = model.method.base.loss(copy, x, labels, x_adv)
     expected = tape.gradient(expected_loss, copy.trainable_variables)
     np.testing.assert_allclose(loss, expected_loss, rtol=1e-5)
     for g, e in zip(grads, expected, strict=True):
@@ -145,8 +150,8 @@ def test_awp_leaves_weights_exactly_unperturbed_apart_from_the_update(batch):
 def test_awp_warmup_trains_like_the_plain_method_first():
     x, y = learnable_data(n=64)
     histories = []
-    for gamma, warmup in ((0.0, 0), (0.05, 1), (0.05, 0)):
-        model = awp_model(gamma, warmup)
+    for gamma, warmup_steps in ((0.0, 0), (0.05, 2), (0.05, 0)):  # 2 steps per epoch
+        model = awp_model(gamma, warmup_steps)
         histories.append(model.fit(x, y, batch_size=32, epochs=2, verbose=0).history["loss"])
     plain, warm, immediate = histories
     assert plain[0] == warm[0]  # epoch 0 is warm-up: identical
@@ -170,7 +175,9 @@ def test_awp_logs_accuracy_at_the_real_weights():
         ({"method": "llr", "mu": -3.0}, "mu"),
         ({"method": "pgd_at", "clean_weight": 1.5}, "clean_weight"),
         ({"awp_gamma": -0.01}, "awp_gamma"),
-        ({"awp_warmup": -1}, "awp_warmup"),
+        ({"method": "awp", "warmup_steps": -1}, "warmup_steps"),
+        ({"awp_warmup_steps": -1}, "awp_warmup_steps"),
+        ({"method": "awp", "base": "awp"}, "base"),
     ],
 )
 def test_bad_method_hyperparameters(tiny, kwargs, argument):
@@ -267,6 +274,7 @@ ALL_METHODS = {
     "lfr": {"epsilon": 0.1, "steps": 2, "lam": 0.1},
     "adr": {"base": "trades", "epsilon": 0.1, "steps": 2, "global_weight": 0.2},
     "lsp": {"epsilon": 0.1, "steps": 2, "weight": 0.3},
+    "awp": {"base": "lfr", "gamma": 0.01, "warmup_steps": 3, "epsilon": 0.1, "steps": 2},
 }
 
 
@@ -277,14 +285,17 @@ def test_every_registered_method_is_covered():
 @pytest.mark.parametrize("method", sorted(ALL_METHODS))
 def test_every_method_survives_keras_save_and_load(tmp_path, batch, method):
     x, y = batch
-    model = keras_lfr.wrap(tiny_model(), method=method, awp_gamma=0.01, **ALL_METHODS[method])
+    # Every method with AWP on top (`awp` itself: AWP on LFR).
+    awp = {} if method == "awp" else {"awp_gamma": 0.01, "awp_warmup_steps": 3}
+    model = keras_lfr.wrap(tiny_model(), method=method, **awp, **ALL_METHODS[method])
     model.compile(optimizer="sgd")
     model.train_on_batch(x, y)
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras")
     assert type(loaded.method) is type(model.method)
     assert loaded.method.get_config() == model.method.get_config()
-    assert loaded.awp_gamma == 0.01
+    assert type(loaded.method.base) is type(model.method.base)
+    assert (loaded.method.gamma, loaded.method.warmup_steps) == (0.01, 3)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
     np.testing.assert_allclose(
         loaded.train_on_batch(x, y, return_dict=True)["loss"],

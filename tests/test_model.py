@@ -111,7 +111,7 @@ def test_keras_round_trip_restores_config_weights_and_optimizer(tmp_path):
     path = tmp_path / "m.keras"
     model.save(path)
     loaded = keras.models.load_model(path)
-    assert isinstance(loaded, keras_lfr.LFRModel)
+    assert isinstance(loaded, keras_lfr.RobustModel) and loaded.method.name == "lfr"
     assert same_config(loaded, model)
     assert loaded.method.get_config() == model.method.get_config()
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
@@ -229,3 +229,41 @@ def test_mixed_bfloat16_keeps_losses_and_penalty_in_float32():
         results[dtype] = terms
     for name in ("clean_ce", "local_flatness"):
         np.testing.assert_allclose(results["mixed_bfloat16"][name], results[None][name], rtol=0.05)
+
+
+def test_files_from_before_awp_became_a_method_load(tmp_path):
+    # The config layout of earlier versions: the method's name and its
+    # hyperparameters flat beside the wrapper's, AWP as wrapper arguments.
+    x, _ = tiny_batch()
+    model = keras_lfr.wrap(tiny_model(), method="trades", epsilon=0.2, steps=2, beta=3.0)
+    old = {
+        "name": "trades_old",
+        "model": keras.saving.serialize_keras_object(model.inner_model),
+        "method": "trades",
+        "seed": 4,
+        "awp_gamma": 0.01,
+        "awp_warmup": 0,
+        "epsilon_warmup": 0,
+        **model.method.get_config(),
+    }
+    loaded = keras_lfr.RobustModel.from_config(old)
+    assert loaded.method.name == "awp" and loaded.method.gamma == 0.01
+    assert loaded.method.base.get_config() == model.method.get_config()
+    assert loaded.seed == 4
+    old_lfr = {
+        "name": "lfr_old",
+        "model": old["model"],
+        "seed": 0,
+        "awp_gamma": 0.0,
+        "awp_warmup": 0,
+        "epsilon_warmup": 0,
+        **keras_lfr.methods.LFR(lam=0.1, steps=2).get_config(),
+    }
+    lfr = keras_lfr.LFRModel.from_config(old_lfr)
+    assert lfr.method.get_config() == keras_lfr.methods.LFR(lam=0.1, steps=2).get_config()
+    assert lfr.predict(x, verbose=0).shape == (len(x), 10)
+    with pytest.warns(UserWarning, match="awp_warmup_steps=0"):
+        warm = keras_lfr.RobustModel.from_config({**old, "awp_warmup": 5})
+    assert warm.method.warmup_steps == 0 and warm.method.gamma == 0.01
+    with pytest.raises(ValueError, match="awp_warmup_steps"):
+        keras_lfr.wrap(tiny_model(), awp_gamma=0.01, awp_warmup=5)

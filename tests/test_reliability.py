@@ -229,7 +229,8 @@ def cli(*args):
     [
         (
             ("trainers.train", "--method=lrf", "--epochs=1"),
-            "flag --method=lrf: value should be one of <adr|lfr|llr|lsp|pgd_at|standard|trades>",
+            "flag --method=lrf: value should be one of "
+            "<adr|awp|lfr|llr|lsp|pgd_at|standard|trades>",
         ),
         (
             ("trainers.train", "--epsilon=-0.3", "--epochs=1", "--train_examples=64"),

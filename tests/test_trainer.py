@@ -121,7 +121,7 @@ def test_help_lists_the_choices():
         return completed.stdout + completed.stderr
 
     train_help = help_text("trainers.train")
-    assert "<adr|lfr|llr|lsp|pgd_at|standard|trades>" in train_help
+    assert "<adr|awp|lfr|llr|lsp|pgd_at|standard|trades>" in train_help
     assert "local_weight" in train_help and "--fresh" in train_help
     evaluate_help = help_text("trainers.evaluate")
     assert "apgd_ce, apgd_t, square" in evaluate_help and "--data_dir" in evaluate_help

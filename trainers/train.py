@@ -115,12 +115,13 @@ class TrainConfig:
         "Other method hyperparameters as name=value pairs (see docs/methods.md), e.g. "
         "adr: local_weight, global_weight, entropy_weight, smoothness_weight, layer, base; "
         "lsp: weight, temperature, layer, base; pgd_at: clean_weight; "
-        "trades, lfr: random_start.",
+        "trades, lfr: random_start; awp: base, gamma, warmup_steps (or --awp_gamma with "
+        "any method).",
         parse=parse_hparams,
         flag_default=[],
     )
     awp_gamma: float = option(0.0, "Adversarial Weight Perturbation size γ; 0 disables it.")
-    awp_warmup: int = option(0, "Epochs before AWP starts.")
+    awp_warmup: int = option(0, "Epochs trained before AWP starts (counted in optimizer steps).")
     jit_compile: object = option(
         "auto", "XLA compilation.", choices=["auto", "true", "false"], parse=_parse_jit
     )
@@ -317,7 +318,7 @@ def train_and_evaluate(config, workdir, callbacks=(), fresh=False):
             method=config.method,
             seed=config.seed,
             awp_gamma=config.awp_gamma,
-            awp_warmup=config.awp_warmup,
+            awp_warmup_steps=config.awp_warmup * steps_per_epoch,
             epsilon_warmup=int(round(config.epsilon_warmup_epochs * steps_per_epoch)),
             **method_hyperparameters(config),
         )

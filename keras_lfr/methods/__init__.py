@@ -1,13 +1,15 @@
 """Training objectives. Each is a `Method` registered under a name for `wrap`."""
 
 from keras_lfr.methods.adr import ADR
-from keras_lfr.methods.awp import awp_perturbation, perturbed_weights
+from keras_lfr.methods.awp import AWP, awp_perturbation, perturbed_weights
 from keras_lfr.methods.base import (
     Method,
     available_methods,
+    deserialize,
     get_method,
     hyperparameter_names,
     register_method,
+    serialize,
 )
 from keras_lfr.methods.lfr import LFR, local_flatness
 from keras_lfr.methods.llr import LLR
@@ -18,6 +20,7 @@ from keras_lfr.methods.trades import TRADES
 
 __all__ = [
     "ADR",
+    "AWP",
     "LFR",
     "LLR",
     "LSP",
@@ -27,9 +30,11 @@ __all__ = [
     "Standard",
     "available_methods",
     "awp_perturbation",
+    "deserialize",
     "get_method",
     "hyperparameter_names",
     "local_flatness",
     "perturbed_weights",
     "register_method",
+    "serialize",
 ]

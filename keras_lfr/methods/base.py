@@ -59,6 +59,18 @@ def get_method(method, **hyperparameters):
     return _REGISTRY[method](**hyperparameters)
 
 
+def serialize(method):
+    """`{"name": ..., "config": ...}` of a registered method, for a model's config."""
+    return {"name": method.name, "config": method.get_config()}
+
+
+def deserialize(config):
+    """Rebuilds a method from `serialize`'s output (a `Method` is returned as is)."""
+    if isinstance(config, Method):
+        return config
+    return get_method(config["name"], **config["config"])
+
+
 def hyperparameter_names(method):
     """Returns the names of the hyperparameters a registered method takes.
 
@@ -85,8 +97,9 @@ class Method:
 
     1. `x_adv = method.perturb(model, x, y, seed)` with the model in inference
        mode and no tape on the weights;
-    2. `logits, loss, terms = method.loss(model, x, y, x_adv, sample_weight)`
-       under a `tf.GradientTape` on the trainable weights;
+    2. `logits, loss, terms = method.loss_at_step(model, x, y, x_adv,
+       sample_weight, step)` (for most methods `loss`) under a
+       `tf.GradientTape` on the trainable weights;
     3. the optimizer applies the gradients of `loss`.
 
     Subclasses set `terms` (the names of the scalars `loss` reports; they are
@@ -137,9 +150,23 @@ class Method:
         """
         raise NotImplementedError
 
+    def loss_at_step(self, model, x, y, x_adv, sample_weight, step):
+        """The loss the train step minimises at optimizer step `step`.
+
+        `loss`, unless the objective changes during training (AWP's warm-up
+        overrides this). `step` is `optimizer.iterations`, a scalar tensor.
+        """
+        del step
+        return self.loss(model, x, y, x_adv, sample_weight)
+
     def get_config(self):
         """Returns the constructor arguments of this method."""
         raise NotImplementedError
+
+    def penalty_values(self):
+        """`{name: value}` of the hyperparameters to lower when training collapses."""
+        config = self.get_config()
+        return {name: config[name] for name in self.penalty_hyperparameters}
 
     def describe(self, term):
         """A short description of a logged term, e.g. `"the LFR penalty ‖∇ₓ CE(x')‖₁"`."""
