@@ -1,9 +1,11 @@
 """Checks that catch models which would make training or attacks meaningless."""
 
+import types
 import warnings
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 _PROBABILITY_ACTIVATIONS = ("softmax", "sigmoid", "log_softmax")
 
@@ -129,3 +131,94 @@ def validate_batch(
             f"Invalid labels in {where}: values in [{labels.min()}, {labels.max()}]. "
             f"Expected integers in [0, {num_classes - 1}] (the model has {num_classes} outputs)."
         )
+
+
+def input_shape_of(model):
+    """The shape of one input of a built model (no batch axis), or `None`."""
+    inputs = getattr(model, "inputs", None) if model.built else None
+    if inputs:
+        return tuple(inputs[0].shape[1:])
+    build_config = model.get_build_config() if model.built else None
+    if build_config and "input_shape" in build_config:
+        return tuple(build_config["input_shape"][1:])
+    return None
+
+
+def check_fit_data(robust_model, x, y=None):
+    """Checks the first batch of the data passed to a `RobustModel`'s training loop.
+
+    Floating-point images of the model's input rank, pixels within the
+    method's clip range, labels in range, logits rather than probabilities;
+    builds the model if needed (checkpoint callbacks need the weights before
+    training). Data that cannot be read ahead is not checked.
+
+    Args:
+        robust_model: The `RobustModel` about to train.
+        x: The data passed to `fit` (arrays, `tf.data.Dataset`, `PyDataset`
+            or generator).
+        y: The labels passed to `fit`, if any. Defaults to `None`.
+
+    Returns:
+        A tuple `(sample_x, data)`: a few inputs (or `None`) and the data to
+        train on (a generator's first batch is put back).
+
+    Raises:
+        ValueError: If the batch is not usable.
+    """
+    sample_x, sample_y, data = first_batch(x, y)
+    model, method = robust_model.inner_model, robust_model.method
+    outputs = None
+    if sample_x is not None:
+        shape = input_shape_of(model)
+        validate_batch(
+            sample_x,
+            input_rank=None if shape is None else len(shape) + 1,
+            clip_min=getattr(method, "clip_min", None),
+            clip_max=getattr(method, "clip_max", None),
+            where="the data passed to fit",
+        )
+        if not robust_model.built:
+            robust_model.build((None, *sample_x.shape[1:]))
+        outputs = model(sample_x, training=False)
+        validate_batch(
+            sample_x, sample_y, num_classes=outputs.shape[-1], where="the data passed to fit"
+        )
+    warn_if_not_logits(model, outputs)
+    return sample_x, data
+
+
+def first_batch(x, y, count=32):
+    """A few `(inputs, labels)` from the data passed to `fit`, to check them early.
+
+    Reads the first batch of a `tf.data.Dataset`, a `keras.utils.PyDataset`
+    or a Python generator (which is then replaced by one that yields that
+    batch again first), or slices arrays. Returns `(inputs, labels, data)`,
+    `data` being what `fit` should train on; inputs are `None` when the data
+    cannot be read ahead.
+    """
+    data = x
+    if isinstance(x, tf.data.Dataset):
+        x, y = unpack_batch(next(iter(x.take(1))))
+    elif isinstance(x, keras.utils.PyDataset):
+        x, y = unpack_batch(x[0])
+    elif isinstance(x, types.GeneratorType):
+        first = next(x)
+        data = prepend(first, x)
+        x, y = unpack_batch(first)
+    if isinstance(x, (list, tuple)) or not hasattr(x, "ndim") or x.ndim < 1:
+        return None, None, data
+    x = np.asarray(x[:count]) if not isinstance(x, tf.Tensor) else x[:count]
+    return x, None if y is None else np.asarray(y)[:count], data
+
+
+def prepend(first, rest):
+    """A generator (what Keras accepts) of `first`, then the items of `rest`."""
+    yield first
+    yield from rest
+
+
+def unpack_batch(batch):
+    """`(inputs, labels)` of a batch that is `(x, y[, sample_weight])` or just `x`."""
+    if isinstance(batch, (tuple, list)):
+        return batch[0], batch[1] if len(batch) > 1 else None
+    return batch, None

@@ -3,7 +3,7 @@
 import keras
 import tensorflow as tf
 
-from keras_lfr.model import input_shape_of
+from keras_lfr.checks import input_shape_of
 
 SIGNATURE_KEY = "serving_default"
 INPUT_NAME = "images"

@@ -1,14 +1,13 @@
 """The wrapper model that turns any Keras classifier into a robust trainer."""
 
-import types
 import warnings
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from keras_lfr import _validation, callbacks, checks, ops
+from keras_lfr import _seed_state, _validation, callbacks, checks, ops
 from keras_lfr.methods import AWP, deserialize, get_method, serialize
+from keras_lfr.methods.base import CLEAN_TERMS
 
 
 def _num_replicas():
@@ -113,7 +112,7 @@ class RobustModel(keras.Model):
         self.term_trackers = [keras.metrics.Mean(name=term) for term in method.terms]
         self._gradient_fn = self.compute_gradients
         checks.warn_if_not_logits(model)
-        shape = input_shape_of(model)
+        shape = checks.input_shape_of(model)
         if shape is not None:
             self.build((None, *shape))
 
@@ -193,25 +192,7 @@ class RobustModel(keras.Model):
         Returns:
             A tuple `(data, callbacks)`.
         """
-        sample_x, sample_y, x = _first_batch(x, y)
-        outputs = None
-        if sample_x is not None:
-            shape = input_shape_of(self.inner_model)
-            checks.validate_batch(
-                sample_x,
-                input_rank=None if shape is None else len(shape) + 1,
-                clip_min=getattr(self.method, "clip_min", None),
-                clip_max=getattr(self.method, "clip_max", None),
-                where="the data passed to fit",
-            )
-            if not self.built:
-                # Checkpoint callbacks need the weights before training.
-                self.build((None, *sample_x.shape[1:]))
-            outputs = self.inner_model(sample_x, training=False)
-            checks.validate_batch(
-                sample_x, sample_y, num_classes=outputs.shape[-1], where="the data passed to fit"
-            )
-        checks.warn_if_not_logits(self.inner_model, outputs)
+        sample_x, x = checks.check_fit_data(self, x, y)
         own = [callbacks.NaNGuard()]
         if sample_x is not None:
             own.append(callbacks.CollapseWarning(sample_x, self.method))
@@ -263,54 +244,37 @@ class RobustModel(keras.Model):
             x, ops.sparse_labels(y), sample_weight, self.step_seed(), scale
         )
         self.optimizer.apply(gradients, self.trainable_variables)
-        logs = self._update_metrics(x, y, logits, sample_weight, loss, terms)
+        self._track(x, loss, terms)
+        logs = self.compute_metrics(x, y, logits, sample_weight)
         if self.epsilon_warmup:
             logs["epsilon_scale"] = scale
         return logs
 
     def test_step(self, data):
+        # Clean inputs only: `loss` is the clean cross-entropy, and so is each
+        # of the method's terms that measures the clean inputs.
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         logits = self(x, training=False)
         ce = ops.weighted_mean(ops.cross_entropy(ops.sparse_labels(y), logits), sample_weight)
-        terms = {"clean_ce": ce} if "clean_ce" in self.method.terms else {}
-        return self._update_metrics(x, y, logits, sample_weight, ce, terms)
+        clean = {term: ce for term in self.method.terms if term in CLEAN_TERMS}
+        self._track(x, ce, clean)
+        logs = self.compute_metrics(x, y, logits, sample_weight)
+        return {k: v for k, v in logs.items() if k not in self.method.terms or k in clean}
 
-    def _update_metrics(self, x, y, logits, sample_weight, loss, terms):
+    def _track(self, x, loss, terms):
+        """Adds a batch's loss and terms to their running means (weighted by batch size)."""
         batch = tf.shape(x)[0]
         self._loss_tracker.update_state(loss, sample_weight=batch)
-        logs = {"loss": self._loss_tracker.result()}
         for tracker in self.term_trackers:
             if tracker.name in terms:
                 tracker.update_state(terms[tracker.name], sample_weight=batch)
-                logs[tracker.name] = tracker.result()
-        if self._compile_metrics is not None:
-            self._compile_metrics.update_state(y, logits, sample_weight)
-            logs.update(self._compile_metrics.result())
-        return logs
-
-    def _random_generators(self):
-        """The random-generator states of the inner model's layers (e.g. Dropout)."""
-        return [
-            generator
-            for layer in self.inner_model._flatten_layers()
-            for generator in getattr(layer, "_seed_generators", [])
-        ]
 
     def save_own_variables(self, store):
-        # Keras does not checkpoint random-generator states, so a run resumed by
-        # BackupAndRestore (or a reloaded model) would draw new Dropout masks.
-        # Keeping them makes it continue exactly where it stopped.
         super().save_own_variables(store)
-        for i, generator in enumerate(self._random_generators()):
-            store[f"seed_generator_{i}"] = generator.state
+        _seed_state.save(self.inner_model, store)
 
     def load_own_variables(self, store):
-        keys = [f"seed_generator_{i}" for i in range(len(self._random_generators()))]
-        stored = set(store.keys())
-        super().load_own_variables({k: store[k] for k in stored if k not in keys})
-        for generator, key in zip(self._random_generators(), keys, strict=True):
-            if key in stored:
-                generator.state.assign(store[key])
+        super().load_own_variables(_seed_state.load(self.inner_model, store))
 
     def get_config(self):
         return {
@@ -409,17 +373,6 @@ def wrap(model, method="lfr", **hyperparameters):
     return RobustModel(model, method=method, **hyperparameters)
 
 
-def input_shape_of(model):
-    """The shape of one input of a built model (no batch axis), or `None`."""
-    inputs = getattr(model, "inputs", None) if model.built else None
-    if inputs:
-        return tuple(inputs[0].shape[1:])
-    build_config = model.get_build_config() if model.built else None
-    if build_config and "input_shape" in build_config:
-        return tuple(build_config["input_shape"][1:])
-    return None
-
-
 def _check_precision(model):
     """Refuses float64: the methods and attacks compute in float32 (or mixed precision)."""
     policies = {layer.dtype_policy.name for layer in [model, *model.layers]}
@@ -430,40 +383,3 @@ def _check_precision(model):
             f"dtype policies {sorted(policies)}. Call `keras.config.set_floatx('float32')` "
             "before building the model, and build it without dtype='float64'."
         )
-
-
-def _first_batch(x, y, count=32):
-    """A few `(inputs, labels)` from the data passed to `fit`, to check them early.
-
-    Reads the first batch of a `tf.data.Dataset`, a `keras.utils.PyDataset`
-    or a Python generator (which is then replaced by one that yields that
-    batch again first), or slices arrays. Returns `(inputs, labels, data)`,
-    `data` being what `fit` should train on; inputs are `None` when the data
-    cannot be read ahead.
-    """
-    data = x
-    if isinstance(x, tf.data.Dataset):
-        x, y = _unpack(next(iter(x.take(1))))
-    elif isinstance(x, keras.utils.PyDataset):
-        x, y = _unpack(x[0])
-    elif isinstance(x, types.GeneratorType):
-        first = next(x)
-        data = _prepend(first, x)
-        x, y = _unpack(first)
-    if isinstance(x, (list, tuple)) or not hasattr(x, "ndim") or x.ndim < 1:
-        return None, None, data
-    x = np.asarray(x[:count]) if not isinstance(x, tf.Tensor) else x[:count]
-    return x, None if y is None else np.asarray(y)[:count], data
-
-
-def _prepend(first, rest):
-    """A generator (what Keras accepts) of `first`, then the items of `rest`."""
-    yield first
-    yield from rest
-
-
-def _unpack(batch):
-    """`(inputs, labels)` of a batch that is `(x, y[, sample_weight])` or just `x`."""
-    if isinstance(batch, (tuple, list)):
-        return batch[0], batch[1] if len(batch) > 1 else None
-    return batch, None

@@ -13,6 +13,8 @@ COMMON_TERMS = {
     "clean_ce": "the cross-entropy on clean inputs",
     "adv_ce": "the cross-entropy on adversarial inputs",
 }
+# Logged terms that measure the clean inputs alone: validation reports them too.
+CLEAN_TERMS = ("clean_ce",)
 
 
 def register_method(name):
