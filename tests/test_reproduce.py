@@ -7,7 +7,7 @@ import pytest
 from conftest import tiny_model
 
 import keras_lfr
-from trainers import reproduce, sweep
+from trainers import budgets, report, reproduce, sweep
 
 
 def test_surface_values_match_direct_evaluation():
@@ -37,19 +37,19 @@ def test_reproduce_smoke_budget_writes_tables_and_figures(tmp_path):
         assert set(result["paper"]) >= {"clean", "fgsm", "pgd40", "mi_fgsm", "ddn", "worst_case"}
         assert set(result["strong"]) >= {"apgd_ce", "apgd_t", "square", "worst_case"}
         assert result["gamma"] >= 0 and len(result["checks"]) == 4
-    text = reproduce.report(output, "python -m trainers.reproduce --budget=smoke")
+    text = report.report(output, "python -m trainers.reproduce --budget=smoke")
     assert "REDUCED budget (smoke)" in text
     assert "| Standard | " in text and "| LFR | " in text
     assert "(99.47)" in text and "(2.04)" in text  # the paper's numbers beside ours
     assert "| method | γ mean | γ median |" in text
     for path in output["figures"].values():
         assert path.endswith(".png") and (tmp_path / path.split("/")[-1]).stat().st_size > 1000
-    report = tmp_path / "RESULTS.md"
-    report.write_text("# Results\n\nkept\n")
-    reproduce.write_report(text, str(report))
-    reproduce.write_report(text.replace("smoke", "again"), str(report))
-    written = report.read_text()
-    assert written.startswith("# Results\n\nkept\n") and written.count(reproduce.BEGIN) == 1
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# Results\n\nkept\n")
+    report.write_report(text, str(results))
+    report.write_report(text.replace("smoke", "again"), str(results))
+    written = results.read_text()
+    assert written.startswith("# Results\n\nkept\n") and written.count(report.BEGIN) == 1
     assert "again" in written
 
 
@@ -93,7 +93,7 @@ def test_fast_recipe_on_fashion_mnist_trains_evaluates_and_reuses_the_evaluation
     )
     assert again["methods"]["pgd_at"]["strong"] == strong
     assert again["methods"]["pgd_at"]["eval_seconds"] == result["eval_seconds"]
-    text = reproduce.report(again, "python -m trainers.reproduce --budget=smoke_fast")
+    text = report.report(again, "python -m trainers.reproduce --budget=smoke_fast")
     assert "on fashion_mnist" in text and "(ε 0.1)" in text and "| AT | " in text
     assert "(95.37)" not in text  # the paper's MNIST numbers are not shown beside Fashion
 
@@ -129,26 +129,26 @@ def test_printed_train_commands_match_the_budget():
         "--epsilon=0.1 --step_size=0.033333 --attack_eval_examples=500 "
         "--model_dir=/runs/fashion_mnist/trades"
     )
-    config = reproduce.BUDGETS["fast"].train_config("lfr")
+    config = budgets.BUDGETS["fast"].train_config("lfr")
     assert config.optimizer == "adam" and config.steps == 5 and config.epochs == 20
 
 
 def test_each_budget_and_dataset_writes_its_own_report_section(tmp_path):
-    report = tmp_path / "RESULTS.md"
-    reproduce.write_report("reduced table", str(report), *reproduce.markers("reduced"))
-    reproduce.write_report("fast table", str(report), *reproduce.markers("fast"))
-    reproduce.write_report("fashion", str(report), *reproduce.markers("fast", "fashion_mnist"))
-    reproduce.write_report("fast again", str(report), *reproduce.markers("fast"))
-    text = report.read_text()
+    results = str(tmp_path / "RESULTS.md")
+    report.write_report("reduced table", results, *report.markers("reduced"))
+    report.write_report("fast table", results, *report.markers("fast"))
+    report.write_report("fashion", results, *report.markers("fast", "fashion_mnist"))
+    report.write_report("fast again", results, *report.markers("fast"))
+    text = open(results).read()
     assert "reduced table" in text and "fashion" in text and "fast again" in text
-    assert "fast table" not in text and text.count(reproduce.BEGIN) == 1
+    assert "fast table" not in text and text.count(report.BEGIN) == 1
 
 
-@pytest.mark.parametrize("budget", sorted(reproduce.BUDGETS))
+@pytest.mark.parametrize("budget", sorted(budgets.BUDGETS))
 def test_every_method_of_every_budget_trains_without_dropout(budget):
     # Like for like, and the LFR authors' setting (`--drop` defaults to 0 in
     # their MNIST script); TRADES' 0.5 is reachable with --dropout=0.5.
     for method in reproduce.METHODS:
-        config = reproduce.BUDGETS[budget].train_config(method)
+        config = budgets.BUDGETS[budget].train_config(method)
         assert config.dropout == 0.0, (budget, method)
     assert "--dropout" not in reproduce.train_command(budget, "trades", "mnist", "/runs")

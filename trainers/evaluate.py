@@ -90,6 +90,11 @@ def load_model(config):
     return load_classifier(config.model)
 
 
+def test_batch(dataset, count):
+    """The first `count` test images and labels of a dataset, as one batch."""
+    return next(iter(keras_lfr.data.load(dataset, "test", batch_size=count, num_examples=count)))
+
+
 def load_classifier(path):
     """The classifier of a `.keras` file, unwrapped and computing in float32.
 

@@ -19,7 +19,7 @@ import sys
 from absl import app, flags, logging
 
 import keras_lfr
-from trainers import evaluate, reproduce, train
+from trainers import budgets, evaluate, figures, train
 
 FLAGS = flags.FLAGS
 
@@ -42,7 +42,7 @@ def hyperparameters(method, params, value, relative=False):
 
 def sweep(values, budget_name, workdir, method="lfr", params=("lam",), relative=False, verbose=0):
     """Returns `{value: {"clean", "pgd40", "clean_ce"}}`, one model trained per value."""
-    budget = reproduce.BUDGETS[budget_name]
+    budget = budgets.BUDGETS[budget_name]
     test = keras_lfr.data.load("mnist", "test", batch_size=500, num_examples=budget.eval_examples)
     pgd40 = {"pgd40": keras_lfr.evaluation.protocol("paper")["pgd40"]}
     results = {}
@@ -63,11 +63,7 @@ def sweep(values, budget_name, workdir, method="lfr", params=("lam",), relative=
 
 def plot(results, path, label="λ", title="Fig. 3: LFR accuracy vs λ"):
     """Writes the accuracy-vs-value figure to `path`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = figures.pyplot()
     values = sorted(results)
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for key, name in (("clean", "clean"), ("pgd40", "PGD-40")):
@@ -128,7 +124,7 @@ def define_flags():
     flags.DEFINE_list("values", ["0", "0.005", "0.01", "0.02", "0.05"], "The values.")
     flags.DEFINE_alias("lams", "values")
     flags.DEFINE_bool("relative", False, "Values multiply each parameter's default.")
-    flags.DEFINE_enum("budget", "reduced", list(reproduce.BUDGETS), "Budget per model.")
+    flags.DEFINE_enum("budget", "reduced", list(budgets.BUDGETS), "Budget per model.")
     flags.DEFINE_string("model_dir", "/tmp/keras_lfr_sweep", "Checkpoints and models.")
     flags.DEFINE_string(
         "figure", "auto", "Output PNG; auto: docs/fig3_lambda_sweep.png for LFR's λ, else none."
