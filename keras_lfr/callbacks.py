@@ -7,9 +7,8 @@ import warnings
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from keras_lfr import _validation, attacks, ops
+from keras_lfr import _validation, attacks, evaluation, ops
 
 
 class AttackEvaluation(keras.callbacks.Callback):
@@ -48,30 +47,20 @@ class AttackEvaluation(keras.callbacks.Callback):
         self.batch_size = _validation.positive_int("batch_size", batch_size)
         self._compiled = None
 
-    def _compile(self):
-        model = self.model
-
-        def accuracy_fn(attack):
-            def correct(x, y):
-                x_adv = attack(model, x, y)
-                predictions = tf.argmax(model(x_adv, training=False), axis=1, output_type=tf.int32)
-                return tf.reduce_sum(tf.cast(predictions == y, tf.int32))
-
-            return tf.function(correct, reduce_retracing=True)
-
-        return {name: accuracy_fn(attack) for name, attack in self.attacks_by_name.items()}
-
     def on_epoch_end(self, epoch, logs=None):
         last = self.params.get("epochs") if self.params else None
         if (epoch + 1) % self.every and epoch + 1 != last:
             return
         if self._compiled is None:
-            self._compiled = self._compile()
+            self._compiled = {
+                name: evaluation.correct_under(self.model, attack)
+                for name, attack in self.attacks_by_name.items()
+            }
         for name, correct in self._compiled.items():
             total = 0
             for start in range(0, len(self.x), self.batch_size):
                 stop = start + self.batch_size
-                total += int(correct(self.x[start:stop], self.y[start:stop]))
+                total += int(np.sum(correct(self.x[start:stop], self.y[start:stop])))
             if logs is not None:
                 logs[f"val_adv_{name}_accuracy"] = total / len(self.x)
 

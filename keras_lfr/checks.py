@@ -7,6 +7,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_lfr import _validation
+
 _PROBABILITY_ACTIVATIONS = ("softmax", "sigmoid", "log_softmax")
 
 
@@ -107,16 +109,18 @@ def validate_batch(
             f"Invalid images in {where}: shape {x.shape} (rank {x.ndim}). Expected rank "
             f"{input_rank} including the batch axis, e.g. (batch, height, width, channels)."
         )
-    if clip_min is not None and clip_max is not None and x.size:
-        low, high = float(x.min()), float(x.max())
-        if low < clip_min - 1e-6 or high > clip_max + 1e-6:
-            warnings.warn(
-                f"Pixels in {where} range over [{low:g}, {high:g}], outside "
-                f"[clip_min, clip_max] = [{clip_min:g}, {clip_max:g}]: perturbations are "
-                "clipped to that range, so inputs outside it change meaning. Rescale the "
-                "images or set `clip_min`/`clip_max`.",
-                stacklevel=3,
-            )
+    outside = None
+    if clip_min is not None and clip_max is not None:
+        outside = _validation.pixels_outside(x, clip_min, clip_max)
+    if outside:
+        low, high = outside
+        warnings.warn(
+            f"Pixels in {where} range over [{low:g}, {high:g}], outside "
+            f"[clip_min, clip_max] = [{clip_min:g}, {clip_max:g}]: perturbations are "
+            "clipped to that range, so inputs outside it change meaning. Rescale the "
+            "images or set `clip_min`/`clip_max`.",
+            stacklevel=3,
+        )
     if y is None or num_classes is None:
         return
     y = np.asarray(y)

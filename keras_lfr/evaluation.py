@@ -73,6 +73,25 @@ def _as_logits_fn(model):
     return tf.function(lambda x: model(x, training=False), reduce_retracing=True)
 
 
+def correct_under(model, attack):
+    """The compiled accuracy-under-attack step of every evaluation loop.
+
+    Args:
+        model: A Keras model or any callable returning logits.
+        attack: `fn(model, x, labels) -> x_adv`.
+
+    Returns:
+        A `tf.function` `(x, labels) -> bool per example`: is the model's
+        prediction on `attack(model, x, labels)` the label?
+    """
+
+    def correct(x, labels):
+        x_adv = attack(model, x, labels)
+        return tf.argmax(model(x_adv, training=False), axis=1, output_type=tf.int32) == labels
+
+    return tf.function(correct, reduce_retracing=True)
+
+
 def robust_accuracy(model, dataset, attacks_by_name, *, cascade=False, verbose=1):
     """Accuracy on clean inputs, under each attack, and under all of them at once.
 
@@ -113,10 +132,7 @@ def robust_accuracy(model, dataset, attacks_by_name, *, cascade=False, verbose=1
             f"attacks_by_name={attacks_by_name!r}. Expected a non-empty dict."
         )
     logits_fn = _as_logits_fn(model)
-    compiled = {
-        name: tf.function(functools.partial(attack, model), reduce_retracing=True)
-        for name, attack in attacks_by_name.items()
-    }
+    compiled = {name: correct_under(model, attack) for name, attack in attacks_by_name.items()}
     correct = {name: [] for name in ("clean", *compiled)}
     seconds = dict.fromkeys(correct, 0.0)
     cardinality = int(dataset.cardinality()) if isinstance(dataset, tf.data.Dataset) else None
@@ -144,10 +160,10 @@ def robust_accuracy(model, dataset, attacks_by_name, *, cascade=False, verbose=1
                 robust = np.zeros_like(robust)
                 if survivors.size:
                     x_s, labels_s = tf.gather(x, survivors), tf.gather(labels, survivors)
-                    robust[survivors] = _correct(logits_fn(attack(x_s, labels_s)), labels_s)
+                    robust[survivors] = attack(x_s, labels_s).numpy()
                 correct[name].append(robust)
             else:
-                correct[name].append(_correct(logits_fn(attack(x, labels)), labels))
+                correct[name].append(attack(x, labels).numpy())
             seconds[name] += time.perf_counter() - start
         progbar.update(step + 1, [(n, np.mean(np.concatenate(c))) for n, c in correct.items()])
     per_example = {name: np.concatenate(c) for name, c in correct.items()}
@@ -214,11 +230,9 @@ def sanity_checks(
         A list of `Check`.
     """
     labels = ops.sparse_labels(y)
-    logits_fn = _as_logits_fn(model)
 
     def accuracy(attack, **kwargs):
-        x_adv = tf.function(lambda: attack(model, x, labels, **kwargs))()
-        return float(np.mean(_correct(logits_fn(x_adv), labels)))
+        return float(np.mean(correct_under(model, functools.partial(attack, **kwargs))(x, labels)))
 
     pgd = functools.partial(attacks.pgd, epsilon=epsilon, step_size=step_size)
     full = accuracy(attacks.pgd, epsilon=1.0, step_size=0.1, steps=steps)

@@ -62,6 +62,17 @@ def small_cnn(input_shape=(28, 28, 1), num_classes=10, dropout=0.5, dtype=None, 
             dtype=dtype,
         )
 
+    def hidden(x, layer_name):
+        kernel, bias = _torch_linear_init(x.shape[-1])
+        return layers.Dense(
+            200,
+            activation="relu",
+            kernel_initializer=kernel,
+            bias_initializer=bias,
+            name=layer_name,
+            dtype=dtype,
+        )(x)
+
     inputs = keras.Input(input_shape, name="images")
     x = conv(32, "conv1")(inputs)
     x = conv(32, "conv2")(x)
@@ -70,26 +81,10 @@ def small_cnn(input_shape=(28, 28, 1), num_classes=10, dropout=0.5, dtype=None, 
     x = conv(64, "conv4")(x)
     x = layers.MaxPooling2D(2, name="pool2", dtype=dtype)(x)
     x = layers.Flatten(name="flatten", dtype=dtype)(x)
-    kernel, bias = _torch_linear_init(x.shape[-1])
-    x = layers.Dense(
-        200,
-        activation="relu",
-        kernel_initializer=kernel,
-        bias_initializer=bias,
-        name="fc1",
-        dtype=dtype,
-    )(x)
+    x = hidden(x, "fc1")
     if dropout:
         x = layers.Dropout(dropout, name="dropout", dtype=dtype)(x)
-    kernel, bias = _torch_linear_init(200)
-    x = layers.Dense(
-        200,
-        activation="relu",
-        kernel_initializer=kernel,
-        bias_initializer=bias,
-        name="fc2",
-        dtype=dtype,
-    )(x)
+    x = hidden(x, "fc2")
     outputs = layers.Dense(num_classes, kernel_initializer="zeros", name="fc3", dtype=dtype)(x)
     if dtype is not None:
         # Mixed precision: logits leave the model in float32 (losses, attacks, serving).

@@ -75,13 +75,8 @@ def load_model(config):
         cnn = keras_lfr.models.small_cnn(info.image_shape, info.num_classes)
         return keras_lfr.models.load_weights_npz(cnn, config.weights)
     if os.path.isdir(config.model):
-        loaded = tf.saved_model.load(config.model)  # owns the variables: keep it alive
-
-        def served(x, training=False):
-            del training
-            return loaded.signatures["serving_default"](images=tf.cast(x, tf.float32))["logits"]
-
-        return served
+        served = keras.layers.TFSMLayer(config.model, call_endpoint="serving_default")
+        return lambda x, training=False: served(tf.cast(x, tf.float32))["logits"]
     if not os.path.isfile(config.model):
         raise ValueError(
             f"Invalid value for argument `model`. Received: model={config.model!r}. "
