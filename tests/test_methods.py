@@ -1,5 +1,7 @@
 """The baselines and AWP against independent computations."""
 
+import pathlib
+
 import keras
 import numpy as np
 import pytest
@@ -9,6 +11,8 @@ from conftest import learnable_data, tiny_model
 import keras_lfr
 from keras_lfr import ops
 from keras_lfr.methods import LLR, TRADES
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def softmax(logits):
@@ -391,3 +395,26 @@ def test_every_logged_term_is_described_by_its_method(method):
     for term in instance.terms:
         assert instance.describe(term) != "a logged term", (method, term)
     assert instance.describe("loss") == "the total objective"
+
+
+def test_a_user_method_in_a_few_lines(batch):
+    # The example of docs/methods.md, "Writing a method", run as written there.
+    text = (REPO / "docs" / "methods.md").read_text()
+    source = text.split("**Writing a method.**")[1].split("```python\n")[1].split("```")[0]
+    namespace = {}
+    try:
+        exec(compile(source, "docs/methods.md", "exec"), namespace)
+        x, y = batch
+        model = keras_lfr.wrap(tiny_model(), method="margin_at", epsilon=0.1, steps=2)
+        model.compile(optimizer="sgd")
+        logs = model.train_on_batch(x, y, return_dict=True)
+        assert set(logs) == {"loss", "adv_ce"} and np.isfinite(logs["loss"])
+        x, y = tf.constant(x), tf.constant(y)
+        x_adv = model.method.perturb(model.inner_model, x, y, ops.as_seed(0))
+        assert np.abs(x_adv.numpy() - x.numpy()).max() <= 0.1 + 1e-6
+        # The ascent lowers the margin of the true class.
+        before = ops.margin(model.inner_model(x, training=False), y)
+        after = ops.margin(model.inner_model(x_adv, training=False), y)
+        assert float(tf.reduce_mean(after)) < float(tf.reduce_mean(before))
+    finally:
+        keras_lfr.methods.base._REGISTRY.pop("margin_at", None)
