@@ -131,6 +131,12 @@ def test_printed_train_commands_match_the_budget():
     )
     config = budgets.BUDGETS["fast"].train_config("lfr")
     assert config.optimizer == "adam" and config.steps == 5 and config.epochs == 20
+    # The AWP rows: the base method, AWP on once the 5-epoch ε ramp is over.
+    assert reproduce.train_command("fast", "trades_awp", "mnist", "/runs") == (
+        "python -m trainers.train --recipe=fast --method=trades --awp_gamma=0.005 "
+        "--awp_warmup=5 --attack_eval_examples=500 --model_dir=/runs/trades_awp"
+    )
+    assert budgets.BUDGETS["smoke"].train_config("lfr_awp").awp_warmup == 0
 
 
 def test_each_budget_and_dataset_writes_its_own_report_section(tmp_path):

@@ -1,6 +1,7 @@
 """The named budgets of `trainers.reproduce`: how much each run trains and evaluates."""
 
 import dataclasses
+import math
 
 from trainers import train
 
@@ -47,6 +48,10 @@ class Budget:
         if EPSILON[dataset] != 0.3:
             fields["epsilon"] = EPSILON[dataset]
             fields["step_size"] = round(fields["step_size"] * EPSILON[dataset] / 0.3, 6)
+        if method in AWP_VARIANTS:
+            # AWP switches on when the ε ramp is over (at once without one).
+            method, fields["awp_gamma"] = AWP_VARIANTS[method]
+            fields["awp_warmup"] = math.ceil(fields.get("epsilon_warmup_epochs") or 0)
         fields.update(
             method=method,
             dataset=dataset,
@@ -56,6 +61,10 @@ class Budget:
         )
         return train.TrainConfig(**{**fields, **overrides})
 
+
+# The AWP rows of the tables: a method with Adversarial Weight Perturbation of
+# γ = 0.005 (the AWP paper's value for TRADES-AWP) on top.
+AWP_VARIANTS = {"trades_awp": ("trades", 0.005), "lfr_awp": ("lfr", 0.005)}
 
 # The usual l-inf radius of each dataset.
 EPSILON = {"mnist": 0.3, "fashion_mnist": 0.1}

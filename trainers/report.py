@@ -27,6 +27,8 @@ NAMES = {
     "lfr": "LFR",
     "adr": "ADR",
     "lsp": "LSP",
+    "trades_awp": "TRADES-AWP",
+    "lfr_awp": "LFR-AWP",
 }
 
 

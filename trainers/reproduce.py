@@ -5,7 +5,8 @@ r"""Reproduces the LFR paper's MNIST experiments: Table 1, Figures 1–2, γ per
     python -m trainers.reproduce --budget=fast --dataset=fashion_mnist   # at ε = 0.1
     python -m trainers.reproduce --budget=reduced   # labelled reduced budget, 2 CPU cores
 
-Trains Standard, PGD-AT, TRADES, LLR and LFR with the same model, data and
+Trains Standard, PGD-AT, TRADES, LLR, LFR, ADR, LSP and the AWP variants
+TRADES-AWP and LFR-AWP (`--methods` picks some) with the same model, data and
 train step (only the objective differs), evaluates each under the `"paper"`
 and `"strong"` protocols with the gradient-masking sanity checks, estimates
 the local flatness γ(x, 0.3), and writes a report (between markers in
@@ -23,10 +24,10 @@ from absl import app, flags, logging
 
 import keras_lfr
 from trainers import evaluate, figures, report, runs, train
-from trainers.budgets import BUDGETS, EPSILON, Budget
+from trainers.budgets import AWP_VARIANTS, BUDGETS, EPSILON, Budget
 
 FLAGS = flags.FLAGS
-METHODS = ("standard", "pgd_at", "trades", "llr", "lfr", "adr", "lsp")
+METHODS = ("standard", "pgd_at", "trades", "llr", "lfr", "adr", "lsp", *AWP_VARIANTS)
 
 EVALUATION_VERSIONS = {"paper": 1, "strong": 2, "checks": 3}
 
@@ -198,7 +199,7 @@ def train_command(budget_name, method, dataset, workdir):
     defaults = train.TrainConfig()
     recipe = train.RECIPES.get(BUDGETS[budget_name].recipe, {})
     args = [f"--recipe={BUDGETS[budget_name].recipe}"] if recipe else []
-    args.append(f"--method={method}")
+    args.append(f"--method={config.method}")
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
         if field.name == "method" or (field.name in recipe and recipe[field.name] == value):
