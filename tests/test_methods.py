@@ -244,6 +244,15 @@ def test_lsp_structure_loss_matches_numpy_and_invariants():
     np.testing.assert_allclose(  # scale-free
         structure_loss(u, 10 * z, 0.5), structure_loss(u, z, 0.5), rtol=1e-4
     )
+    # ... in its gradient too: for a scale-invariant f, ⟨∇f(z), z⟩ = 0, so
+    # training cannot lower the term by rescaling the features.
+    z = tf.constant(z)
+    with tf.GradientTape() as tape:
+        tape.watch(z)
+        value = structure_loss(u, z, 0.5)
+    grad = tape.gradient(value, z).numpy()
+    assert np.linalg.norm(grad) > 1e-3
+    assert abs(np.sum(grad * z.numpy())) < 1e-5 * np.linalg.norm(grad) * np.linalg.norm(z)
 
 
 @pytest.mark.parametrize(
@@ -339,17 +348,9 @@ def mnist_slice():
     return train
 
 
-LSP_COLLAPSES = pytest.mark.xfail(
-    strict=True, reason="LSP collapses at every weight tried (docs/methods.md); not fixed yet"
-)
-
-
 @pytest.mark.parametrize(
     "method",
-    [
-        pytest.param(m, marks=LSP_COLLAPSES) if m == "lsp" else m
-        for m in keras_lfr.available_methods()
-    ],
+    [m for m in keras_lfr.available_methods()],
 )
 def test_every_method_trains_at_its_default_weights(mnist_slice, method):
     # The defaults of each method's weights (λ, β, μ, the ADR and LSP weights)

@@ -17,8 +17,12 @@ BASES = ("pgd_at", "trades")
 def neighbourhood_logits(points, temperature):
     """Logits of the affinities P_ij ∝ exp(−‖uᵢ − uⱼ‖² / (τ · mean d²)), P_ii = 0.
 
-    The mean of the off-diagonal squared distances (gradient stopped) makes
-    the kernel width scale-free, so inputs and embeddings are comparable.
+    Dividing by the mean of the off-diagonal squared distances makes the
+    kernel scale-free, so inputs and embeddings are comparable. The gradient
+    flows through the mean too, so it is scale-free as well: the term cannot
+    be lowered by growing or shrinking every distance, only by changing the
+    neighbourhoods (with the mean's gradient stopped, it drove the SmallCNN's
+    features to collapse at every weight tried).
     """
     u = tf.reshape(tf.cast(points, tf.float32), [tf.shape(points)[0], -1])
     squared = tf.reduce_sum(u * u, axis=1)
@@ -29,7 +33,7 @@ def neighbourhood_logits(points, temperature):
     diagonal = tf.eye(n, dtype=tf.bool)
     d2 = tf.where(diagonal, 0.0, d2)
     pairs = tf.cast(n * (n - 1), tf.float32)
-    mean = tf.stop_gradient(tf.reduce_sum(d2) / pairs)
+    mean = tf.reduce_sum(d2) / pairs
     logits = -d2 / (temperature * tf.maximum(mean, 1e-12))
     return tf.where(diagonal, -1e9, logits)
 
@@ -70,7 +74,8 @@ class LSP(CompositeMethod):
         layer: Name of the embedding layer; `None` for the penultimate
             representation. Needs a functional or Sequential model. Defaults
             to `None`.
-        weight: Weight w of L_lsp. Defaults to `1.0`.
+        weight: Weight w of L_lsp. Defaults to `0.3` (docs/methods.md says
+            how it was chosen).
         temperature: Kernel width τ relative to the mean distance. Defaults
             to `0.5`.
         **base_hyperparameters: Hyperparameters of the base method.
@@ -80,7 +85,7 @@ class LSP(CompositeMethod):
     """
 
     def __init__(
-        self, base="pgd_at", layer=None, weight=1.0, temperature=0.5, **base_hyperparameters
+        self, base="pgd_at", layer=None, weight=0.3, temperature=0.5, **base_hyperparameters
     ):
         self.base = split_base_hyperparameters(base, BASES, base_hyperparameters)
         self.layer = layer
