@@ -28,9 +28,10 @@ def load(model, store):
 
     Stores written before the states were saved simply lack them.
     """
-    keys = [_KEY.format(i) for i in range(len(generators(model)))]
+    found = generators(model)
+    keys = [_KEY.format(i) for i in range(len(found))]
     stored = set(store.keys())
-    for generator, key in zip(generators(model), keys, strict=True):
+    for generator, key in zip(found, keys, strict=True):
         if key in stored:
             generator.state.assign(store[key])
     return {k: store[k] for k in stored if k not in keys}

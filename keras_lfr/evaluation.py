@@ -153,17 +153,17 @@ def robust_accuracy(model, dataset, attacks_by_name, *, cascade=False, verbose=1
         labels = ops.sparse_labels(y)
         robust = _correct(logits, labels)
         correct["clean"].append(robust)
-        for name, attack in compiled.items():
+        for name, correct_fn in compiled.items():
             start = time.perf_counter()
             if cascade:
                 survivors = np.flatnonzero(robust)
                 robust = np.zeros_like(robust)
                 if survivors.size:
                     x_s, labels_s = tf.gather(x, survivors), tf.gather(labels, survivors)
-                    robust[survivors] = attack(x_s, labels_s).numpy()
+                    robust[survivors] = correct_fn(x_s, labels_s).numpy()
                 correct[name].append(robust)
             else:
-                correct[name].append(attack(x, labels).numpy())
+                correct[name].append(correct_fn(x, labels).numpy())
             seconds[name] += time.perf_counter() - start
         progbar.update(step + 1, [(n, np.mean(np.concatenate(c))) for n, c in correct.items()])
     per_example = {name: np.concatenate(c) for name, c in correct.items()}

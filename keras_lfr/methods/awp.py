@@ -6,7 +6,13 @@ import keras
 import tensorflow as tf
 
 from keras_lfr import _validation
-from keras_lfr.methods.base import available_methods, deserialize, register_method, serialize
+from keras_lfr.methods.base import (
+    available_methods,
+    deserialize,
+    get_method,
+    register_method,
+    serialize,
+)
 from keras_lfr.methods.composite import CompositeMethod, base_hyperparameter_names
 
 # AWP's guard against division by zero in the per-layer normalisation.
@@ -111,13 +117,10 @@ class AWP(CompositeMethod):
         if isinstance(base, str):
             choices = tuple(m for m in available_methods() if m != "awp")
             _validation.one_of("base", base, choices)
-            base = {"name": base, "config": base_hyperparameters}
-        elif base_hyperparameters:
-            raise ValueError(
-                f"Hyperparameters {sorted(base_hyperparameters)} were passed together with "
-                f"the base method {base!r}. Pass them to the base method instead."
-            )
-        self.base = deserialize(base)
+        elif isinstance(base, dict):
+            base = deserialize(base)
+        # `get_method` refuses hyperparameters passed with a method instance.
+        self.base = get_method(base, **base_hyperparameters)
         if isinstance(self.base, AWP):
             raise ValueError(
                 f"Invalid value for argument `base`. Received: base={self.base!r}. "

@@ -2,8 +2,6 @@
 
 import inspect
 
-import tensorflow as tf
-
 from keras_lfr import _validation, ops
 
 _REGISTRY = {}
@@ -214,7 +212,6 @@ class BallMethod(Method):
         `ball(scale)`.
         """
         epsilon, step_size = self.ball(scale)
-        x = tf.stop_gradient(x)
         x_start = ops.random_start(x, start, epsilon, seed, self.clip_min, self.clip_max)
         return ops.ascend(
             objective,
