@@ -137,6 +137,13 @@ def test_printed_train_commands_match_the_budget():
         "--awp_warmup=5 --attack_eval_examples=500 --model_dir=/runs/trades_awp"
     )
     assert budgets.BUDGETS["smoke"].train_config("lfr_awp").awp_warmup == 0
+    # Other variants change their fields only.
+    lam = budgets.BUDGETS["fast"].train_config("lfr_lam005")
+    assert (lam.method, lam.lam, lam.awp_gamma) == ("lfr", 0.05, 0.0)
+    assert reproduce.train_command("fast", "lfr_lam005", "mnist", "/runs") == (
+        "python -m trainers.train --recipe=fast --method=lfr --lam=0.05 "
+        "--attack_eval_examples=500 --model_dir=/runs/lfr_lam005"
+    )
 
 
 def test_each_budget_and_dataset_writes_its_own_report_section(tmp_path):

@@ -48,10 +48,12 @@ class Budget:
         if EPSILON[dataset] != 0.3:
             fields["epsilon"] = EPSILON[dataset]
             fields["step_size"] = round(fields["step_size"] * EPSILON[dataset] / 0.3, 6)
-        if method in AWP_VARIANTS:
-            # AWP switches on when the ε ramp is over (at once without one).
-            method, fields["awp_gamma"] = AWP_VARIANTS[method]
-            fields["awp_warmup"] = math.ceil(fields.get("epsilon_warmup_epochs") or 0)
+        if method in VARIANTS:
+            method, changes = VARIANTS[method]
+            fields.update(changes)
+            if "awp_gamma" in changes:
+                # AWP switches on when the ε ramp is over (at once without one).
+                fields["awp_warmup"] = math.ceil(fields.get("epsilon_warmup_epochs") or 0)
         fields.update(
             method=method,
             dataset=dataset,
@@ -62,9 +64,15 @@ class Budget:
         return train.TrainConfig(**{**fields, **overrides})
 
 
-# The AWP rows of the tables: a method with Adversarial Weight Perturbation of
-# γ = 0.005 (the AWP paper's value for TRADES-AWP) on top.
-AWP_VARIANTS = {"trades_awp": ("trades", 0.005), "lfr_awp": ("lfr", 0.005)}
+# Rows of the tables that train a method with some settings changed: name ->
+# (method, `TrainConfig` fields). The AWP rows add Adversarial Weight
+# Perturbation of γ = 0.005 (the AWP paper's value for TRADES-AWP); LFR at
+# λ = 0.05 is the reduced-budget sweep's best λ (docs/RESULTS.md, Fig. 3).
+VARIANTS = {
+    "trades_awp": ("trades", {"awp_gamma": 0.005}),
+    "lfr_awp": ("lfr", {"awp_gamma": 0.005}),
+    "lfr_lam005": ("lfr", {"lam": 0.05}),
+}
 
 # The usual l-inf radius of each dataset.
 EPSILON = {"mnist": 0.3, "fashion_mnist": 0.1}

@@ -29,6 +29,7 @@ NAMES = {
     "lsp": "LSP",
     "trades_awp": "TRADES-AWP",
     "lfr_awp": "LFR-AWP",
+    "lfr_lam005": "LFR, λ = 0.05",
 }
 
 

@@ -5,8 +5,9 @@ r"""Reproduces the LFR paper's MNIST experiments: Table 1, Figures 1–2, γ per
     python -m trainers.reproduce --budget=fast --dataset=fashion_mnist   # at ε = 0.1
     python -m trainers.reproduce --budget=reduced   # labelled reduced budget, 2 CPU cores
 
-Trains Standard, PGD-AT, TRADES, LLR, LFR, ADR, LSP and the AWP variants
-TRADES-AWP and LFR-AWP (`--methods` picks some) with the same model, data and
+Trains Standard, PGD-AT, TRADES, LLR, LFR, ADR, LSP and the variants
+TRADES-AWP, LFR-AWP and LFR at λ = 0.05 (`budgets.VARIANTS`; `--methods`
+picks some) with the same model, data and
 train step (only the objective differs), evaluates each under the `"paper"`
 and `"strong"` protocols with the gradient-masking sanity checks, estimates
 the local flatness γ(x, 0.3), and writes a report (between markers in
@@ -24,10 +25,10 @@ from absl import app, flags, logging
 
 import keras_lfr
 from trainers import evaluate, figures, report, runs, train
-from trainers.budgets import AWP_VARIANTS, BUDGETS, EPSILON, Budget
+from trainers.budgets import BUDGETS, EPSILON, VARIANTS, Budget
 
 FLAGS = flags.FLAGS
-METHODS = ("standard", "pgd_at", "trades", "llr", "lfr", "adr", "lsp", *AWP_VARIANTS)
+METHODS = ("standard", "pgd_at", "trades", "llr", "lfr", "adr", "lsp", *VARIANTS)
 
 EVALUATION_VERSIONS = {"paper": 1, "strong": 2, "checks": 3}
 
