@@ -11,6 +11,7 @@ from conftest import learnable_data, tiny_model
 import keras_lfr
 from keras_lfr import ops
 from keras_lfr.methods import LLR, TRADES
+from keras_lfr.methods import awp as awp_module
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -161,6 +162,19 @@ def test_awp_warmup_trains_like_the_plain_method_first():
     assert plain[0] == warm[0]  # epoch 0 is warm-up: identical
     assert plain[1] != warm[1]  # AWP on from epoch 1
     assert plain[0] != immediate[0]
+
+
+def test_awp_warmup_skips_the_proxy_pass(monkeypatch):
+    calls = []
+    original = awp_module.awp_perturbation
+    monkeypatch.setattr(
+        awp_module, "awp_perturbation", lambda *args: calls.append(1) or original(*args)
+    )
+    x, y = learnable_data(n=64)
+    model = awp_model(0.05, warmup_steps=2)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), run_eagerly=True)
+    model.fit(x, y, batch_size=32, epochs=2, verbose=0)  # 4 steps, 2 of warm-up
+    assert len(calls) == 2
 
 
 def test_awp_logs_accuracy_at_the_real_weights():
@@ -327,6 +341,19 @@ def test_methods_compile_with_xla(batch, method):
         logs.append(model.train_on_batch(x, y, return_dict=True))
     for key in logs[0]:
         np.testing.assert_allclose(logs[1][key], logs[0][key], rtol=1e-4, atol=1e-6)
+
+
+def test_awp_warmup_branch_compiles_with_xla(batch):
+    # LFR's double backprop inside both branches of the warm-up `tf.cond`.
+    x, y = batch
+    losses = []
+    for jit in (False, True):
+        model = keras_lfr.wrap(
+            tiny_model(), method="lfr", steps=2, awp_gamma=0.05, awp_warmup_steps=1
+        )
+        model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=jit)
+        losses.append([model.train_on_batch(x, y, return_dict=True)["loss"] for _ in range(2)])
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4)
 
 
 def test_pgd_at_and_standard_losses_match_numpy(tiny, batch):

@@ -143,18 +143,25 @@ class AWP(CompositeMethod):
     def penalty_values(self):
         return self.base.penalty_values()
 
-    def gamma_at(self, step):
-        """γ at optimizer step `step` (`None`: after the warm-up): 0 during the warm-up."""
-        if step is None or not self.warmup_steps:
-            return self.gamma
-        return tf.where(tf.cast(step, tf.int64) >= self.warmup_steps, self.gamma, 0.0)
-
-    def loss_at_step(self, model, x, y, x_adv, sample_weight, step):
-        perturbation = awp_perturbation(
-            model, self.base, x, y, x_adv, sample_weight, self.gamma_at(step)
-        )
+    def perturbed_loss(self, model, x, y, x_adv, sample_weight=None):
+        """The base method's loss and terms at the perturbed weights w + v."""
+        perturbation = awp_perturbation(model, self.base, x, y, x_adv, sample_weight, self.gamma)
         with perturbed_weights(model, perturbation):
             _, loss, terms = self.base.loss(model, x, y, x_adv, sample_weight)
+        return loss, terms
+
+    def loss_at_step(self, model, x, y, x_adv, sample_weight, step):
+        args = (model, x, y, x_adv, sample_weight)
+        if step is None or not self.warmup_steps:
+            loss, terms = self.perturbed_loss(*args)
+        else:
+            # During the warm-up the base loss alone, skipping the proxy pass
+            # (a branch, not γ = 0, which would still pay for it).
+            loss, terms = tf.cond(
+                tf.cast(step, tf.int64) >= self.warmup_steps,
+                lambda: self.perturbed_loss(*args),
+                lambda: self.base.loss(*args)[1:],
+            )
         # The accuracy is the model's own, at the real weights.
         logits = tf.stop_gradient(model(x, training=False))
         return logits, loss, terms
