@@ -8,6 +8,7 @@ equal K.
     python -m benchmarks.train_step --steps=40 --batch_size=128 --repeats=5
     python -m benchmarks.train_step --steps=10 --modes=graph --dtypes=float32,mixed_bfloat16
     python -m benchmarks.train_step --steps=10 --modes=graph --replicas=2
+    python -m benchmarks.train_step --steps=5 --modes=graph --methods=trades,lfr --awp_gamma=0.005
 """
 
 import os
@@ -25,7 +26,7 @@ import keras_lfr  # noqa: E402
 FLAGS = flags.FLAGS
 
 
-def time_step(method, jit_compile, steps, batch_size, repeats, dtype, strategy):
+def time_step(method, jit_compile, steps, batch_size, repeats, dtype, strategy, awp_gamma=0.0):
     """Returns the median wall time in ms of one `train_on_batch` call."""
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
@@ -34,7 +35,7 @@ def time_step(method, jit_compile, steps, batch_size, repeats, dtype, strategy):
     hyper = {} if method == "standard" else {"steps": steps}
     with strategy.scope():
         cnn = keras_lfr.models.small_cnn(dtype=None if dtype == "float32" else dtype)
-        model = keras_lfr.wrap(cnn, method=method, **hyper)
+        model = keras_lfr.wrap(cnn, method=method, awp_gamma=awp_gamma, **hyper)
         model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), jit_compile=jit_compile)
     for _ in range(2):  # trace, compile, warm caches
         model.train_on_batch(x, y)
@@ -78,10 +79,12 @@ def main(argv):
                     FLAGS.repeats,
                     dtype,
                     strategy,
+                    FLAGS.awp_gamma,
                 )
                 results[method, mode, dtype] = ms
                 rate = FLAGS.batch_size / ms * 1000
-                print(f"| {method} | {mode} | {dtype} | {ms:.0f} | {rate:.0f} |", flush=True)
+                name = f"{method}+awp" if FLAGS.awp_gamma else method
+                print(f"| {name} | {mode} | {dtype} | {ms:.0f} | {rate:.0f} |", flush=True)
     for (method, mode, dtype), ms in results.items():
         if method == "lfr" and ("pgd_at", mode, dtype) in results:
             ratio = ms / results["pgd_at", mode, dtype]
@@ -94,6 +97,7 @@ def define_flags():
     flags.DEFINE_integer("batch_size", 128, "Examples per batch.")
     flags.DEFINE_integer("repeats", 5, "Timed steps per configuration (after 2 warm-up steps).")
     flags.DEFINE_list("methods", ["standard", "pgd_at", "lfr"], "Methods to time.")
+    flags.DEFINE_float("awp_gamma", 0.0, "Time each method with AWP of this γ (0: without).")
     flags.DEFINE_list("modes", ["graph", "xla"], "Compilation modes: graph and/or xla.")
     flags.DEFINE_list("dtypes", ["float32"], "Layer dtype policies: float32 and/or mixed_bfloat16.")
     flags.DEFINE_integer(
