@@ -7,8 +7,8 @@ r"""Reproduces the LFR paper's MNIST experiments: Table 1, Figures 1–2, γ per
 
 Trains Standard, PGD-AT, TRADES, LLR, LFR, ADR, LSP and the variants
 TRADES-AWP, LFR-AWP and LFR at λ = 0.05 (`budgets.VARIANTS`; `--methods`
-picks some) with the same model, data and
-train step (only the objective differs), evaluates each under the `"paper"`
+picks some) with the same model, data and train step (only the objective
+differs), evaluates each under the `"paper"`
 and `"strong"` protocols with the gradient-masking sanity checks, estimates
 the local flatness γ(x, 0.3), and writes a report (between markers in
 `docs/RESULTS.md` by default) and the figures (PNG in `docs/`).

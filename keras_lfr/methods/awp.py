@@ -36,8 +36,7 @@ def awp_perturbation(model, method, x, y, x_adv, sample_weight, gamma):
         y: Integer labels.
         x_adv: The method's perturbed inputs (or `None`).
         sample_weight: Per-example weights or `None`.
-        gamma: The relative size γ of the perturbation (a scalar; may be a
-            tensor, e.g. 0 during warm-up).
+        gamma: The relative size γ of the perturbation (a scalar).
 
     Returns:
         A list aligned with `model.trainable_variables`.
