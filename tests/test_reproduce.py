@@ -1,6 +1,8 @@
 """Surfaces, the reproduction report and the λ sweep, on a smoke budget."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -165,3 +167,18 @@ def test_every_method_of_every_budget_trains_without_dropout(budget):
         config = budgets.BUDGETS[budget].train_config(method)
         assert config.dropout == 0.0, (budget, method)
     assert "--dropout" not in reproduce.train_command(budget, "trades", "mnist", "/runs")
+
+
+def test_bare_reproduce_trains_the_table_rows_and_no_exploratory_variant():
+    # `--methods` defaults to the published tables' rows; an exploratory
+    # variant (here LFR at λ = 0.05) trains only when named.
+    def printed(*extra):
+        command = [sys.executable, "-m", "trainers.reproduce", "--budget=fast", "--print_commands"]
+        out = subprocess.run(
+            [*command, "--model_dir=/runs", *extra], capture_output=True, text=True, check=True
+        ).stdout
+        return [line.rsplit("/", 1)[-1] for line in out.splitlines()]
+
+    assert printed() == list(reproduce.TABLE_METHODS)
+    assert {"trades_awp", "lfr_awp"} <= set(printed()) and "lfr_lam005" not in printed()
+    assert printed("--methods=lfr,lfr_lam005") == ["lfr", "lfr_lam005"]

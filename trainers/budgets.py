@@ -74,6 +74,11 @@ VARIANTS = {
     "lfr_lam005": ("lfr", {"lam": 0.05}),
 }
 
+# Variants that explore a method's settings rather than fill a row of the
+# tables: trained only when named (`reproduce --methods`), reported in
+# docs/RESULTS.md's prose.
+EXPLORATORY = ("lfr_lam005",)
+
 # The usual l-inf radius of each dataset.
 EPSILON = {"mnist": 0.3, "fashion_mnist": 0.1}
 
