@@ -34,6 +34,33 @@ def test_robust_accuracy_counts_per_attack_and_worst_case():
     assert results["worst_case"] <= min(results["clean"], results["pgd"])
 
 
+@pytest.mark.parametrize("one_hot", [False, True])
+def test_confidence_matches_numpy_and_scales_with_the_logits(one_hot):
+    x, y = tiny_batch(batch=64)
+    logits = np.random.default_rng(1).normal(scale=3.0, size=(64, 10)).astype("float32")
+    logits[:5, y[:5]] += 20.0  # some confident, some misclassified
+
+    def model(inputs, training=False):
+        del inputs, training
+        return tf.constant(logits)
+
+    labels = np.eye(10, dtype="float32")[y] if one_hot else y
+    result = evaluation.confidence(model, x, labels)
+    true = logits[np.arange(64), y]
+    others = np.where(np.eye(10, dtype=bool)[y], -np.inf, logits).max(axis=1)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    ce = np.log(np.exp(shifted).sum(axis=1)) - shifted[np.arange(64), y]
+    assert result["clean_ce"] == pytest.approx(ce.mean(), rel=1e-5)
+    assert result["margin_median"] == pytest.approx(np.median(true - others), rel=1e-5)
+    assert result["logit_std"] == pytest.approx(logits.std(axis=1).mean(), rel=1e-5)
+    assert (true - others < 0).any() and (true - others > 0).any()
+    # Shrinking the logits shrinks margins and spread alike (what a gradient
+    # penalty can do instead of making the model robust).
+    scaled = evaluation.confidence(lambda inputs, training=False: tf.constant(logits / 4), x, y)
+    assert scaled["margin_median"] == pytest.approx(result["margin_median"] / 4, rel=1e-5)
+    assert scaled["logit_std"] == pytest.approx(result["logit_std"] / 4, rel=1e-5)
+
+
 def test_cascade_finds_the_same_worst_case_and_reports_cumulative_accuracy(trained):
     cnn, x, y = trained
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)

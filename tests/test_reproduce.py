@@ -122,6 +122,14 @@ def test_fast_recipe_on_fashion_mnist_trains_evaluates_and_reuses_the_evaluation
     assert refreshed["paper"]["worst_case"] == -1.0  # reused
     assert refreshed["evaluated_parts"] == ["strong"]
     assert json.loads(cache.read_text())["versions"] == reproduce.EVALUATION_VERSIONS
+    # A cache from before a part existed gains that part alone.
+    stored = json.loads(cache.read_text())
+    del stored["versions"]["confidence"], stored["confidence"]
+    cache.write_text(json.dumps(stored))
+    added = evaluate_with_8_strong_examples()
+    assert added["evaluated_parts"] == ["confidence"] and added["strong"] == refreshed["strong"]
+    assert added["confidence"] == result["confidence"]
+    assert "| median margin |" in report.report({**again, "methods": {"pgd_at": added}}, "cmd")
 
 
 def test_printed_train_commands_match_the_budget():

@@ -143,15 +143,20 @@ def report(output, command):
         "",
         f"Local flatness γ(x, {epsilon:g}) = max over B∞(x, {epsilon:g}) of ‖∇ₓ CE‖₁ (the "
         f"paper's Definition 1; {budget.steps} steps of {budget.step_size * epsilon / 0.3:g}, "
-        f"best iterate) on {budget.gamma_examples} test images; smaller is flatter:",
+        f"best iterate) on {budget.gamma_examples} test images; smaller is flatter. "
+        "On the same images, the clean cross-entropy and the median logit margin "
+        "z_y − max_{j≠y} z_j (`keras_lfr.evaluation.confidence`): a small γ with a "
+        "large margin is a loss saturated over the ball, a small margin means shrunk logits:",
         "",
-        "| method | γ mean | γ median |",
-        "|---|---|---|",
+        "| method | γ mean | γ median | clean CE | median margin |",
+        "|---|---|---|---|---|",
     ]
     for method, result in methods.items():
+        confidence = result["confidence"]
         lines.append(
             f"| {NAMES.get(method, method)} | {result['gamma']:.3f} | "
-            f"{result['gamma_median']:.3f} |"
+            f"{result['gamma_median']:.3f} | {confidence['clean_ce']:.4f} | "
+            f"{confidence['margin_median']:.2f} |"
         )
     for name, path in output.get("figures", {}).items():
         lines += ["", f"![{name}]({os.path.basename(path)})"]

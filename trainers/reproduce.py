@@ -33,11 +33,11 @@ METHODS = ("standard", "pgd_at", "trades", "llr", "lfr", "adr", "lsp", *VARIANTS
 # The rows of the published tables: what `--methods` defaults to.
 TABLE_METHODS = tuple(method for method in METHODS if method not in EXPLORATORY)
 
-EVALUATION_VERSIONS = {"paper": 1, "strong": 2, "checks": 3}
+EVALUATION_VERSIONS = {"paper": 1, "strong": 2, "checks": 3, "confidence": 1}
 
 
 def evaluate_method(model, budget, dataset="mnist", parts=tuple(EVALUATION_VERSIONS)):
-    """Paper and strong protocols, sanity checks and mean γ(x, ε) of one model.
+    """Paper and strong protocols, sanity checks, γ(x, ε) and confidence of one model.
 
     The model is evaluated in float32 (`keras_lfr.models.to_float32`),
     whatever precision it was trained in.
@@ -46,8 +46,8 @@ def evaluate_method(model, budget, dataset="mnist", parts=tuple(EVALUATION_VERSI
         model: The classifier.
         budget: A `Budget` (sample sizes, queries, cascade).
         dataset: `"mnist"` or `"fashion_mnist"`. Defaults to `"mnist"`.
-        parts: Which of `"paper"` (with γ), `"strong"` and `"checks"` to run.
-            Defaults to all.
+        parts: Which of `"paper"` (with γ), `"strong"`, `"checks"` and
+            `"confidence"` (clean CE and logit margins) to run. Defaults to all.
 
     Returns:
         A dict with the requested parts' results.
@@ -77,6 +77,11 @@ def evaluate_method(model, budget, dataset="mnist", parts=tuple(EVALUATION_VERSI
         )
         result["gamma"] = float(np.mean(gamma))
         result["gamma_median"] = float(np.median(gamma))
+    if "confidence" in parts:
+        # On γ's images: tells a flat loss (saturated) from shrunk logits.
+        result["confidence"] = keras_lfr.evaluation.confidence(
+            model, x[: budget.gamma_examples], y[: budget.gamma_examples]
+        )
     if "strong" in parts:
         result["strong"] = keras_lfr.evaluation.robust_accuracy(
             model,
