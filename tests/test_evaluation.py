@@ -188,6 +188,14 @@ def test_evaluate_runs_a_chosen_subset_and_rejects_unknown_attacks():
     results = evaluate.evaluate(config)["results"]
     assert set(results) == {"clean", "pgd40", "worst_case", "examples", "seconds"}
     assert set(results["seconds"]) == {"clean", "pgd40"}
+    # --flatness: γ and the confidence on the same 16 images, as computed directly.
+    config.flatness = True
+    flat = evaluate.evaluate(config)["flatness"]
+    cnn = evaluate.load_model(config)
+    x, y = evaluate.test_batch("mnist", 16)
+    gamma = keras_lfr.local_flatness(cnn, x, y, 0.3, 0.1, 5).numpy()
+    assert flat["examples"] == 16 and flat["gamma_median"] == pytest.approx(np.median(gamma))
+    assert flat["clean_ce"] == pytest.approx(evaluation.confidence(cnn, x, y)["clean_ce"])
     config.attacks = ("pgd41",)
     with pytest.raises(ValueError, match="argument `attacks`"):
         evaluate.evaluate(config)

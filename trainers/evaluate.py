@@ -18,6 +18,7 @@ import sys
 import time
 
 import keras
+import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
 
@@ -56,6 +57,12 @@ class EvalConfig:
         "worst case is the same, faster; per-attack columns become cumulative.",
     )
     sanity_checks: bool = option(False, "Also run the gradient-masking sanity checks.")
+    flatness: bool = option(
+        False,
+        "Also report the local flatness γ(x, ε) (5 steps of ε/3, best iterate; reproduce's "
+        "setting) and evaluation.confidence (clean CE, logit margins) on the first "
+        "min(examples, 1000) test images.",
+    )
     verbose: int = option(1, "1 for a progress bar, 0 for none.")
 
 
@@ -85,9 +92,12 @@ def load_model(config):
     return load_classifier(config.model)
 
 
-def test_batch(dataset, count):
+def test_batch(dataset, count, data_dir=None):
     """The first `count` test images and labels of a dataset, as one batch."""
-    return next(iter(keras_lfr.data.load(dataset, "test", batch_size=count, num_examples=count)))
+    test = keras_lfr.data.load(
+        dataset, "test", batch_size=count, num_examples=count, data_dir=data_dir
+    )
+    return next(iter(test))
 
 
 def load_classifier(path):
@@ -135,19 +145,19 @@ def evaluate(config):
         "examples_per_second": results["examples"] / seconds,
     }
     if config.sanity_checks:
-        x, y = next(
-            iter(
-                keras_lfr.data.load(
-                    config.dataset,
-                    "test",
-                    batch_size=500,
-                    num_examples=500,
-                    data_dir=config.data_dir,
-                )
-            )
-        )
+        x, y = test_batch(config.dataset, 500, config.data_dir)
         checks = keras_lfr.evaluation.sanity_checks(model, x, y, epsilon=config.epsilon)
         output["sanity_checks"] = [dataclasses.asdict(c) for c in checks]
+    if config.flatness:
+        x, y = test_batch(config.dataset, min(config.examples or 1000, 1000), config.data_dir)
+        epsilon = config.epsilon
+        gamma = keras_lfr.local_flatness(model, x, y, epsilon, epsilon / 3, 5).numpy()
+        output["flatness"] = {
+            "gamma_mean": float(gamma.mean()),
+            "gamma_median": float(np.median(gamma)),
+            **keras_lfr.evaluation.confidence(model, x, y),
+            "examples": len(gamma),
+        }
     return output
 
 
@@ -167,6 +177,14 @@ def main(argv):
     )
     per_attack = output["results"]["seconds"]
     print("seconds: " + ", ".join(f"{name} {value:.0f}" for name, value in per_attack.items()))
+    if "flatness" in output:
+        flat = output["flatness"]
+        print(
+            f"γ(x, {config.epsilon:g}) mean {flat['gamma_mean']:.3f}, median "
+            f"{flat['gamma_median']:.3f}; clean CE {flat['clean_ce']:.4f}, median margin "
+            f"{flat['margin_median']:.2f}, logit std {flat['logit_std']:.2f} "
+            f"({flat['examples']} images)"
+        )
     if FLAGS.output:
         with open(FLAGS.output, "w") as f:
             json.dump(output, f, indent=2, default=float)

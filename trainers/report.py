@@ -145,8 +145,9 @@ def report(output, command):
         f"paper's Definition 1; {budget.steps} steps of {budget.step_size * epsilon / 0.3:g}, "
         f"best iterate) on {budget.gamma_examples} test images; smaller is flatter. "
         "On the same images, the clean cross-entropy and the median logit margin "
-        "z_y − max_{j≠y} z_j (`keras_lfr.evaluation.confidence`): a small γ with a "
-        "large margin is a loss saturated over the ball, a small margin means shrunk logits:",
+        "z_y − max_{j≠y} z_j (`keras_lfr.evaluation.confidence`), which tell a loss "
+        "saturated over the ball (γ median ≈ 0, large margins) from gradients kept "
+        "small by shrinking the logits:",
         "",
         "| method | γ mean | γ median | clean CE | median margin |",
         "|---|---|---|---|---|",
