@@ -154,6 +154,8 @@ def test_printed_train_commands_match_the_budget():
         "python -m trainers.train --recipe=fast --method=lfr --lam=0.05 "
         "--attack_eval_examples=500 --model_dir=/runs/lfr_lam005"
     )
+    ramp = budgets.BUDGETS["fast"].train_config("lfr_ramp10")
+    assert (ramp.method, ramp.epsilon_warmup_epochs, ramp.epochs) == ("lfr", 10, 20)
 
 
 def test_each_budget_and_dataset_writes_its_own_report_section(tmp_path):
@@ -188,5 +190,6 @@ def test_bare_reproduce_trains_the_table_rows_and_no_exploratory_variant():
         return [line.rsplit("/", 1)[-1] for line in out.splitlines()]
 
     assert printed() == list(reproduce.TABLE_METHODS)
-    assert {"trades_awp", "lfr_awp"} <= set(printed()) and "lfr_lam005" not in printed()
+    assert {"trades_awp", "lfr_awp"} <= set(printed())
+    assert not set(budgets.EXPLORATORY) & set(printed())
     assert printed("--methods=lfr,lfr_lam005") == ["lfr", "lfr_lam005"]

@@ -30,6 +30,7 @@ NAMES = {
     "trades_awp": "TRADES-AWP",
     "lfr_awp": "LFR-AWP",
     "lfr_lam005": "LFR, λ = 0.05",
+    "lfr_ramp10": "LFR, 10-epoch ε ramp",
 }
 
 
