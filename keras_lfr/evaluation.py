@@ -200,8 +200,8 @@ def confidence(model, x, y):
 
     Example:
 
-    >>> keras_lfr.evaluation.confidence(cnn, x_test[:1000], y_test[:1000])
-    {'clean_ce': 0.016, 'margin_median': 10.7, 'logit_std': 5.1}
+    >>> keras_lfr.evaluation.confidence(cnn, x_test[:200], y_test[:200])
+    {'clean_ce': 0.0195, 'margin_median': 10.87, 'logit_std': 5.23}  # the authors' LFR model
     """
     labels = ops.sparse_labels(y)
     logits = tf.cast(_as_logits_fn(model)(x), tf.float32)
