@@ -190,6 +190,6 @@ def test_bare_reproduce_trains_the_table_rows_and_no_exploratory_variant():
         return [line.rsplit("/", 1)[-1] for line in out.splitlines()]
 
     assert printed() == list(reproduce.TABLE_METHODS)
-    assert {"trades_awp", "lfr_awp"} <= set(printed())
+    assert {"trades_awp", "lfr_awp", "lfr_ramp10"} <= set(printed())
     assert not set(budgets.EXPLORATORY) & set(printed())
     assert printed("--methods=lfr,lfr_lam005") == ["lfr", "lfr_lam005"]
