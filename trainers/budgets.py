@@ -74,7 +74,7 @@ VARIANTS = {
     "lfr_lam005": ("lfr", {"lam": 0.05}),
     # LFR with ε ramped over 10 epochs instead of 5: longer at radii where the
     # loss can still saturate over the ball, which LFR needs to become robust
-    # in 20 epochs (docs/RESULTS.md, "Why LFR falls short at this budget").
+    # in 20 epochs (docs/RESULTS.md, "Why LFR falls short with the shared recipe").
     "lfr_ramp10": ("lfr", {"epsilon_warmup_epochs": 10}),
 }
 
