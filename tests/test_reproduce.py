@@ -189,7 +189,8 @@ def test_bare_reproduce_trains_the_table_rows_and_no_exploratory_variant():
         ).stdout
         return [line.rsplit("/", 1)[-1] for line in out.splitlines()]
 
-    assert printed() == list(reproduce.TABLE_METHODS)
-    assert {"trades_awp", "lfr_awp", "lfr_ramp10"} <= set(printed())
-    assert not set(budgets.EXPLORATORY) & set(printed())
+    default = printed()
+    assert default == list(reproduce.TABLE_METHODS)
+    assert {"trades_awp", "lfr_awp", "lfr_ramp10"} <= set(default)
+    assert not set(budgets.EXPLORATORY) & set(default)
     assert printed("--methods=lfr,lfr_lam005") == ["lfr", "lfr_lam005"]

@@ -59,9 +59,9 @@ class EvalConfig:
     sanity_checks: bool = option(False, "Also run the gradient-masking sanity checks.")
     flatness: bool = option(
         False,
-        "Also report the local flatness γ(x, ε) (5 steps of ε/3, best iterate; reproduce's "
-        "setting) and evaluation.confidence (clean CE, logit margins) on the first "
-        "min(examples, 1000) test images.",
+        "Also report the local flatness γ(x, ε) (5 steps of ε/3, best iterate: the fast "
+        "budget's setting in reproduce's γ table) and evaluation.confidence (clean CE, logit "
+        "margins) on the first min(examples, 1000) test images.",
     )
     verbose: int = option(1, "1 for a progress bar, 0 for none.")
 
