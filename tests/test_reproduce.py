@@ -1,5 +1,6 @@
 """Surfaces, the reproduction report and the λ sweep, on a smoke budget."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -154,8 +155,12 @@ def test_printed_train_commands_match_the_budget():
         "python -m trainers.train --recipe=fast --method=lfr --lam=0.05 "
         "--attack_eval_examples=500 --model_dir=/runs/lfr_lam005"
     )
-    ramp = budgets.BUDGETS["fast"].train_config("lfr_ramp10")
-    assert (ramp.method, ramp.epsilon_warmup_epochs, ramp.epochs) == ("lfr", 10, 20)
+    for method in ("pgd_at", "trades", "lfr"):
+        ramp = budgets.BUDGETS["fast"].train_config(f"{method}_ramp10")
+        assert (ramp.method, ramp.epsilon_warmup_epochs, ramp.epochs) == (method, 10, 20)
+        assert ramp == dataclasses.replace(
+            budgets.BUDGETS["fast"].train_config(method), epsilon_warmup_epochs=10
+        )
 
 
 def test_each_budget_and_dataset_writes_its_own_report_section(tmp_path):
@@ -191,6 +196,6 @@ def test_bare_reproduce_trains_the_table_rows_and_no_exploratory_variant():
 
     default = printed()
     assert default == list(reproduce.TABLE_METHODS)
-    assert {"trades_awp", "lfr_awp", "lfr_ramp10"} <= set(default)
+    assert {"trades_awp", "lfr_awp", "pgd_at_ramp10", "trades_ramp10", "lfr_ramp10"} <= set(default)
     assert not set(budgets.EXPLORATORY) & set(default)
     assert printed("--methods=lfr,lfr_lam005") == ["lfr", "lfr_lam005"]

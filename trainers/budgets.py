@@ -74,7 +74,10 @@ VARIANTS = {
     "lfr_lam005": ("lfr", {"lam": 0.05}),
     # LFR with ε ramped over 10 epochs instead of 5: longer at radii where the
     # loss can still saturate over the ball, which LFR needs to become robust
-    # in 20 epochs (docs/RESULTS.md, "Why LFR falls short with the shared recipe").
+    # in 20 epochs (docs/RESULTS.md, "Why LFR falls short with the shared
+    # recipe"); PGD-AT and TRADES with the same ramp, like for like.
+    "pgd_at_ramp10": ("pgd_at", {"epsilon_warmup_epochs": 10}),
+    "trades_ramp10": ("trades", {"epsilon_warmup_epochs": 10}),
     "lfr_ramp10": ("lfr", {"epsilon_warmup_epochs": 10}),
 }
 

@@ -31,6 +31,8 @@ NAMES = {
     "lfr_awp": "LFR-AWP",
     "lfr_lam005": "LFR, λ = 0.05",
     "lfr_ramp10": "LFR, 10-epoch ε ramp",
+    "pgd_at_ramp10": "AT, 10-epoch ε ramp",
+    "trades_ramp10": "TRADES, 10-epoch ε ramp",
 }
 
 
