@@ -81,15 +81,25 @@ def correct_under(model, attack):
         attack: `fn(model, x, labels) -> x_adv`.
 
     Returns:
-        A `tf.function` `(x, labels) -> bool per example`: is the model's
-        prediction on `attack(model, x, labels)` the label?
+        A function `(x, labels) -> bool per example`: is the model's
+        prediction on `attack(model, x, labels)` the label? It is traced once
+        for any batch size (a cascade shrinks the batch from attack to
+        attack), not once per size.
     """
 
+    @tf.function
     def correct(x, labels):
         x_adv = attack(model, x, labels)
         return tf.argmax(model(x_adv, training=False), axis=1, output_type=tf.int32) == labels
 
-    return tf.function(correct, reduce_retracing=True)
+    def run(x, labels):
+        x, labels = tf.convert_to_tensor(x), tf.convert_to_tensor(labels)
+        traced = correct.get_concrete_function(
+            tf.TensorSpec([None, *x.shape[1:]], x.dtype), tf.TensorSpec([None], labels.dtype)
+        )
+        return traced(x, labels)
+
+    return run
 
 
 def robust_accuracy(model, dataset, attacks_by_name, *, cascade=False, verbose=1):

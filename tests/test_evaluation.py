@@ -80,6 +80,29 @@ def test_cascade_finds_the_same_worst_case_and_reports_cumulative_accuracy(train
     assert cascade["clean"] >= cascade["fgsm"] >= cascade["pgd"] == cascade["worst_case"]
 
 
+def test_each_attack_is_traced_once_whatever_the_batch_sizes():
+    # A cascade hands each attack a different number of survivors per batch;
+    # tracing APGD or Square once per size would cost seconds each time.
+    model = tiny_model()
+    x, y = tiny_batch(batch=23)
+    traces = []
+
+    def counting(m, x, y):
+        traces.append(x.shape[0])  # Python runs only while tracing
+        return attacks.fgsm(m, x, y, epsilon=0.1)
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(10)  # 10, 10, 3
+    for cascade in (False, True):
+        traces.clear()
+        results = evaluation.robust_accuracy(
+            model, ds, {"fgsm": counting}, cascade=cascade, verbose=0
+        )
+        assert traces == [None], cascade
+        clean = np.argmax(model(x), axis=1) == y
+        robust = np.argmax(model(attacks.fgsm(model, x, y, epsilon=0.1)), axis=1) == y
+        assert results["worst_case"] == pytest.approx((clean & robust).mean())
+
+
 def test_progress_bar_ends_on_the_totals(capsys):
     model = tiny_model()
     x, y = tiny_batch(batch=30)
