@@ -6,6 +6,7 @@ import numpy as np
 
 import keras_lfr
 from trainers import evaluate
+from trainers.budgets import VARIANTS
 from trainers.report import NAMES
 
 
@@ -107,17 +108,34 @@ def curve_figure(histories, path):
     curves = {m: h for m, h in histories.items() if "val_adv_pgd40_accuracy" in h}
     if not curves:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    # A variant is drawn in its base method's colour, its line style naming
+    # what it changes (AWP dashed, the ε ramp dotted, ...).
+    bases = list(dict.fromkeys(VARIANTS.get(m, (m,))[0] for m in curves))
+    colours = plt.get_cmap("tab10").colors
+    changes = [None]
     for method, history in curves.items():
+        base, changed = VARIANTS.get(method, (method, {}))
+        key = tuple(sorted(changed)) or None
+        if key not in changes:
+            changes.append(key)
         minutes = np.asarray(history["wall_time"]) / 60
         accuracy = 100 * np.asarray(history["val_adv_pgd40_accuracy"])
-        ax.plot(minutes, accuracy, marker="o", markersize=3, label=NAMES.get(method, method))
+        ax.plot(
+            minutes,
+            accuracy,
+            marker="o",
+            markersize=3,
+            color=colours[bases.index(base) % len(colours)],
+            linestyle=("-", "--", ":", "-.")[changes.index(key) % 4],
+            label=NAMES.get(method, method),
+        )
     ax.axvline(60, color="grey", linestyle=":", label="60 min budget")
     ax.set_xlabel("training wall time (min)")
     ax.set_ylabel("PGD-40 accuracy on 500 held-out test images (%)")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
