@@ -109,8 +109,9 @@ def curve_figure(histories, path):
     if not curves:
         return None
     fig, ax = plt.subplots(figsize=(9, 4.5))
-    # A variant is drawn in its base method's colour, its line style naming
-    # what it changes (AWP dashed, the ε ramp dotted, ...).
+    # A variant is drawn in its base method's colour, with one line style per
+    # set of settings it changes (so every AWP row shares one, every ε ramp
+    # row another).
     bases = list(dict.fromkeys(VARIANTS.get(m, (m,))[0] for m in curves))
     colours = plt.get_cmap("tab10").colors
     changes = [None]
