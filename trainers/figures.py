@@ -1,5 +1,6 @@
 """The figures of `trainers.reproduce`: decision and loss surfaces, accuracy vs time."""
 
+import itertools
 import os
 
 import numpy as np
@@ -111,15 +112,14 @@ def curve_figure(histories, path):
     fig, ax = plt.subplots(figsize=(9, 4.5))
     # A variant is drawn in its base method's colour, with one line style per
     # set of settings it changes (so every AWP row shares one, every ε ramp
-    # row another).
-    bases = list(dict.fromkeys(VARIANTS.get(m, (m,))[0] for m in curves))
-    colours = plt.get_cmap("tab10").colors
-    changes = [None]
+    # row another); the methods themselves are solid.
+    rows = {m: VARIANTS.get(m, (m, {})) for m in curves}
+    bases = dict.fromkeys(base for base, _ in rows.values())
+    colours = dict(zip(bases, itertools.cycle(plt.get_cmap("tab10").colors)))
+    changes = dict.fromkeys([(), *(tuple(sorted(changed)) for _, changed in rows.values())])
+    styles = dict(zip(changes, itertools.cycle(("-", "--", ":", "-."))))
     for method, history in curves.items():
-        base, changed = VARIANTS.get(method, (method, {}))
-        key = tuple(sorted(changed)) or None
-        if key not in changes:
-            changes.append(key)
+        base, changed = rows[method]
         minutes = np.asarray(history["wall_time"]) / 60
         accuracy = 100 * np.asarray(history["val_adv_pgd40_accuracy"])
         ax.plot(
@@ -127,8 +127,8 @@ def curve_figure(histories, path):
             accuracy,
             marker="o",
             markersize=3,
-            color=colours[bases.index(base) % len(colours)],
-            linestyle=("-", "--", ":", "-.")[changes.index(key) % 4],
+            color=colours[base],
+            linestyle=styles[tuple(sorted(changed))],
             label=NAMES.get(method, method),
         )
     ax.axvline(60, color="grey", linestyle=":", label="60 min budget")
