@@ -161,6 +161,15 @@ def test_printed_train_commands_match_the_budget():
         assert ramp == dataclasses.replace(
             budgets.BUDGETS["fast"].train_config(method), epsilon_warmup_epochs=10
         )
+    # A variant may change the budget's epochs or seed too.
+    assert reproduce.train_command("fast", "lfr_ramp10_e24", "mnist", "/runs") == (
+        "python -m trainers.train --recipe=fast --method=lfr --epochs=24 "
+        "--epsilon_warmup_epochs=10 --attack_eval_examples=500 --model_dir=/runs/lfr_ramp10_e24"
+    )
+    seed = budgets.BUDGETS["fast"].train_config("lfr_ramp10_e24_seed1")
+    assert seed == dataclasses.replace(
+        budgets.BUDGETS["fast"].train_config("lfr_ramp10_e24"), seed=1
+    )
 
 
 def test_each_budget_and_dataset_writes_its_own_report_section(tmp_path):
@@ -197,5 +206,6 @@ def test_bare_reproduce_trains_the_table_rows_and_no_exploratory_variant():
     default = printed()
     assert default == list(reproduce.TABLE_METHODS)
     assert {"trades_awp", "lfr_awp", "pgd_at_ramp10", "trades_ramp10", "lfr_ramp10"} <= set(default)
+    assert "lfr_ramp10_e24" in default
     assert not set(budgets.EXPLORATORY) & set(default)
     assert printed("--methods=lfr,lfr_lam005") == ["lfr", "lfr_lam005"]

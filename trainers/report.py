@@ -33,6 +33,8 @@ NAMES = {
     "lfr_ramp10": "LFR, 10-epoch ε ramp",
     "pgd_at_ramp10": "AT, 10-epoch ε ramp",
     "trades_ramp10": "TRADES, 10-epoch ε ramp",
+    "lfr_ramp10_e24": "LFR, 10-epoch ε ramp, 24 epochs",
+    "lfr_ramp10_e24_seed1": "LFR, 10-epoch ε ramp, 24 epochs, seed 1",
 }
 
 
