@@ -6,11 +6,12 @@ r"""Reproduces the LFR paper's MNIST experiments: Table 1, Figures 1–2, γ per
     python -m trainers.reproduce --budget=reduced   # labelled reduced budget, 2 CPU cores
 
 Trains Standard, PGD-AT, TRADES, LLR, LFR, ADR, LSP and the variants
-TRADES-AWP, LFR-AWP and PGD-AT, TRADES and LFR with a 10-epoch ε ramp
-(`budgets.VARIANTS`; `--methods` picks some, or adds the exploratory
-variants of `budgets.EXPLORATORY` such as `lfr_lam005`, LFR at λ = 0.05)
-with the same model, data and train step (only the objective differs, and
-the ε ramp of the three ramp variants), evaluates each under the `"paper"` and `"strong"`
+TRADES-AWP, LFR-AWP, PGD-AT, TRADES and LFR with a 10-epoch ε ramp, and LFR
+with that ramp for 24 epochs (`budgets.VARIANTS`; `--methods` picks some, or
+adds the exploratory variants of `budgets.EXPLORATORY` such as
+`lfr_lam005`, LFR at λ = 0.05) with the same model, data and train step
+(only the objective differs, and the ε ramp and epochs of the ramp
+variants), evaluates each under the `"paper"` and `"strong"`
 protocols with the gradient-masking sanity checks, estimates the local
 flatness γ(x, 0.3) and the clean confidence, and writes a report (between
 markers in `docs/RESULTS.md` by default) and the figures (PNG in `docs/`).
