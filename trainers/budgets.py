@@ -84,12 +84,14 @@ VARIANTS = {
     # of a few images between two runs is noise; exploratory).
     "lfr_ramp10_e24": ("lfr", {"epsilon_warmup_epochs": 10, "epochs": 24}),
     "lfr_ramp10_e24_seed1": ("lfr", {"epsilon_warmup_epochs": 10, "epochs": 24, "seed": 1}),
+    # PGD-AT with LFR's 24-epoch settings, like for like (exploratory).
+    "pgd_at_ramp10_e24": ("pgd_at", {"epsilon_warmup_epochs": 10, "epochs": 24}),
 }
 
 # Variants that explore a method's settings rather than fill a row of the
 # tables: trained only when named (`reproduce --methods`), reported in
 # docs/RESULTS.md's prose.
-EXPLORATORY = ("lfr_lam005", "lfr_ramp10_e24_seed1")
+EXPLORATORY = ("lfr_lam005", "lfr_ramp10_e24_seed1", "pgd_at_ramp10_e24")
 
 # The usual l-inf radius of each dataset.
 EPSILON = {"mnist": 0.3, "fashion_mnist": 0.1}
