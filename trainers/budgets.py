@@ -80,8 +80,8 @@ VARIANTS = {
     "trades_ramp10": ("trades", {"epsilon_warmup_epochs": 10}),
     "lfr_ramp10": ("lfr", {"epsilon_warmup_epochs": 10}),
     # LFR with the 10-epoch ramp trained 24 epochs instead of 20 (49 minutes
-    # alone), and the same again from another seed (how much of a difference
-    # of a few images between two runs is noise; exploratory).
+    # alone; a table row), and, exploratory, the same from another seed (how
+    # much of a difference of a few images between two runs is noise).
     "lfr_ramp10_e24": ("lfr", {"epsilon_warmup_epochs": 10, "epochs": 24}),
     "lfr_ramp10_e24_seed1": ("lfr", {"epsilon_warmup_epochs": 10, "epochs": 24, "seed": 1}),
     # PGD-AT with LFR's 24-epoch settings, like for like (exploratory).
