@@ -1,5 +1,6 @@
 """The wrapper model that turns any Keras classifier into a robust trainer."""
 
+import math
 import warnings
 
 import keras
@@ -8,6 +9,10 @@ import tensorflow as tf
 from keras_lfr import _seed_state, _validation, callbacks, checks, ops
 from keras_lfr.methods import AWP, deserialize, get_method, serialize
 from keras_lfr.methods.base import CLEAN_TERMS
+
+
+# How the ε ramp rises from 0 to 1 (`RobustModel.epsilon_scale`).
+WARMUP_SHAPES = ("linear", "cosine")
 
 
 def _num_replicas():
@@ -51,14 +56,18 @@ class RobustModel(keras.Model):
         awp_warmup_steps: Optimizer steps trained without AWP before it
             starts (e.g. epochs × steps per epoch). Defaults to `0`.
         epsilon_warmup: Optimizer steps over which the radius and the step
-            of the inner maximisation ramp linearly from 0 to the method's
-            `epsilon` and `step_size` (step t trains at the fraction
-            min(1, t / `epsilon_warmup`)); `0` trains at the full radius from
-            the first step. The ramp is computed from `optimizer.iterations`
+            of the inner maximisation ramp from 0 to the method's `epsilon`
+            and `step_size` (with the linear shape, step t trains at the
+            fraction min(1, t / `epsilon_warmup`)); `0` trains at the full
+            radius from the first step. The ramp is computed from `optimizer.iterations`
             inside the compiled step, so it needs no callback, never retraces
             and resumes with the optimizer. Ramping ε is the usual cure for
             adversarial training that stalls at ε = 0.3 from scratch.
             Defaults to `0`.
+        epsilon_warmup_shape: How the ramp rises: `"linear"`, or
+            `"cosine"` ((1 − cos(π t / `epsilon_warmup`)) / 2, slow at
+            both ends: it approaches the full radius gently). Defaults to
+            `"linear"`.
         name: Name of the wrapper. Defaults to `None` (derived from `model`).
         **hyperparameters: Keyword arguments of the method, e.g. `epsilon`,
             `step_size`, `steps`, `lam`.
@@ -82,6 +91,7 @@ class RobustModel(keras.Model):
         awp_gamma=0.0,
         awp_warmup_steps=0,
         epsilon_warmup=0,
+        epsilon_warmup_shape="linear",
         name=None,
         **hyperparameters,
     ):
@@ -101,6 +111,9 @@ class RobustModel(keras.Model):
         awp_gamma = _validation.non_negative_float("awp_gamma", awp_gamma)
         awp_warmup_steps = _validation.non_negative_int("awp_warmup_steps", awp_warmup_steps)
         epsilon_warmup = _validation.non_negative_int("epsilon_warmup", epsilon_warmup)
+        epsilon_warmup_shape = _validation.one_of(
+            "epsilon_warmup_shape", epsilon_warmup_shape, WARMUP_SHAPES
+        )
         method = get_method(method, **hyperparameters)
         if awp_gamma:
             method = AWP(base=method, gamma=awp_gamma, warmup_steps=awp_warmup_steps)
@@ -109,6 +122,7 @@ class RobustModel(keras.Model):
         self.method = method
         self.seed = seed
         self.epsilon_warmup = epsilon_warmup
+        self.epsilon_warmup_shape = epsilon_warmup_shape
         self.term_trackers = [keras.metrics.Mean(name=term) for term in method.terms]
         self._gradient_fn = self.compute_gradients
         checks.warn_if_not_logits(model)
@@ -210,13 +224,17 @@ class RobustModel(keras.Model):
     def epsilon_scale(self):
         """The fraction of the inner radius and step used at the current step.
 
-        min(1, `optimizer.iterations` / `epsilon_warmup`), a float32 scalar;
-        exactly `1.0` (a Python float) without a warm-up.
+        With t = min(1, `optimizer.iterations` / `epsilon_warmup`): t for the
+        linear shape, (1 − cos(π t)) / 2 for the cosine one; a float32
+        scalar, exactly `1.0` (a Python float) without a warm-up.
         """
         if not self.epsilon_warmup:
             return 1.0
         step = tf.cast(self.optimizer.iterations, tf.float32)
-        return tf.minimum(1.0, step / float(self.epsilon_warmup))
+        t = tf.minimum(1.0, step / float(self.epsilon_warmup))
+        if self.epsilon_warmup_shape == "cosine":
+            return 0.5 * (1.0 - tf.cos(math.pi * t))
+        return t
 
     def compute_gradients(self, x, labels, sample_weight, seed, scale=1.0):
         """Runs the method on the local batch and returns gradients and logs.
@@ -283,6 +301,7 @@ class RobustModel(keras.Model):
             "method": serialize(self.method),
             "seed": self.seed,
             "epsilon_warmup": self.epsilon_warmup,
+            "epsilon_warmup_shape": self.epsilon_warmup_shape,
         }
 
     @classmethod
@@ -355,7 +374,9 @@ def wrap(model, method="lfr", **hyperparameters):
             `keras_lfr.methods.available_methods()`. Defaults to `"lfr"`.
         **hyperparameters: The method's hyperparameters (for `"lfr"`:
             `epsilon`, `step_size`, `steps`, `lam`, `clip_min`, `clip_max`,
-            `random_start`) and the wrapper's `seed` and `name`.
+            `random_start`) and the wrapper's (`RobustModel`'s) `seed`,
+            `awp_gamma`, `awp_warmup_steps`, `epsilon_warmup`,
+            `epsilon_warmup_shape` and `name`.
 
     Returns:
         A `RobustModel`.

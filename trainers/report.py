@@ -36,6 +36,8 @@ NAMES = {
     "lfr_ramp10_e24": "LFR, 10-epoch ε ramp, 24 epochs",
     "lfr_ramp10_e24_seed1": "LFR, 10-epoch ε ramp, 24 epochs, seed 1",
     "pgd_at_ramp10_e24": "AT, 10-epoch ε ramp, 24 epochs",
+    "lfr_cos10_e24": "LFR, 10-epoch cosine ε ramp, 24 epochs",
+    "lfr_cos10_e24_seed1": "LFR, 10-epoch cosine ε ramp, 24 epochs, seed 1",
 }
 
 

@@ -99,7 +99,12 @@ class TrainConfig:
         "TRADES' MNIST script uses 0.5).",
     )
     epsilon_warmup_epochs: float = option(
-        0.0, "Epochs over which epsilon and the inner step ramp linearly from 0 to their targets."
+        0.0, "Epochs over which epsilon and the inner step ramp from 0 to their targets."
+    )
+    epsilon_warmup_shape: str = option(
+        "linear",
+        "Shape of the epsilon ramp: linear, or cosine ((1 - cos(pi t)) / 2: slow at both ends).",
+        choices=list(keras_lfr.model.WARMUP_SHAPES),
     )
     # Method hyperparameters: None means the method's own default (for LFR the
     # paper's MNIST setting: epsilon 0.3, step 0.01, 40 steps, lam 0.02).
@@ -320,6 +325,7 @@ def train_and_evaluate(config, workdir, callbacks=(), fresh=False):
             awp_gamma=config.awp_gamma,
             awp_warmup_steps=config.awp_warmup * steps_per_epoch,
             epsilon_warmup=int(round(config.epsilon_warmup_epochs * steps_per_epoch)),
+            epsilon_warmup_shape=config.epsilon_warmup_shape,
             **method_hyperparameters(config),
         )
         model.compile(
