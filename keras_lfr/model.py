@@ -10,7 +10,6 @@ from keras_lfr import _seed_state, _validation, callbacks, checks, ops
 from keras_lfr.methods import AWP, deserialize, get_method, serialize
 from keras_lfr.methods.base import CLEAN_TERMS
 
-
 # How the ε ramp rises from 0 to 1 (`RobustModel.epsilon_scale`).
 WARMUP_SHAPES = ("linear", "cosine")
 
@@ -346,7 +345,7 @@ class LFRModel(RobustModel):
             `clip_min`, `clip_max` (pixel range, default `0.0`, `1.0`) and
             `random_start` (`"normal"` for x + 0.001·N(0, 1), `"uniform"` or
             `"none"`; default `"normal"`); and the wrapper's `awp_gamma`,
-            `awp_warmup_steps` and `epsilon_warmup`.
+            `awp_warmup_steps`, `epsilon_warmup` and `epsilon_warmup_shape`.
 
     Raises:
         ValueError: If a hyperparameter is invalid.

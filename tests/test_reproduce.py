@@ -170,6 +170,14 @@ def test_printed_train_commands_match_the_budget():
     assert seed == dataclasses.replace(
         budgets.BUDGETS["fast"].train_config("lfr_ramp10_e24"), seed=1
     )
+    # The cosine-ramp rows differ from the 24-epoch row in the ramp's shape only.
+    for suffix, seed in (("", 0), ("_seed1", 1)):
+        cosine = budgets.BUDGETS["fast"].train_config(f"lfr_cos10_e24{suffix}")
+        assert cosine == dataclasses.replace(
+            budgets.BUDGETS["fast"].train_config("lfr_ramp10_e24"),
+            epsilon_warmup_shape="cosine",
+            seed=seed,
+        )
 
 
 def test_each_budget_and_dataset_writes_its_own_report_section(tmp_path):

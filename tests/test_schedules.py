@@ -62,21 +62,52 @@ def test_epsilon_scale_follows_the_optimizer_step(jit_compile):
     assert "epsilon_scale" not in plain.train_on_batch(x, y, return_dict=True)
 
 
-def test_epsilon_warmup_round_trips_and_resumes_with_the_optimizer(tmp_path):
-    model = keras_lfr.wrap(tiny_model(), method="trades", steps=1, epsilon_warmup=10)
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+def test_cosine_ramp_follows_half_a_cosine(jit_compile):
+    model = keras_lfr.wrap(
+        tiny_model(),
+        method="pgd_at",
+        epsilon=0.2,
+        steps=1,
+        epsilon_warmup=6,
+        epsilon_warmup_shape="cosine",
+    )
+    model.compile(optimizer=keras.optimizers.SGD(0.0), jit_compile=jit_compile)
+    x, y = tiny_batch(batch=8)
+    seen = []
+    for _ in range(8):
+        logs = model.train_on_batch(x, y, return_dict=True)
+        seen.append(logs["epsilon_scale"])
+    # (1 - cos(pi t / 6)) / 2 at t = 0..7, written out: 0, 1/4 - √3/8 ... 1, 1.
+    expected = [0.0, (2 - 3**0.5) / 4, 0.25, 0.5, 0.75, (2 + 3**0.5) / 4, 1.0, 1.0]
+    assert seen == pytest.approx(expected, abs=1e-6)
+    # Gentler than the linear ramp near the target, steeper in the middle.
+    assert seen[6] - seen[5] < 1 / 6 < seen[3] - seen[2]
+
+
+@pytest.mark.parametrize(
+    "shape, fraction", [("linear", 0.4), ("cosine", (1 - math.cos(0.4 * math.pi)) / 2)]
+)
+def test_epsilon_warmup_round_trips_and_resumes_with_the_optimizer(tmp_path, shape, fraction):
+    model = keras_lfr.wrap(
+        tiny_model(), method="trades", steps=1, epsilon_warmup=10, epsilon_warmup_shape=shape
+    )
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     x, y = tiny_batch(batch=16)
     model.fit(x, y, batch_size=4, epochs=1, verbose=0)  # 4 steps
     path = str(tmp_path / "m.keras")
     model.save(path)
     loaded = keras.models.load_model(path)
-    assert loaded.epsilon_warmup == 10
-    assert float(loaded.epsilon_scale()) == pytest.approx(0.4)
+    assert (loaded.epsilon_warmup, loaded.epsilon_warmup_shape) == (10, shape)
+    assert float(loaded.epsilon_scale()) == pytest.approx(fraction, abs=1e-6)
 
 
-def test_invalid_epsilon_warmup_is_refused():
-    with pytest.raises(ValueError, match="epsilon_warmup=-1"):
-        keras_lfr.wrap(tiny_model(), method="pgd_at", epsilon_warmup=-1)
+@pytest.mark.parametrize(
+    "argument, value", [("epsilon_warmup", -1), ("epsilon_warmup_shape", "exponential")]
+)
+def test_invalid_epsilon_warmup_is_refused(argument, value):
+    with pytest.raises(ValueError, match=f"{argument}={value!r}"):
+        keras_lfr.wrap(tiny_model(), method="pgd_at", **{argument: value})
 
 
 def test_trainer_ramp_reaches_epsilon_on_its_epoch(tmp_path):
