@@ -224,6 +224,33 @@ def test_evaluate_runs_a_chosen_subset_and_rejects_unknown_attacks():
         evaluate.evaluate(config)
 
 
+def test_evaluate_runs_the_sanity_checks_on_the_chosen_images(monkeypatch):
+    seen = {}
+
+    def recorder(model, x, y, *, epsilon, queries):
+        seen.update(x=np.asarray(x), y=np.asarray(y), epsilon=epsilon, queries=queries)
+        return [evaluation.Check("recorded", True, "")]
+
+    monkeypatch.setattr(keras_lfr.evaluation, "sanity_checks", recorder)
+    config = evaluate.EvalConfig(
+        weights=str(REFERENCE_WEIGHTS),
+        examples=8,
+        batch_size=8,
+        attacks=("pgd40",),
+        epsilon=0.2,
+        sanity_checks=True,
+        check_examples=12,
+        check_queries=5000,
+        verbose=0,
+    )
+    output = evaluate.evaluate(config)
+    x, y = evaluate.test_batch("mnist", 12)
+    np.testing.assert_array_equal(seen["x"], x)
+    np.testing.assert_array_equal(seen["y"], y)
+    assert (seen["epsilon"], seen["queries"]) == (0.2, 5000)
+    assert output["sanity_checks"] == [{"name": "recorded", "passed": True, "detail": ""}]
+
+
 def test_sanity_check_gaps_of_exactly_the_tolerance_pass():
     at_most = evaluation._at_most
     assert 0.96 - 0.94 > 0.02  # float round-off: the reason for the helper

@@ -57,6 +57,10 @@ class EvalConfig:
         "worst case is the same, faster; per-attack columns become cumulative.",
     )
     sanity_checks: bool = option(False, "Also run the gradient-masking sanity checks.")
+    check_examples: int = option(500, "Sanity checks on the first N test images.")
+    check_queries: int = option(
+        1000, "Square attack queries of the sanity checks (reproduce's budgets: 5000)."
+    )
     flatness: bool = option(
         False,
         "Also report the local flatness γ(x, ε) (5 steps of ε/3, best iterate: the fast "
@@ -145,8 +149,10 @@ def evaluate(config):
         "examples_per_second": results["examples"] / seconds,
     }
     if config.sanity_checks:
-        x, y = test_batch(config.dataset, 500, config.data_dir)
-        checks = keras_lfr.evaluation.sanity_checks(model, x, y, epsilon=config.epsilon)
+        x, y = test_batch(config.dataset, config.check_examples, config.data_dir)
+        checks = keras_lfr.evaluation.sanity_checks(
+            model, x, y, epsilon=config.epsilon, queries=config.check_queries
+        )
         output["sanity_checks"] = [dataclasses.asdict(c) for c in checks]
     if config.flatness:
         x, y = test_batch(config.dataset, min(config.examples or 1000, 1000), config.data_dir)
