@@ -217,3 +217,13 @@ def test_bare_reproduce_trains_the_table_rows_and_no_exploratory_variant():
     assert "lfr_ramp10_e24" in default
     assert not set(budgets.EXPLORATORY) & set(default)
     assert printed("--methods=lfr,lfr_lam005") == ["lfr", "lfr_lam005"]
+
+
+def test_every_method_has_its_own_row_name_and_every_variant_trains_a_method():
+    labels = [report.NAMES[method] for method in reproduce.METHODS]
+    assert len(set(labels)) == len(labels)
+    for name, variant in budgets.VARIANTS.items():
+        assert variant.method in keras_lfr.available_methods()
+        # A variant's changes are `TrainConfig` fields (a typo would fail here).
+        config = budgets.BUDGETS["fast"].train_config(name)
+        assert all(getattr(config, field) == value for field, value in variant.changes.items())

@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+from typing import NamedTuple
 
 from trainers import train
 
@@ -49,7 +50,7 @@ class Budget:
             fields["epsilon"] = EPSILON[dataset]
             fields["step_size"] = round(fields["step_size"] * EPSILON[dataset] / 0.3, 6)
         if method in VARIANTS:
-            method, changes = VARIANTS[method]
+            method, changes = VARIANTS[method].method, VARIANTS[method].changes
             fields.update(changes)
             if "awp_gamma" in changes:
                 # AWP switches on when the ε ramp is over (at once without one).
@@ -64,50 +65,66 @@ class Budget:
         return train.TrainConfig(**{**fields, **overrides})
 
 
-# Rows of the tables that train a method with some settings changed: name ->
-# (method, `TrainConfig` fields). The AWP rows add Adversarial Weight
-# Perturbation of γ = 0.005 (the AWP paper's value for TRADES-AWP); LFR at
-# λ = 0.05 is the reduced-budget sweep's best λ (docs/RESULTS.md, Fig. 3).
+class Variant(NamedTuple):
+    """A method trained with some `TrainConfig` fields changed.
+
+    `label` names its rows in the tables and figures; an exploratory variant
+    explores a method's settings rather than fills a row of the tables: it is
+    trained only when named (`reproduce --methods`) and reported in
+    docs/RESULTS.md's prose.
+    """
+
+    method: str
+    changes: dict
+    label: str
+    exploratory: bool = False
+
+
+_RAMP10_E24 = {"epsilon_warmup_epochs": 10, "epochs": 24}
+_COSINE10_E24 = {**_RAMP10_E24, "epsilon_warmup_shape": "cosine"}
+
+# The variants by name. The AWP rows add Adversarial Weight Perturbation of
+# γ = 0.005 (the AWP paper's value for TRADES-AWP); LFR at λ = 0.05 is the
+# reduced-budget sweep's best λ (docs/RESULTS.md, Fig. 3).
 VARIANTS = {
-    "trades_awp": ("trades", {"awp_gamma": 0.005}),
-    "lfr_awp": ("lfr", {"awp_gamma": 0.005}),
-    "lfr_lam005": ("lfr", {"lam": 0.05}),
+    "trades_awp": Variant("trades", {"awp_gamma": 0.005}, "TRADES-AWP"),
+    "lfr_awp": Variant("lfr", {"awp_gamma": 0.005}, "LFR-AWP"),
+    "lfr_lam005": Variant("lfr", {"lam": 0.05}, "LFR, λ = 0.05", exploratory=True),
     # LFR with ε ramped over 10 epochs instead of 5: longer at radii where the
     # loss can still saturate over the ball, which LFR needs to become robust
     # in 20 epochs (docs/RESULTS.md, "Why LFR falls short with the shared
     # recipe"); PGD-AT and TRADES with the same ramp, like for like.
-    "pgd_at_ramp10": ("pgd_at", {"epsilon_warmup_epochs": 10}),
-    "trades_ramp10": ("trades", {"epsilon_warmup_epochs": 10}),
-    "lfr_ramp10": ("lfr", {"epsilon_warmup_epochs": 10}),
+    "pgd_at_ramp10": Variant("pgd_at", {"epsilon_warmup_epochs": 10}, "AT, 10-epoch ε ramp"),
+    "trades_ramp10": Variant("trades", {"epsilon_warmup_epochs": 10}, "TRADES, 10-epoch ε ramp"),
+    "lfr_ramp10": Variant("lfr", {"epsilon_warmup_epochs": 10}, "LFR, 10-epoch ε ramp"),
     # LFR with the 10-epoch ramp trained 24 epochs instead of 20 (49 minutes
     # alone; a table row), and, exploratory, the same from another seed (how
     # much of a difference of a few images between two runs is noise).
-    "lfr_ramp10_e24": ("lfr", {"epsilon_warmup_epochs": 10, "epochs": 24}),
-    "lfr_ramp10_e24_seed1": ("lfr", {"epsilon_warmup_epochs": 10, "epochs": 24, "seed": 1}),
-    # PGD-AT with LFR's 24-epoch settings, like for like (exploratory).
-    "pgd_at_ramp10_e24": ("pgd_at", {"epsilon_warmup_epochs": 10, "epochs": 24}),
-    # LFR's 24-epoch row with a cosine ramp, which nears ε = 0.3 more gently
-    # (where seed 1 fell towards small margins), from both seeds (exploratory).
-    "lfr_cos10_e24": (
+    "lfr_ramp10_e24": Variant("lfr", _RAMP10_E24, "LFR, 10-epoch ε ramp, 24 epochs"),
+    "lfr_ramp10_e24_seed1": Variant(
         "lfr",
-        {"epsilon_warmup_epochs": 10, "epsilon_warmup_shape": "cosine", "epochs": 24},
+        {**_RAMP10_E24, "seed": 1},
+        "LFR, 10-epoch ε ramp, 24 epochs, seed 1",
+        exploratory=True,
     ),
-    "lfr_cos10_e24_seed1": (
+    # PGD-AT with LFR's 24-epoch settings, like for like.
+    "pgd_at_ramp10_e24": Variant(
+        "pgd_at", _RAMP10_E24, "AT, 10-epoch ε ramp, 24 epochs", exploratory=True
+    ),
+    # LFR's 24-epoch row with a cosine ramp, which nears ε = 0.3 more gently
+    # (where seed 1 fell towards small margins), from both seeds.
+    "lfr_cos10_e24": Variant(
+        "lfr", _COSINE10_E24, "LFR, 10-epoch cosine ε ramp, 24 epochs", exploratory=True
+    ),
+    "lfr_cos10_e24_seed1": Variant(
         "lfr",
-        {"epsilon_warmup_epochs": 10, "epsilon_warmup_shape": "cosine", "epochs": 24, "seed": 1},
+        {**_COSINE10_E24, "seed": 1},
+        "LFR, 10-epoch cosine ε ramp, 24 epochs, seed 1",
+        exploratory=True,
     ),
 }
 
-# Variants that explore a method's settings rather than fill a row of the
-# tables: trained only when named (`reproduce --methods`), reported in
-# docs/RESULTS.md's prose.
-EXPLORATORY = (
-    "lfr_lam005",
-    "lfr_ramp10_e24_seed1",
-    "pgd_at_ramp10_e24",
-    "lfr_cos10_e24",
-    "lfr_cos10_e24_seed1",
-)
+EXPLORATORY = tuple(name for name, variant in VARIANTS.items() if variant.exploratory)
 
 # The usual l-inf radius of each dataset.
 EPSILON = {"mnist": 0.3, "fashion_mnist": 0.1}

@@ -113,7 +113,9 @@ def curve_figure(histories, path):
     # A variant is drawn in its base method's colour, with one line style per
     # set of settings it changes (so every AWP row shares one, every ε ramp
     # row another); the methods themselves are solid.
-    rows = {m: VARIANTS.get(m, (m, {})) for m in curves}
+    rows = {
+        m: (VARIANTS[m].method, VARIANTS[m].changes) if m in VARIANTS else (m, {}) for m in curves
+    }
     bases = dict.fromkeys(base for base, _ in rows.values())
     colours = dict(zip(bases, itertools.cycle(plt.get_cmap("tab10").colors)))
     changes = dict.fromkeys([(), *(tuple(sorted(changed)) for _, changed in rows.values())])

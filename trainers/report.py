@@ -6,7 +6,7 @@ import platform
 import tensorflow as tf
 
 from trainers import train
-from trainers.budgets import EPSILON, Budget
+from trainers.budgets import EPSILON, VARIANTS, Budget
 
 BEGIN, END = "<!-- reproduce:begin -->", "<!-- reproduce:end -->"
 
@@ -19,6 +19,7 @@ PAPER_TABLE = {
     "lfr": (99.47, 98.14, 96.82, 96.01, 96.89),
 }
 PAPER_COLUMNS = ("clean", "fgsm", "pgd40", "mi_fgsm", "ddn")
+# The rows' names in the tables and figures.
 NAMES = {
     "standard": "Standard",
     "pgd_at": "AT",
@@ -27,17 +28,7 @@ NAMES = {
     "lfr": "LFR",
     "adr": "ADR",
     "lsp": "LSP",
-    "trades_awp": "TRADES-AWP",
-    "lfr_awp": "LFR-AWP",
-    "lfr_lam005": "LFR, λ = 0.05",
-    "lfr_ramp10": "LFR, 10-epoch ε ramp",
-    "pgd_at_ramp10": "AT, 10-epoch ε ramp",
-    "trades_ramp10": "TRADES, 10-epoch ε ramp",
-    "lfr_ramp10_e24": "LFR, 10-epoch ε ramp, 24 epochs",
-    "lfr_ramp10_e24_seed1": "LFR, 10-epoch ε ramp, 24 epochs, seed 1",
-    "pgd_at_ramp10_e24": "AT, 10-epoch ε ramp, 24 epochs",
-    "lfr_cos10_e24": "LFR, 10-epoch cosine ε ramp, 24 epochs",
-    "lfr_cos10_e24_seed1": "LFR, 10-epoch cosine ε ramp, 24 epochs, seed 1",
+    **{name: variant.label for name, variant in VARIANTS.items()},
 }
 
 
