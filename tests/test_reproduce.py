@@ -214,7 +214,7 @@ def test_bare_reproduce_trains_the_table_rows_and_no_exploratory_variant():
     default = printed()
     assert default == list(reproduce.TABLE_METHODS)
     assert {"trades_awp", "lfr_awp", "pgd_at_ramp10", "trades_ramp10", "lfr_ramp10"} <= set(default)
-    assert "lfr_ramp10_e24" in default
+    assert {"lfr_ramp10_e24", "lfr_cos10_e24"} <= set(default)
     assert not set(budgets.EXPLORATORY) & set(default)
     assert printed("--methods=lfr,lfr_lam005") == ["lfr", "lfr_lam005"]
 
