@@ -7,7 +7,7 @@ r"""Reproduces the LFR paper's MNIST experiments: Table 1, Figures 1–2, γ per
 
 Trains Standard, PGD-AT, TRADES, LLR, LFR, ADR, LSP and the variants
 TRADES-AWP, LFR-AWP, PGD-AT, TRADES and LFR with a 10-epoch ε ramp, and LFR
-with that ramp for 24 epochs (`budgets.VARIANTS`; `--methods` picks some, or
+with that ramp, linear or cosine, for 24 epochs (`budgets.VARIANTS`; `--methods` picks some, or
 adds the exploratory variants of `budgets.EXPLORATORY` such as
 `lfr_lam005`, LFR at λ = 0.05) with the same model, data and train step
 (only the objective differs, and the ε ramp and epochs of the ramp
