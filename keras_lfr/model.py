@@ -58,9 +58,9 @@ class RobustModel(keras.Model):
             of the inner maximisation ramp from 0 to the method's `epsilon`
             and `step_size` (with the linear shape, step t trains at the
             fraction min(1, t / `epsilon_warmup`)); `0` trains at the full
-            radius from the first step. The ramp is computed from `optimizer.iterations`
-            inside the compiled step, so it needs no callback, never retraces
-            and resumes with the optimizer. Ramping ε is the usual cure for
+            radius from the first step. The ramp is computed from
+            `optimizer.iterations` inside the compiled step, so it needs no
+            callback, never retraces and resumes with the optimizer. Ramping ε is the usual cure for
             adversarial training that stalls at ε = 0.3 from scratch.
             Defaults to `0`.
         epsilon_warmup_shape: How the ramp rises: `"linear"`, or

@@ -79,9 +79,23 @@ class Variant(NamedTuple):
     label: str
     exploratory: bool = False
 
+    def with_seed(self, seed):
+        """The same variant from another seed, an exploratory one."""
+        return Variant(
+            self.method,
+            {**self.changes, "seed": seed},
+            f"{self.label}, seed {seed}",
+            exploratory=True,
+        )
+
 
 _RAMP10_E24 = {"epsilon_warmup_epochs": 10, "epochs": 24}
-_COSINE10_E24 = {**_RAMP10_E24, "epsilon_warmup_shape": "cosine"}
+_LFR_RAMP10_E24 = Variant("lfr", _RAMP10_E24, "LFR, 10-epoch ε ramp, 24 epochs")
+_LFR_COSINE10_E24 = Variant(
+    "lfr",
+    {**_RAMP10_E24, "epsilon_warmup_shape": "cosine"},
+    "LFR, 10-epoch cosine ε ramp, 24 epochs",
+)
 
 # The variants by name. The AWP rows add Adversarial Weight Perturbation of
 # γ = 0.005 (the AWP paper's value for TRADES-AWP); LFR at λ = 0.05 is the
@@ -100,13 +114,8 @@ VARIANTS = {
     # LFR with the 10-epoch ramp trained 24 epochs instead of 20 (49 minutes
     # alone; a table row), and, exploratory, the same from another seed (how
     # much of a difference of a few images between two runs is noise).
-    "lfr_ramp10_e24": Variant("lfr", _RAMP10_E24, "LFR, 10-epoch ε ramp, 24 epochs"),
-    "lfr_ramp10_e24_seed1": Variant(
-        "lfr",
-        {**_RAMP10_E24, "seed": 1},
-        "LFR, 10-epoch ε ramp, 24 epochs, seed 1",
-        exploratory=True,
-    ),
+    "lfr_ramp10_e24": _LFR_RAMP10_E24,
+    "lfr_ramp10_e24_seed1": _LFR_RAMP10_E24.with_seed(1),
     # PGD-AT with LFR's 24-epoch settings, like for like.
     "pgd_at_ramp10_e24": Variant(
         "pgd_at", _RAMP10_E24, "AT, 10-epoch ε ramp, 24 epochs", exploratory=True
@@ -114,13 +123,8 @@ VARIANTS = {
     # LFR's 24-epoch row with a cosine ramp, which nears ε = 0.3 more gently
     # (where seed 1 fell towards small margins): a table row (the README's
     # LFR command), and the same from seed 1.
-    "lfr_cos10_e24": Variant("lfr", _COSINE10_E24, "LFR, 10-epoch cosine ε ramp, 24 epochs"),
-    "lfr_cos10_e24_seed1": Variant(
-        "lfr",
-        {**_COSINE10_E24, "seed": 1},
-        "LFR, 10-epoch cosine ε ramp, 24 epochs, seed 1",
-        exploratory=True,
-    ),
+    "lfr_cos10_e24": _LFR_COSINE10_E24,
+    "lfr_cos10_e24_seed1": _LFR_COSINE10_E24.with_seed(1),
 }
 
 EXPLORATORY = tuple(name for name, variant in VARIANTS.items() if variant.exploratory)
