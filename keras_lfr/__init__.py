@@ -10,18 +10,20 @@ from keras_lfr import (
     callbacks,
     checks,
     data,
+    defaults,
     distributed,
     evaluation,
     methods,
     models,
     ops,
     surfaces,
+    zoo,
 )
 from keras_lfr.export import export
 from keras_lfr.methods import available_methods, local_flatness
-from keras_lfr.model import LFRModel, RobustModel, wrap
+from keras_lfr.robust_model import LFRModel, RobustModel, wrap
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "LFRModel",
@@ -31,6 +33,7 @@ __all__ = [
     "callbacks",
     "checks",
     "data",
+    "defaults",
     "distributed",
     "evaluation",
     "export",
@@ -40,4 +43,5 @@ __all__ = [
     "ops",
     "surfaces",
     "wrap",
+    "zoo",
 ]

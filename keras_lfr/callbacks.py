@@ -8,7 +8,24 @@ import warnings
 import keras
 import numpy as np
 
-from keras_lfr import _validation, attacks, evaluation, ops
+from keras_lfr import _validation, attacks, defaults, evaluation, ops
+
+
+def default_attack(model):
+    """PGD-10 with steps of ε/10 at the model's own threat model (or the paper's).
+
+    Args:
+        model: A `keras_lfr.RobustModel` (its `threat_model()` gives ε and
+            the pixel range) or any other model (ε = 0.3 on [0, 1]).
+
+    Returns:
+        An attack `fn(model, x, y) -> x_adv`.
+    """
+    ball = {"epsilon": defaults.PAPER_EPSILON, "clip_min": 0.0, "clip_max": 1.0}
+    threat_model = getattr(model, "threat_model", None)
+    if threat_model is not None:
+        ball.update({k: v for k, v in threat_model().items() if v is not None})
+    return functools.partial(attacks.pgd, step_size=ball["epsilon"] / 10, steps=10, **ball)
 
 
 class AttackEvaluation(keras.callbacks.Callback):
@@ -22,7 +39,10 @@ class AttackEvaluation(keras.callbacks.Callback):
         x: Held-out images (a few hundred keep it cheap).
         y: Their integer or one-hot labels.
         attacks_by_name: Dict of name -> `fn(model, x, y) -> x_adv`. Defaults
-            to `None`: PGD-10 with ε = 0.3 and step 0.03, named `"pgd"`.
+            to `None`: PGD-10 with steps of ε/10, named `"pgd"`, at the
+            radius and pixel range the model is trained for when it is a
+            `keras_lfr.RobustModel` (`threat_model()`), else at the paper's
+            ε = 0.3 on [0, 1] (`keras_lfr.defaults`).
         every: Evaluate every `every` epochs (and after the last one).
             Defaults to `1`.
         batch_size: Examples per attack batch. Defaults to `256`.
@@ -38,11 +58,7 @@ class AttackEvaluation(keras.callbacks.Callback):
         super().__init__()
         self.x = np.asarray(x, dtype="float32")
         self.y = np.asarray(ops.sparse_labels(y))
-        if attacks_by_name is None:
-            attacks_by_name = {
-                "pgd": functools.partial(attacks.pgd, epsilon=0.3, step_size=0.03, steps=10)
-            }
-        self.attacks_by_name = dict(attacks_by_name)
+        self.attacks_by_name = None if attacks_by_name is None else dict(attacks_by_name)
         self.every = _validation.positive_int("every", every)
         self.batch_size = _validation.positive_int("batch_size", batch_size)
         self._compiled = None
@@ -51,6 +67,8 @@ class AttackEvaluation(keras.callbacks.Callback):
         last = self.params.get("epochs") if self.params else None
         if (epoch + 1) % self.every and epoch + 1 != last:
             return
+        if self.attacks_by_name is None:
+            self.attacks_by_name = {"pgd": default_attack(self.model)}
         if self._compiled is None:
             self._compiled = {
                 name: evaluation.correct_under(self.model, attack)

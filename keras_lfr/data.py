@@ -12,6 +12,8 @@ import socket
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from keras_lfr import defaults
+
 
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
@@ -20,12 +22,17 @@ class DatasetInfo:
     name: str
     image_shape: tuple
     num_classes: int
+    # The standard l-inf radius on pixels in [0, 1] (`keras_lfr.defaults.EPSILON`).
+    epsilon: float
 
 
 DATASETS = {
-    "mnist": DatasetInfo("mnist", (28, 28, 1), 10),
-    "fashion_mnist": DatasetInfo("fashion_mnist", (28, 28, 1), 10),
-    "cifar10": DatasetInfo("cifar10", (32, 32, 3), 10),
+    name: DatasetInfo(name, shape, 10, defaults.EPSILON[name])
+    for name, shape in (
+        ("mnist", (28, 28, 1)),
+        ("fashion_mnist", (28, 28, 1)),
+        ("cifar10", (32, 32, 3)),
+    )
 }
 
 

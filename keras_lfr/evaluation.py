@@ -8,32 +8,39 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_lfr import _validation, attacks, checks, ops
+from keras_lfr import _validation, attacks, checks, defaults, ops
 
 
-def paper_protocol(epsilon=0.3):
+def paper_protocol(epsilon=defaults.PAPER_EPSILON, clip_min=0.0, clip_max=1.0):
     """The LFR authors' evaluation (Xu et al., ICIP 2020, Table 1).
 
     FGSM: one step of size ε from a uniform random start; PGD-40: step 0.01,
     random start; MI-FGSM: 40 steps of 0.01, decay 0.1; DDN: l2, 20
     iterations, no ε (an example is robust when no adversarial is found).
 
+    Args:
+        epsilon: The l-inf radius. Defaults to `0.3` (the paper's MNIST).
+        clip_min: Smallest pixel value. Defaults to `0.0`.
+        clip_max: Largest pixel value. Defaults to `1.0`.
+
     Returns:
         A dict mapping attack names to functions `(model, x, y) -> x_adv`.
     """
+    pixels = {"clip_min": clip_min, "clip_max": clip_max}
+    paper_steps = {"step_size": defaults.PAPER_STEP_SIZE, "steps": defaults.PAPER_STEPS}
     return {
-        "fgsm": functools.partial(attacks.fgsm, epsilon=epsilon, random_start=True),
+        "fgsm": functools.partial(attacks.fgsm, epsilon=epsilon, random_start=True, **pixels),
         "pgd40": functools.partial(
-            attacks.pgd, epsilon=epsilon, step_size=0.01, steps=40, random_start=True
+            attacks.pgd, epsilon=epsilon, random_start=True, **paper_steps, **pixels
         ),
         "mi_fgsm": functools.partial(
-            attacks.mi_fgsm, epsilon=epsilon, step_size=0.01, steps=40, decay=0.1
+            attacks.mi_fgsm, epsilon=epsilon, decay=0.1, **paper_steps, **pixels
         ),
-        "ddn": functools.partial(attacks.ddn, steps=20),
+        "ddn": functools.partial(attacks.ddn, steps=20, **pixels),
     }
 
 
-def strong_protocol(epsilon=0.3, queries=5000):
+def strong_protocol(epsilon=defaults.PAPER_EPSILON, queries=5000, clip_min=0.0, clip_max=1.0):
     """APGD-CE, APGD-T (targeted DLR, 9 targets) and Square, worst case per example.
 
     The white-box attacks of AutoAttack (Croce & Hein, ICML 2020) with 100
@@ -41,16 +48,21 @@ def strong_protocol(epsilon=0.3, queries=5000):
     which gradient masking cannot fool, on AutoAttack's fixed p schedule
     (`rescale_schedule=False`).
 
+    Args:
+        epsilon: The l-inf radius. Defaults to `0.3` (the paper's MNIST).
+        queries: Square attack queries. Defaults to `5000`.
+        clip_min: Smallest pixel value. Defaults to `0.0`.
+        clip_max: Largest pixel value. Defaults to `1.0`.
+
     Returns:
         A dict mapping attack names to functions `(model, x, y) -> x_adv`.
     """
+    ball = {"epsilon": epsilon, "clip_min": clip_min, "clip_max": clip_max}
     return {
-        "apgd_ce": functools.partial(attacks.apgd, epsilon=epsilon, steps=100, loss="ce"),
-        "apgd_t": functools.partial(
-            attacks.apgd, epsilon=epsilon, steps=100, loss="dlr", num_targets=9
-        ),
+        "apgd_ce": functools.partial(attacks.apgd, steps=100, loss="ce", **ball),
+        "apgd_t": functools.partial(attacks.apgd, steps=100, loss="dlr", num_targets=9, **ball),
         "square": functools.partial(
-            attacks.square, epsilon=epsilon, queries=queries, rescale_schedule=False
+            attacks.square, queries=queries, rescale_schedule=False, **ball
         ),
     }
 
@@ -239,9 +251,9 @@ def sanity_checks(
     x,
     y,
     *,
-    epsilon=0.3,
-    step_size=0.01,
-    steps=40,
+    epsilon=defaults.PAPER_EPSILON,
+    step_size=defaults.PAPER_STEP_SIZE,
+    steps=defaults.PAPER_STEPS,
     tolerance=0.02,
     queries=1000,
     verbose=True,

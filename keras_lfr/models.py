@@ -1,4 +1,4 @@
-"""Model zoo: the architectures used in the LFR paper's experiments."""
+"""Architectures: the LFR paper's SmallCNN, and a pre-activation ResNet-18 for 32×32×3 images."""
 
 import math
 
@@ -88,6 +88,74 @@ def small_cnn(input_shape=(28, 28, 1), num_classes=10, dropout=0.5, dtype=None, 
     outputs = layers.Dense(num_classes, kernel_initializer="zeros", name="fc3", dtype=dtype)(x)
     if dtype is not None:
         # Mixed precision: logits leave the model in float32 (losses, attacks, serving).
+        outputs = layers.Activation("linear", dtype="float32", name="logits")(outputs)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def preact_resnet18(
+    input_shape=(32, 32, 3), num_classes=10, width=64, dtype=None, name="preact_resnet18"
+):
+    """Pre-activation ResNet-18 (He et al., ECCV 2016), the usual CIFAR-10 robust baseline.
+
+    A 3×3 stem, four stages of two pre-activation basic blocks (BatchNorm,
+    ReLU, 3×3 convolution, twice; 1×1 projection shortcuts where the shape
+    changes) with `width`, 2·, 4· and 8·`width` filters and strides 1, 2, 2,
+    2, then BatchNorm, ReLU, global average pooling and a dense layer of
+    logits. The architecture of Rice et al. (2020) and of many adversarial
+    training papers on CIFAR-10.
+
+    Args:
+        input_shape: Shape of one image, NHWC. Defaults to `(32, 32, 3)`.
+        num_classes: Number of logits. Defaults to `10`.
+        width: Filters of the first stage (64 is ResNet-18; smaller values
+            make a cheap model of the same shape). Defaults to `64`.
+        dtype: A dtype policy for the layers, e.g. `"mixed_bfloat16"`; the
+            logits are then cast to float32. Defaults to `None`.
+        name: Model name. Defaults to `"preact_resnet18"`.
+
+    Returns:
+        A functional `keras.Model` (with BatchNorm: `training` matters).
+
+    Example:
+
+    >>> net = keras_lfr.models.preact_resnet18(width=16)
+    >>> net.output_shape
+    (None, 10)
+    """
+    if int(width) < 1:
+        raise ValueError(
+            f"Invalid value for argument `width`. Received: width={width!r}. "
+            "Expected a positive integer."
+        )
+    layers = keras.layers
+
+    def conv(filters, size, stride, layer_name):
+        return layers.Conv2D(
+            filters, size, stride, padding="same", use_bias=False, name=layer_name, dtype=dtype
+        )
+
+    def block(x, filters, stride, block_name):
+        out = layers.BatchNormalization(name=f"{block_name}_bn1", dtype=dtype)(x)
+        out = layers.ReLU(name=f"{block_name}_relu1", dtype=dtype)(out)
+        shortcut = x
+        if stride != 1 or x.shape[-1] != filters:
+            shortcut = conv(filters, 1, stride, f"{block_name}_shortcut")(out)
+        out = conv(filters, 3, stride, f"{block_name}_conv1")(out)
+        out = layers.BatchNormalization(name=f"{block_name}_bn2", dtype=dtype)(out)
+        out = layers.ReLU(name=f"{block_name}_relu2", dtype=dtype)(out)
+        out = conv(filters, 3, 1, f"{block_name}_conv2")(out)
+        return layers.Add(name=f"{block_name}_add", dtype=dtype)([out, shortcut])
+
+    inputs = keras.Input(input_shape, name="images")
+    x = conv(width, 3, 1, "stem")(inputs)
+    for stage, (multiple, stride) in enumerate(((1, 1), (2, 2), (4, 2), (8, 2)), start=1):
+        x = block(x, width * multiple, stride, f"stage{stage}_block1")
+        x = block(x, width * multiple, 1, f"stage{stage}_block2")
+    x = layers.BatchNormalization(name="final_bn", dtype=dtype)(x)
+    x = layers.ReLU(name="final_relu", dtype=dtype)(x)
+    x = layers.GlobalAveragePooling2D(name="pool", dtype=dtype)(x)
+    outputs = layers.Dense(num_classes, name="fc", dtype=dtype)(x)
+    if dtype is not None:
         outputs = layers.Activation("linear", dtype="float32", name="logits")(outputs)
     return keras.Model(inputs, outputs, name=name)
 

@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from keras_lfr import _validation, ops
+from keras_lfr import _validation, defaults, ops
 
 
 def sign_directions(x, seed=0):
@@ -14,7 +14,16 @@ def sign_directions(x, seed=0):
 
 
 def surface(
-    model, x, y, *, radius=0.3, resolution=41, kind="decision", seed=0, clip_min=0.0, clip_max=1.0
+    model,
+    x,
+    y,
+    *,
+    radius=defaults.PAPER_EPSILON,
+    resolution=41,
+    kind="decision",
+    seed=0,
+    clip_min=0.0,
+    clip_max=1.0,
 ):
     """Evaluates a model on the plane x + a·d₁ + b·d₂, |a|, |b| ≤ `radius`.
 

@@ -1,29 +1,40 @@
-"""The named budgets of `trainers.reproduce`: how much each run trains and evaluates."""
+"""The named budgets of `trainers.reproduce`: how much each run trains and evaluates.
+
+A budget is data built by keyword; a variant is a method with some
+`TrainConfig` fields changed. `Budget.train_fields` is the one place where a
+budget, a variant and a dataset become the settings of a training run: both
+the `TrainConfig` (`train_config`) and the printed `trainers.train` command
+(`train_command`) are derived from it.
+"""
 
 import dataclasses
 import math
 from typing import NamedTuple
 
-from trainers import train
+from keras_lfr import defaults
+
+from . import config as config_lib
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Budget:
     """How much training and evaluation a reproduction run does."""
 
     epochs: int
-    train_examples: int | None
+    train_examples: int | None = None
     steps: int
-    step_size: float
-    lr_decay_epochs: tuple
-    eval_examples: int | None
-    strong_examples: int | None
+    # The inner step as a fraction of the dataset's ε (`keras_lfr.defaults`).
+    step_fraction: float
+    lr_decay_epochs: tuple = ()
+    # Test images of the paper protocol (None: all 10,000) and of the strong one.
+    eval_examples: int | None = None
+    strong_examples: int | None = None
     square_queries: int
     check_examples: int
     gamma_examples: int
     figure_resolution: int
     figure_candidates: int
-    # A `trainers.train.RECIPES` name: its optimizer, schedules, precision and
+    # A `trainers.config.RECIPES` name: its optimizer, schedules, precision and
     # dropout apply; the epochs, K and step above win over the recipe's.
     recipe: str = None
     # Attack only the examples still robust (AutoAttack's cascade).
@@ -33,36 +44,61 @@ class Budget:
     # Epochs of the ε ramp; `None` keeps the recipe's (or none without one).
     epsilon_warmup_epochs: float = None
 
-    def train_config(self, method, dataset="mnist", **overrides):
-        """The `trainers.train.TrainConfig` of one model under this budget.
+    def step_size(self, dataset="mnist"):
+        """The inner step on a dataset: `step_fraction` of its standard ε."""
+        return defaults.step_size(defaults.dataset_epsilon(dataset), self.step_fraction)
 
-        Off MNIST, ε is the dataset's (`EPSILON`) and the inner step scales
-        with it.
+    def train_fields(self, method, dataset="mnist"):
+        """The `TrainConfig` fields of one model under this budget, beyond its recipe.
+
+        Off MNIST, ε is the dataset's standard radius (the `TrainConfig`
+        default) and the step the same fraction of it. A field equal to the
+        recipe's value is left out, so these are exactly the flags that
+        `trainers.train --recipe=...` needs.
+
+        Returns:
+            A dict of field name -> value, `method` first.
         """
-        fields = {"epochs": self.epochs, "steps": self.steps, "step_size": self.step_size}
-        if self.recipe:
-            fields = {**train.RECIPES[self.recipe], **fields}
-        else:
+        recipe = config_lib.RECIPES.get(self.recipe, {})
+        fields = {"method": method, "dataset": dataset, "epochs": self.epochs, "steps": self.steps}
+        if recipe.get("step_fraction") != self.step_fraction:
+            fields["step_size"] = self.step_size(dataset)
+        if not self.recipe:
             fields["lr_decay_epochs"] = self.lr_decay_epochs
         if self.epsilon_warmup_epochs is not None:
             fields["epsilon_warmup_epochs"] = self.epsilon_warmup_epochs
-        if EPSILON[dataset] != 0.3:
-            fields["epsilon"] = EPSILON[dataset]
-            fields["step_size"] = round(fields["step_size"] * EPSILON[dataset] / 0.3, 6)
         if method in VARIANTS:
-            method, changes = VARIANTS[method].method, VARIANTS[method].changes
+            fields["method"], changes = VARIANTS[method].method, VARIANTS[method].changes
             fields.update(changes)
             if "awp_gamma" in changes:
                 # AWP switches on when the ε ramp is over (at once without one).
-                fields["awp_warmup"] = math.ceil(fields.get("epsilon_warmup_epochs") or 0)
+                ramp = fields.get("epsilon_warmup_epochs", recipe.get("epsilon_warmup_epochs"))
+                fields["awp_warmup"] = math.ceil(ramp or 0)
         fields.update(
-            method=method,
-            dataset=dataset,
             train_examples=self.train_examples,
             test_examples=self.eval_examples,
             attack_eval_examples=self.curve_examples,
         )
-        return train.TrainConfig(**{**fields, **overrides})
+        defaults_ = config_lib.TrainConfig()
+        return {
+            name: value
+            for name, value in fields.items()
+            if name == "method"
+            or (value != recipe.get(name, getattr(defaults_, name)) and value is not None)
+        }
+
+    def train_config(self, method, dataset="mnist", **overrides):
+        """The `trainers.config.TrainConfig` of one model under this budget."""
+        return config_lib.make(self.recipe, **{**self.train_fields(method, dataset), **overrides})
+
+    def train_command(self, method, dataset, model_dir):
+        """The `trainers.train` command that trains one model of this budget by itself."""
+        args = [f"--recipe={self.recipe}"] if self.recipe else []
+        for name, value in self.train_fields(method, dataset).items():
+            if isinstance(value, tuple | list):
+                value = ",".join(map(str, value))
+            args.append(f"--{name}={value}")
+        return "python -m trainers.train " + " ".join(args) + f" --model_dir={model_dir}"
 
 
 class Variant(NamedTuple):
@@ -129,75 +165,91 @@ VARIANTS = {
 
 EXPLORATORY = tuple(name for name, variant in VARIANTS.items() if variant.exploratory)
 
-# The usual l-inf radius of each dataset.
-EPSILON = {"mnist": 0.3, "fashion_mnist": 0.1}
+# The evaluation sizes shared by the budgets that train on all 60,000 images.
+_FULL_EVALUATION = {
+    "square_queries": 5000,
+    "figure_resolution": 31,
+    "figure_candidates": 100,
+}
 
 BUDGETS = {
-    # The paper: 100 epochs on all 60k images, K = 40 steps of 0.01, ×0.1
-    # after epoch 90; evaluation on the whole test set.
-    "paper": Budget(100, None, 40, 0.01, (90,), None, None, 5000, 500, 1000, 41, 100),
+    # The paper: 100 epochs on all 60k images, K = 40 steps of ε/30 (0.01),
+    # ×0.1 after epoch 90; evaluation on the whole test set.
+    "paper": Budget(
+        epochs=100,
+        steps=40,
+        step_fraction=defaults.PAPER_STEP_FRACTION,
+        lr_decay_epochs=(90,),
+        check_examples=500,
+        gamma_examples=1000,
+        **{**_FULL_EVALUATION, "figure_resolution": 41},
+    ),
     # Under an hour on 2 CPU cores: 3 epochs on 20k images, K = 10. The step
-    # keeps the paper's path length K · step = 0.4 > ε, so the inner max can
-    # still reach the boundary of the ε = 0.3 ball (10 steps of 0.01 cannot).
-    "reduced": Budget(3, 20_000, 10, 0.04, (), 1000, 200, 1000, 200, 200, 31, 100),
+    # (2ε/15, 0.04) keeps the paper's path length K · step = 0.4 > ε, so the
+    # inner max can still reach the boundary of the ε = 0.3 ball (10 steps of
+    # 0.01 cannot).
+    "reduced": Budget(
+        epochs=3,
+        train_examples=20_000,
+        steps=10,
+        step_fraction=2 / 15,
+        eval_examples=1000,
+        strong_examples=200,
+        square_queries=1000,
+        check_examples=200,
+        gamma_examples=200,
+        figure_resolution=31,
+        figure_candidates=100,
+    ),
     # Each model in under an hour on 2 CPU cores: `trainers.train`'s "fast"
-    # recipe (20 epochs on all 60k images, K = 5 of 0.1, ε ramped over 5
+    # recipe (20 epochs on all 60k images, K = 5 of ε/3, ε ramped over 5
     # epochs, Adam + cosine, bfloat16). Paper protocol on the whole test set,
     # strong protocol (Square 5,000 queries, cascade) on the first 1,000.
     "fast": Budget(
-        20,
-        None,
-        5,
-        0.1,
-        (),
-        None,
-        1000,
-        5000,
-        200,
-        200,
-        31,
-        100,
+        epochs=20,
+        steps=5,
+        step_fraction=1 / 3,
+        strong_examples=1000,
+        check_examples=200,
+        gamma_examples=200,
         recipe="fast",
         cascade=True,
         curve_examples=500,
+        **_FULL_EVALUATION,
     ),
     # About a minute per model: the fast recipe shrunk to 4 epochs on 8,192
     # images with the ε ramp over the first epoch, to see whether a method
     # trains at all (clean CE well below ln 10) when choosing default weights
     # with `trainers.sweep`; clean and PGD-40 accuracy on 1,000 test images.
     "slice": Budget(
-        4,
-        8192,
-        5,
-        0.1,
-        (),
-        1000,
-        100,
-        100,
-        100,
-        100,
-        5,
-        8,
+        epochs=4,
+        train_examples=8192,
+        steps=5,
+        step_fraction=1 / 3,
+        eval_examples=1000,
+        strong_examples=100,
+        square_queries=100,
+        check_examples=100,
+        gamma_examples=100,
+        figure_resolution=5,
+        figure_candidates=8,
         recipe="fast",
         epsilon_warmup_epochs=1.0,
     ),
-    # Seconds: for the smoke test.
-    "smoke": Budget(1, 256, 2, 0.2, (), 32, 16, 20, 16, 16, 5, 8),
-    "smoke_fast": Budget(
-        1,
-        256,
-        2,
-        0.2,
-        (),
-        32,
-        16,
-        20,
-        16,
-        16,
-        5,
-        8,
-        recipe="fast",
-        cascade=True,
-        curve_examples=16,
-    ),
 }
+# Seconds: for the smoke tests, without and with the fast recipe.
+_SMOKE = Budget(
+    epochs=1,
+    train_examples=256,
+    steps=2,
+    step_fraction=2 / 3,
+    eval_examples=32,
+    strong_examples=16,
+    square_queries=20,
+    check_examples=16,
+    gamma_examples=16,
+    figure_resolution=5,
+    figure_candidates=8,
+)
+BUDGETS["smoke"] = _SMOKE
+BUDGETS["smoke_fast"] = dataclasses.replace(_SMOKE, recipe="fast", cascade=True, curve_examples=16)

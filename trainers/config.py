@@ -1,75 +1,208 @@
-"""One definition per trainer setting: a dataclass field, from which its flag is derived.
+"""What a training run depends on: `TrainConfig`, the named recipes, and what derives from them.
 
-A trainer's configuration is a dataclass whose fields are made with `option`
-(a default, a help string and, where needed, choices or a converter).
-`define_flags` defines one absl flag per field, and `from_flags` builds the
-dataclass from the parsed flags, so that no setting is written twice.
+Every setting is one `TrainConfig` field, which is also a `trainers.train`
+flag (`trainers.options`). A recipe is a dict of field values; `make` builds a
+config from a recipe and explicit fields, the way the command line does. The
+radius defaults to the dataset's standard ε and the inner step may be given
+as a fraction of ε (`step_fraction`), so a recipe keeps its meaning on every
+dataset (`keras_lfr.defaults`).
 """
 
 import dataclasses
 
-from absl import flags
+import keras_lfr
+from keras_lfr import defaults
+
+from .options import option, parse_hparams
+
+LR_SCHEDULES = ("piecewise", "cosine")
+OPTIMIZERS = ("sgd", "adam")
+# The architectures `trainers.train` builds (`builders.make_classifier`).
+ARCHITECTURES = ("small_cnn", "resnet18")
 
 
-def option(default, help, *, choices=None, item=None, parse=None, flag_default=None):
-    """A dataclass field that is also a command-line flag.
+def _parse_jit(value):
+    return {"auto": "auto", "true": True, "false": False}[str(value).lower()]
+
+
+def _parse_verbose(value):
+    return value if value == "auto" else int(value)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything a training run depends on; each field is also a flag (`trainers.options`)."""
+
+    method: str = option(
+        "lfr", "Training objective (docs/methods.md).", choices=keras_lfr.available_methods()
+    )
+    dataset: str = option("mnist", "tfds dataset: mnist, fashion_mnist or cifar10.")
+    architecture: str = option(
+        "small_cnn",
+        "small_cnn (the LFR paper's MNIST network) or resnet18 (pre-activation ResNet-18, "
+        "for 32x32x3 images).",
+        choices=list(ARCHITECTURES),
+    )
+    epochs: int = option(100, "Training epochs.")
+    batch_size: int = option(128, "Global batch size.")
+    optimizer: str = option("sgd", "Optimizer (SGD with momentum, Adam).", choices=list(OPTIMIZERS))
+    lr: float = option(0.01, "Initial (cosine: peak) learning rate.")
+    lr_schedule: str = option(
+        "piecewise",
+        "piecewise: times --lr_decay_factor after each of --lr_decay_epochs; cosine: "
+        "linear warm-up over --lr_warmup_epochs, then cosine decay to 0.",
+        choices=list(LR_SCHEDULES),
+    )
+    lr_decay_epochs: tuple = option(
+        (90,), "Epochs after which the learning rate is multiplied by --lr_decay_factor.", item=int
+    )
+    lr_decay_factor: float = option(0.1, "Learning-rate multiplier at each decay epoch.")
+    lr_warmup_epochs: float = option(0.0, "Linear learning-rate warm-up (cosine schedule).")
+    momentum: float = option(0.9, "SGD momentum.")
+    # Dropout after fc1 of the SmallCNN, the same for every method (like for
+    # like): 0, as in the LFR authors' training script (`--drop` defaults to
+    # 0). TRADES' own MNIST script uses 0.5 (docs/methods.md, `trades`).
+    dropout: float = option(
+        0.0,
+        "Dropout after fc1 of the SmallCNN, for every method (0: the LFR authors' setting; "
+        "TRADES' MNIST script uses 0.5).",
+    )
+    epsilon_warmup_epochs: float = option(
+        0.0, "Epochs over which epsilon and the inner step ramp from 0 to their targets."
+    )
+    epsilon_warmup_shape: str = option(
+        "linear",
+        "Shape of the epsilon ramp: linear, or cosine ((1 - cos(pi t)) / 2: slow at both ends).",
+        choices=list(keras_lfr.robust_model.WARMUP_SHAPES),
+    )
+    # The threat model: None means the dataset's standard radius
+    # (`keras_lfr.defaults.EPSILON`) and the method's own step (for LFR the
+    # paper's MNIST setting: step 0.01, 40 steps, lam 0.02).
+    epsilon: float = option(
+        None, "Radius of the l-inf ball (default: the dataset's, 0.3 MNIST, 0.1 Fashion-MNIST)."
+    )
+    step_size: float = option(None, "Inner-maximisation step size (wins over --step_fraction).")
+    step_fraction: float = option(
+        None, "Inner-maximisation step as a fraction of epsilon (the recipes' way)."
+    )
+    steps: int = option(None, "Inner-maximisation steps K.")
+    lam: float = option(None, "Penalty weight λ (LFR: 0.02, LLR: 0.4).")
+    beta: float = option(None, "TRADES KL weight β (default 1).")
+    mu: float = option(None, "LLR gradient-alignment weight μ (default 0.3).")
+    # Any other hyperparameters of the method, e.g. {"local_weight": 0.1} for ADR.
+    hparams: dict = option(
+        {},
+        "Other method hyperparameters as name=value pairs (see docs/methods.md), e.g. "
+        "adr: local_weight, global_weight, entropy_weight, smoothness_weight, layer, base; "
+        "lsp: weight, temperature, layer, base; pgd_at: clean_weight; "
+        "trades, lfr: random_start; awp: base, gamma, warmup_steps (or --awp_gamma with "
+        "any method).",
+        parse=parse_hparams,
+        flag_default=[],
+    )
+    awp_gamma: float = option(0.0, "Adversarial Weight Perturbation size γ; 0 disables it.")
+    awp_warmup: int = option(0, "Epochs trained before AWP starts (counted in optimizer steps).")
+    jit_compile: object = option(
+        "auto", "XLA compilation.", choices=["auto", "true", "false"], parse=_parse_jit
+    )
+    distribute: str = option("none", "tf.distribute strategy.", choices=["none", "mirrored"])
+    mixed_precision: str = option(
+        "none",
+        "bfloat16: layers compute in bfloat16; logits, losses and penalties stay float32.",
+        choices=["none", "bfloat16"],
+    )
+    export_dir: str = option(None, "SavedModel directory; default <model_dir>/export.")
+    train_examples: int = option(None, "Train on the first N training examples only.")
+    test_examples: int = option(None, "Evaluate on the first N test examples only.")
+    attack_eval_examples: int = option(
+        0,
+        "If > 0, PGD-40 accuracy on the last N test images after every epoch "
+        "(val_adv_pgd40_accuracy).",
+    )
+    seed: int = option(0, "Seed of weights, shuffling and random starts.")
+    deterministic: bool = option(False, "Deterministic TensorFlow ops (bitwise-repeatable runs).")
+    data_dir: str = option(None, "tfds data directory (default: $TFDS_DATA_DIR).")
+    download: bool = option(True, "Let tfds download the dataset if it is missing.")
+    verbose: object = option(
+        "auto",
+        "Keras fit verbosity (2: one line per epoch).",
+        choices=["auto", "0", "1", "2"],
+        parse=_parse_verbose,
+    )
+
+
+# Named training recipes: `--recipe=NAME` sets these fields (flags given
+# explicitly still win). One recipe serves every method and dataset, so that
+# comparisons are like for like; docs/RESULTS.md says how each value was chosen.
+RECIPES = {
+    # Robust MNIST models in under an hour on 2 CPU cores: 20 epochs on all
+    # 60,000 images, K = 5 sign steps of ε/3 (0.1 at ε = 0.3; path 5ε/3 > ε),
+    # ε and the step ramped from 0 over the first 5 epochs, Adam with 1 epoch
+    # of warm-up then cosine decay, bfloat16 layers (float32 losses), no
+    # dropout.
+    "fast": {
+        "epochs": 20,
+        "optimizer": "adam",
+        "lr": 1e-3,
+        "lr_schedule": "cosine",
+        "lr_warmup_epochs": 1.0,
+        "steps": 5,
+        "step_fraction": 1 / 3,
+        "epsilon_warmup_epochs": 5.0,
+        "mixed_precision": "bfloat16",
+        "dropout": 0.0,
+    },
+}
+
+
+def make(recipe=None, **fields):
+    """A `TrainConfig` from a named recipe and fields that override it.
 
     Args:
-        default: The field's default (a dict or list default is copied per
-            instance).
-        help: The flag's help string.
-        choices: For a string field: the allowed values (an enum flag).
+        recipe: A key of `RECIPES`, or `None` for the plain defaults.
             Defaults to `None`.
-        item: For a tuple field: the type of its items. Defaults to `None`.
-        parse: For any other field: a function from the flag's value (a
-            string, or a list for list flags) to the field's value; the flag
-            is then a string flag, or a list flag if `flag_default` is a list.
-            Defaults to `None`.
-        flag_default: The flag's default when it differs in form from the
-            field's (e.g. `"auto"` for a field whose values are `"auto"`,
-            `True` and `False`). Defaults to `None`: the field's default.
+        **fields: `TrainConfig` fields; they win over the recipe's.
 
     Returns:
-        A `dataclasses.field`.
+        A `TrainConfig`.
+
+    Raises:
+        ValueError: If the recipe is unknown.
     """
-    metadata = {"help": help, "choices": choices, "item": item, "parse": parse}
-    metadata["flag_default"] = default if flag_default is None else flag_default
-    if isinstance(default, (dict, list)):
-        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
-    return dataclasses.field(default=default, metadata=metadata)
+    if recipe is not None and recipe not in RECIPES:
+        raise ValueError(
+            f"Invalid value for argument `recipe`. Received: recipe={recipe!r}. "
+            f"Expected one of {sorted(RECIPES)}."
+        )
+    return TrainConfig(**{**RECIPES.get(recipe, {}), **fields})
 
 
-def define_flags(config_class, flag_values=flags.FLAGS):
-    """Defines an absl flag for every field of `config_class`."""
-    for field in dataclasses.fields(config_class):
-        meta = field.metadata
-        name, default, help_text = field.name, meta["flag_default"], meta["help"]
-        if meta["choices"] is not None:
-            flags.DEFINE_enum(name, default, meta["choices"], help_text, flag_values=flag_values)
-        elif isinstance(default, list) or field.type is tuple:
-            listed = None if default is None else [str(v) for v in default]
-            flags.DEFINE_list(name, listed, help_text, flag_values=flag_values)
-        elif meta["parse"] is not None or field.type is str:
-            flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
-        elif field.type is bool:
-            flags.DEFINE_bool(name, default, help_text, flag_values=flag_values)
-        elif field.type is int:
-            flags.DEFINE_integer(name, default, help_text, flag_values=flag_values)
-        elif field.type is float:
-            flags.DEFINE_float(name, default, help_text, flag_values=flag_values)
-        else:
-            raise TypeError(f"Field {name!r} of type {field.type!r} needs `parse` or `choices`.")
+def threat_model(config):
+    """`(epsilon, step_size)` of a config, with the defaults resolved.
+
+    ε is `config.epsilon`, else the dataset's standard radius; the step is
+    `config.step_size`, else `step_fraction · ε`, else `None` (the method's
+    own default).
+    """
+    epsilon = config.epsilon
+    if epsilon is None:
+        epsilon = defaults.dataset_epsilon(config.dataset)
+    step_size = config.step_size
+    if step_size is None and config.step_fraction is not None:
+        step_size = defaults.step_size(epsilon, config.step_fraction)
+    return epsilon, step_size
 
 
-def from_flags(config_class, flag_values=flags.FLAGS):
-    """Builds a `config_class` from the parsed flags its `define_flags` defined."""
-    values = {}
-    for field in dataclasses.fields(config_class):
-        value = flag_values[field.name].value
-        if field.metadata["parse"] is not None:
-            value = field.metadata["parse"](value)
-        elif field.type is tuple and value is not None:
-            item = field.metadata["item"] or str
-            value = tuple(item(v) for v in value)
-        values[field.name] = value
-    return config_class(**values)
+def method_hyperparameters(config):
+    """The hyperparameters of the config that the chosen method takes.
+
+    The named fields (`epsilon`, `steps`, `lam`, …) are passed when the method
+    takes them, ε and the step resolved by `threat_model`; `hparams` entries
+    are always passed (the method rejects names it does not take, naming
+    them).
+    """
+    accepted = keras_lfr.methods.hyperparameter_names(config.method)
+    epsilon, step_size = threat_model(config)
+    values = {**dataclasses.asdict(config), "epsilon": epsilon, "step_size": step_size}
+    named = {k: v for k, v in values.items() if k in accepted and v is not None}
+    return {**named, **config.hparams}

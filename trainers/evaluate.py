@@ -1,10 +1,16 @@
 r"""Evaluates a model's robustness under a named attack protocol.
 
-    python -m trainers.evaluate --weights=../shared/reference/lfr_official_mnist_smallcnn.npz \
-        --protocol=paper
-    python -m trainers.evaluate --model=/tmp/keras_lfr/model.keras --protocol=strong \
-        --examples=1000 --sanity_checks
-    python -m trainers.evaluate --weights=... --attacks=pgd40   # one attack, timed
+    python -m trainers.evaluate --model=/tmp/fast_pgd_at/model.keras --examples=1000
+    keras-lfr-evaluate --model=/tmp/fast_pgd_at/model.keras --sanity_checks
+    python -m trainers.evaluate --weights=lfr_official_mnist_smallcnn.npz --protocol=paper
+    python -m trainers.evaluate --model=... --attacks=apgd_ce   # one attack, timed
+
+By default it runs the strongest protocol (`strong`: APGD-CE, APGD-T and
+Square, as a cascade) at the threat model the model was trained for: for a
+keras_lfr `.keras` file, the method's ε and pixel range, and the dataset of
+its run directory (`run.json` beside `model.keras`); otherwise the dataset's
+standard ε (`keras_lfr.defaults`). `--epsilon` and `--dataset` override them,
+and the output says which values were used and where they came from.
 
 `--model` is a `.keras` file or a SavedModel directory (as written by
 `keras_lfr.export`); `--weights` is an `.npz` of SmallCNN weights by layer name.
@@ -23,38 +29,52 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 import keras_lfr
-from trainers import config as trainer_config
-from trainers.config import option
+from keras_lfr import defaults
+
+from . import options, runs
+from .options import option
 
 FLAGS = flags.FLAGS
 
 
 @dataclasses.dataclass
 class EvalConfig:
-    """What an evaluation depends on; each field is also a flag (`trainers.config`)."""
+    """What an evaluation depends on; each field is also a flag (`trainers.options`)."""
 
     model: str = option(None, "A .keras file or a SavedModel directory.")
     weights: str = option(None, "An .npz of SmallCNN weights (alternative to --model).")
     protocol: str = option(
-        "paper", "Attack protocol.", choices=list(keras_lfr.evaluation.PROTOCOLS)
+        "strong",
+        "Attack protocol: strong (APGD-CE, APGD-T, Square; the honest number) or paper (the "
+        "LFR paper's FGSM, PGD-40, MI-FGSM, DDN, which overstates robustness).",
+        choices=list(keras_lfr.evaluation.PROTOCOLS),
     )
     attacks: tuple = option(
         None,
         "Run only these attacks of the protocol (default: all). Paper: fgsm, pgd40, "
         "mi_fgsm, ddn; strong: apgd_ce, apgd_t, square.",
     )
-    dataset: str = option("mnist", "tfds dataset.")
+    dataset: str = option(
+        None,
+        "tfds dataset (default: the model's run's, else mnist).",
+        choices=sorted(defaults.EPSILON),
+    )
     examples: int = option(None, "Evaluate on the first N test examples only.")
     batch_size: int = option(500, "Examples per attack batch.")
-    epsilon: float = option(0.3, "l-inf radius of the attacks.")
+    epsilon: float = option(
+        None,
+        "l-inf radius of the attacks (default: the model's training radius, else the "
+        "dataset's standard one).",
+    )
     queries: int = option(5000, "Square attack queries (strong protocol).")
     data_dir: str = option(
         None, "tfds data directory (default: TFDS_DATA_DIR or ~/tensorflow_datasets)."
     )
     cascade: bool = option(
-        False,
+        True,
         "Run each attack only on the examples still robust (AutoAttack's cascade): the "
-        "worst case is the same, faster; per-attack columns become cumulative.",
+        "worst case is the same, faster; per-attack columns are cumulative. --nocascade runs "
+        "every attack on every image.",
     )
     sanity_checks: bool = option(False, "Also run the gradient-masking sanity checks.")
     check_examples: int = option(500, "Sanity checks on the first N test images.")
@@ -70,7 +90,50 @@ class EvalConfig:
     verbose: int = option(1, "1 for a progress bar, 0 for none.")
 
 
-def load_model(config):
+def threat_model(config):
+    """The dataset, ε and pixel range to evaluate at, and where each came from.
+
+    Flags win; then, for a keras_lfr `.keras` file, the ε and pixel range of
+    its method and the dataset of its run directory; then MNIST and the
+    dataset's standard ε on [0, 1].
+
+    Returns:
+        A dict with `dataset`, `epsilon`, `clip_min`, `clip_max`,
+        `trained_epsilon` (the model's training radius, or `None` when
+        unknown) and `source` (a short phrase per value, for the output).
+    """
+    trained, dataset_source = {}, None
+    dataset = config.dataset
+    if config.model is not None and config.model.endswith(".keras"):
+        if os.path.isfile(config.model):
+            model = keras.models.load_model(config.model)
+            if isinstance(model, keras_lfr.RobustModel):
+                trained = {k: v for k, v in model.threat_model().items() if v is not None}
+        run = runs.RunDir.of_model(config.model)
+        if run is not None and dataset is None:
+            dataset = run.stored_config().get("dataset")
+            dataset_source = "the model's run directory"
+    if config.dataset is not None:
+        dataset_source = "--dataset"
+    elif dataset is None:
+        dataset, dataset_source = defaults.DATASET, "default"
+    if config.epsilon is not None:
+        epsilon, epsilon_source = config.epsilon, "--epsilon"
+    elif "epsilon" in trained:
+        epsilon, epsilon_source = trained["epsilon"], "the model's training radius"
+    else:
+        epsilon, epsilon_source = defaults.dataset_epsilon(dataset), f"{dataset}'s standard radius"
+    return {
+        "dataset": dataset,
+        "epsilon": float(epsilon),
+        "clip_min": float(trained.get("clip_min", 0.0)),
+        "clip_max": float(trained.get("clip_max", 1.0)),
+        "trained_epsilon": trained.get("epsilon"),
+        "source": {"dataset": dataset_source, "epsilon": epsilon_source},
+    }
+
+
+def load_model(config, dataset=defaults.DATASET):
     """A callable `(x, training=False) -> logits` from a .keras, SavedModel or .npz.
 
     A `.keras` model is evaluated in float32 (`keras_lfr.models.to_float32`).
@@ -82,7 +145,7 @@ def load_model(config):
             f"weights={config.weights!r}."
         )
     if config.weights is not None:
-        info = keras_lfr.data.dataset_info(config.dataset)
+        info = keras_lfr.data.dataset_info(dataset)
         cnn = keras_lfr.models.small_cnn(info.image_shape, info.num_classes)
         return keras_lfr.models.load_weights_npz(cnn, config.weights)
     if os.path.isdir(config.model):
@@ -116,19 +179,20 @@ def load_classifier(path):
 
 
 def evaluate(config):
-    """Runs the protocol (and optionally the sanity checks) and returns the results."""
-    model = load_model(config)
-    test = keras_lfr.data.load(
-        config.dataset,
-        "test",
-        batch_size=config.batch_size,
-        num_examples=config.examples,
-        data_dir=config.data_dir,
-    )
-    kwargs = {"epsilon": config.epsilon}
+    """Runs the protocol (and optionally the sanity checks) and returns the results.
+
+    Returns:
+        A dict with the `config`, the resolved `protocol`, `dataset`,
+        `epsilon` and `threat_model` (pixel range and where each value came
+        from), the `results`, the timing and, if asked for, the
+        `sanity_checks` and `flatness`.
+    """
+    threat = threat_model(config)
+    dataset, epsilon = threat["dataset"], threat["epsilon"]
+    pixels = {"clip_min": threat["clip_min"], "clip_max": threat["clip_max"]}
+    kwargs = {"epsilon": epsilon, **pixels}
     if config.protocol == "strong":
         kwargs["queries"] = config.queries
-    start = time.perf_counter()
     chosen = keras_lfr.evaluation.protocol(config.protocol, **kwargs)
     if config.attacks:
         unknown = sorted(set(config.attacks) - set(chosen))
@@ -138,25 +202,38 @@ def evaluate(config):
                 f"Expected names from the {config.protocol!r} protocol: {sorted(chosen)}."
             )
         chosen = {name: chosen[name] for name in config.attacks}
+    model = load_model(config, dataset)
+    test = keras_lfr.data.load(
+        dataset,
+        "test",
+        batch_size=config.batch_size,
+        num_examples=config.examples,
+        data_dir=config.data_dir,
+    )
+    start = time.perf_counter()
     results = keras_lfr.evaluation.robust_accuracy(
         model, test, chosen, cascade=config.cascade, verbose=config.verbose
     )
     seconds = time.perf_counter() - start
     output = {
         "config": dataclasses.asdict(config),
+        "protocol": config.protocol,
+        "cascade": config.cascade,
+        "dataset": dataset,
+        "epsilon": epsilon,
+        "threat_model": threat,
         "results": results,
         "seconds": seconds,
         "examples_per_second": results["examples"] / seconds,
     }
     if config.sanity_checks:
-        x, y = test_batch(config.dataset, config.check_examples, config.data_dir)
+        x, y = test_batch(dataset, config.check_examples, config.data_dir)
         checks = keras_lfr.evaluation.sanity_checks(
-            model, x, y, epsilon=config.epsilon, queries=config.check_queries
+            model, x, y, epsilon=epsilon, queries=config.check_queries
         )
         output["sanity_checks"] = [dataclasses.asdict(c) for c in checks]
     if config.flatness:
-        x, y = test_batch(config.dataset, min(config.examples or 1000, 1000), config.data_dir)
-        epsilon = config.epsilon
+        x, y = test_batch(dataset, min(config.examples or 1000, 1000), config.data_dir)
         gamma = keras_lfr.local_flatness(model, x, y, epsilon, epsilon / 3, 5).numpy()
         output["flatness"] = {
             "gamma_mean": float(gamma.mean()),
@@ -167,14 +244,30 @@ def evaluate(config):
     return output
 
 
+def describe(output):
+    """One line: the protocol, dataset and ε used, where they came from, and any mismatch."""
+    threat = output["threat_model"]
+    source = threat["source"]
+    line = (
+        f"Protocol {output['protocol']}{' (cascade)' if output['cascade'] else ''} on "
+        f"{output['dataset']} ({source['dataset']}) at ε = {output['epsilon']:g} "
+        f"({source['epsilon']}), pixels in [{threat['clip_min']:g}, {threat['clip_max']:g}]."
+    )
+    trained = threat["trained_epsilon"]
+    if trained is not None and abs(trained - output["epsilon"]) > 1e-9:
+        line += f" Note: the model was trained at ε = {trained:g}, not {output['epsilon']:g}."
+    return line
+
+
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # keep the progress bar readable
-    config = trainer_config.from_flags(EvalConfig)
+    config = options.from_flags(EvalConfig)
     try:
         output = evaluate(config)
     except ValueError as error:
         sys.exit(f"error: {error}")
+    print(describe(output))
     name = os.path.basename(config.model or config.weights)
     print(keras_lfr.evaluation.markdown_table({name: output["results"]}))
     print(
@@ -186,7 +279,7 @@ def main(argv):
     if "flatness" in output:
         flat = output["flatness"]
         print(
-            f"γ(x, {config.epsilon:g}) mean {flat['gamma_mean']:.3f}, median "
+            f"γ(x, {output['epsilon']:g}) mean {flat['gamma_mean']:.3f}, median "
             f"{flat['gamma_median']:.3f}; clean CE {flat['clean_ce']:.4f}, median margin "
             f"{flat['margin_median']:.2f}, logit std {flat['logit_std']:.2f} "
             f"({flat['examples']} images)"
@@ -198,11 +291,16 @@ def main(argv):
 
 def define_flags():
     """Defines the command-line flags (only when run as a script): `EvalConfig`'s and --output."""
-    trainer_config.define_flags(EvalConfig)
-    flags.adopt_module_key_flags(trainer_config)  # listed by --helpshort with this module's
+    options.define_flags(EvalConfig)
+    flags.adopt_module_key_flags(options)  # listed by --helpshort with this module's
     flags.DEFINE_string("output", None, "JSON file for the results.")
 
 
-if __name__ == "__main__":
+def run():
+    """The console script `keras-lfr-evaluate`."""
     define_flags()
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()

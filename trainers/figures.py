@@ -6,9 +6,10 @@ import os
 import numpy as np
 
 import keras_lfr
-from trainers import evaluate
-from trainers.budgets import VARIANTS
-from trainers.report import NAMES
+
+from . import evaluate
+from .budgets import VARIANTS
+from .report import NAMES
 
 
 def pyplot():

@@ -1,12 +1,11 @@
 """The markdown report of `trainers.reproduce`: Table 1, the strong protocol, γ."""
 
 import os
-import platform
 
-import tensorflow as tf
+from keras_lfr import defaults
 
-from trainers import train
-from trainers.budgets import EPSILON, VARIANTS, Budget
+from . import config as config_lib
+from .budgets import VARIANTS, Budget
 
 BEGIN, END = "<!-- reproduce:begin -->", "<!-- reproduce:end -->"
 
@@ -32,22 +31,12 @@ NAMES = {
 }
 
 
-def hardware():
-    """A one-line description of the machine the run used."""
-    gpus = tf.config.list_physical_devices("GPU")
-    names = [tf.config.experimental.get_device_details(g).get("device_name", "GPU") for g in gpus]
-    devices = ", ".join(names) if names else "no GPU"
-    return (
-        f"{os.cpu_count()} CPU cores ({platform.machine()}), {devices}, TensorFlow {tf.__version__}"
-    )
-
-
 def describe_budget(output):
     """One paragraph: what was trained and evaluated, and on what."""
     budget = Budget(**output["budget_fields"])
     dataset = output.get("dataset", "mnist")
-    epsilon = EPSILON[dataset]
-    step = budget.step_size * epsilon / 0.3
+    epsilon = defaults.dataset_epsilon(dataset)
+    step = budget.step_size(dataset)
     if output["budget"] == "paper":
         label = "the paper's full budget"
     elif budget.recipe:
@@ -55,7 +44,7 @@ def describe_budget(output):
     else:
         label = f"**a REDUCED budget ({output['budget']})**, not the paper's"
     if budget.recipe:
-        recipe = train.RECIPES[budget.recipe]
+        recipe = config_lib.RECIPES[budget.recipe]
         optimizer = (
             f"{recipe['optimizer']} lr {recipe['lr']:g} ({recipe['lr_schedule']}, "
             f"{recipe['lr_warmup_epochs']:g} epoch warm-up), ε ramped over "
@@ -87,7 +76,7 @@ def report(output, command):
     methods = output["methods"]
     budget = Budget(**output["budget_fields"])
     dataset = output.get("dataset", "mnist")
-    epsilon = EPSILON[dataset]
+    epsilon = defaults.dataset_epsilon(dataset)
     lines = [
         f"## Table 1 on {dataset}, {output['budget']} budget",
         "",
@@ -141,7 +130,7 @@ def report(output, command):
     lines += [
         "",
         f"Local flatness γ(x, {epsilon:g}) = max over B∞(x, {epsilon:g}) of ‖∇ₓ CE‖₁ (the "
-        f"paper's Definition 1; {budget.steps} steps of {budget.step_size * epsilon / 0.3:g}, "
+        f"paper's Definition 1; {budget.steps} steps of {budget.step_size(dataset):g}, "
         f"best iterate) on {budget.gamma_examples} test images; smaller is flatter. "
         "On the same images, the clean cross-entropy and the median logit margin "
         "z_y − max_{j≠y} z_j (`keras_lfr.evaluation.confidence`), which tell a loss "

@@ -27,8 +27,10 @@ import numpy as np
 from absl import app, flags, logging
 
 import keras_lfr
-from trainers import evaluate, figures, report, runs, train
-from trainers.budgets import BUDGETS, EPSILON, EXPLORATORY, VARIANTS, Budget
+from keras_lfr import defaults
+
+from . import evaluate, figures, options, release, report, runs, train
+from .budgets import BUDGETS, EXPLORATORY, VARIANTS, Budget
 
 FLAGS = flags.FLAGS
 METHODS = ("standard", "pgd_at", "trades", "llr", "lfr", "adr", "lsp", *VARIANTS)
@@ -55,7 +57,7 @@ def evaluate_method(model, budget, dataset="mnist", parts=tuple(EVALUATION_VERSI
         A dict with the requested parts' results.
     """
     model = keras_lfr.models.to_float32(model)
-    epsilon = EPSILON[dataset]
+    epsilon = defaults.dataset_epsilon(dataset)
 
     def test(count):
         return keras_lfr.data.load(dataset, "test", batch_size=500, num_examples=count)
@@ -74,7 +76,7 @@ def evaluate_method(model, budget, dataset="mnist", parts=tuple(EVALUATION_VERSI
             x[: budget.gamma_examples],
             y[: budget.gamma_examples],
             epsilon,
-            budget.step_size * epsilon / 0.3,
+            budget.step_size(dataset),
             budget.steps,
         )
         result["gamma"] = float(np.mean(gamma))
@@ -122,7 +124,7 @@ def reproduce(
         workdir: Directory for each method's checkpoints, model and logs.
         figures_dir: Where to write the PNG figures; `None` for none.
         verbose: Keras verbosity of training. Defaults to `0`.
-        dataset: `"mnist"` or `"fashion_mnist"` (ε from `EPSILON`).
+        dataset: `"mnist"` or `"fashion_mnist"` (ε: `keras_lfr.defaults`).
             Defaults to `"mnist"`.
         evaluate_only: Evaluate the models already trained in `workdir`
             (by this function or by the `trainers.train` commands it
@@ -140,7 +142,8 @@ def reproduce(
         directory = method_dir(workdir, method, dataset)
         if not evaluate_only:
             config = budget.train_config(method, dataset, verbose=verbose)
-            train.train_and_evaluate(config, directory)
+            command = budget.train_command(method, dataset, directory)
+            train.train_and_evaluate(config, directory, command=command)
         results[method] = evaluate_saved(directory, budget, dataset, reuse=evaluate_only)
     output = {
         "methods": results,
@@ -148,7 +151,7 @@ def reproduce(
         "budget_fields": dataclasses.asdict(budget),
         "overrides": budget_overrides,
         "dataset": dataset,
-        "hardware": report.hardware(),
+        "hardware": release.hardware(),
     }
     if figures_dir is not None:
         output["figures"] = redraw_figures(budget_name, methods, workdir, figures_dir, dataset)
@@ -167,17 +170,17 @@ def method_dir(workdir, method, dataset="mnist"):
 def evaluate_saved(directory, budget, dataset="mnist", reuse=False):
     """Evaluates the model a training run saved in `directory`; caches the results.
 
-    The results are written to `directory/evaluation.json`. With `reuse`, a
+    The results are written to the run's `RunDir.evaluation`. With `reuse`, a
     cached evaluation made under the same budget is returned instead of
     evaluating again (so methods can be evaluated in separate processes and
     reported together).
     """
-    cache = os.path.join(directory, "evaluation.json")
+    run = runs.RunDir(directory)
+    cache = run.evaluation
     fields = json.loads(json.dumps(dataclasses.asdict(budget)))
     cached = {}
     if reuse and os.path.exists(cache):
-        with open(cache) as f:
-            stored = json.load(f)
+        stored = runs.read_json(cache)
         if stored["budget_fields"] == fields and stored["dataset"] == dataset:
             cached = stored
             cached["checks"] = [keras_lfr.evaluation.Check(**c) for c in cached["checks"]]
@@ -186,9 +189,8 @@ def evaluate_saved(directory, budget, dataset="mnist", reuse=False):
     stale = tuple(p for p, v in EVALUATION_VERSIONS.items() if versions.get(p) != v)
     if not stale:
         return cached
-    with open(os.path.join(directory, "metrics.json")) as f:
-        history = json.load(f)["history"]
-    model = evaluate.load_classifier(os.path.join(directory, "model.keras"))
+    history = run.history()
+    model = evaluate.load_classifier(run.model)
     start = time.perf_counter()
     result = {
         **{k: v for k, v in cached.items() if k not in ("budget_fields", "dataset", "versions")},
@@ -204,34 +206,13 @@ def evaluate_saved(directory, budget, dataset="mnist", reuse=False):
     return result
 
 
-def train_command(budget_name, method, dataset, workdir):
-    """The `trainers.train` command that trains one model of a budget by itself."""
-    config = BUDGETS[budget_name].train_config(method, dataset)
-    defaults = train.TrainConfig()
-    recipe = train.RECIPES.get(BUDGETS[budget_name].recipe, {})
-    args = [f"--recipe={BUDGETS[budget_name].recipe}"] if recipe else []
-    args.append(f"--method={config.method}")
-    for field in dataclasses.fields(config):
-        value = getattr(config, field.name)
-        if field.name == "method" or (field.name in recipe and recipe[field.name] == value):
-            continue
-        if value == getattr(defaults, field.name) or value is None:
-            continue
-        if isinstance(value, tuple):
-            value = ",".join(map(str, value))
-        args.append(f"--{field.name}={value}")
-    directory = method_dir(workdir, method, dataset)
-    return "python -m trainers.train " + " ".join(args) + f" --model_dir={directory}"
-
-
 def redraw_figures(budget_name, methods, workdir, figures_dir, dataset="mnist"):
     """Draws the figures from the models a `reproduce` run saved in `workdir`."""
     models, histories = {}, {}
     for m in methods:
-        directory = method_dir(workdir, m, dataset)
-        models[m] = evaluate.load_classifier(os.path.join(directory, "model.keras"))
-        with open(os.path.join(directory, "metrics.json")) as f:
-            histories[m] = json.load(f)["history"]
+        run = runs.RunDir(method_dir(workdir, m, dataset))
+        models[m] = evaluate.load_classifier(run.model)
+        histories[m] = run.history()
     budget = BUDGETS[budget_name]
     os.makedirs(figures_dir, exist_ok=True)
     # The reduced MNIST run keeps the figure names of the first reports.
@@ -275,7 +256,8 @@ def main(argv):
     figures_dir = os.path.dirname(FLAGS.report) or "."
     if FLAGS.print_commands:
         for method in methods:
-            print(train_command(FLAGS.budget, method, FLAGS.dataset, FLAGS.model_dir))
+            directory = method_dir(FLAGS.model_dir, method, FLAGS.dataset)
+            print(BUDGETS[FLAGS.budget].train_command(method, FLAGS.dataset, directory))
         return
     if FLAGS.figures_only:
         paths = redraw_figures(FLAGS.budget, methods, FLAGS.model_dir, figures_dir, FLAGS.dataset)
@@ -283,7 +265,7 @@ def main(argv):
             print(f"Figure: {path}")
         return
     try:
-        overrides = train.parse_hparams(FLAGS.override)
+        overrides = options.parse_hparams(FLAGS.override)
         unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(Budget)})
         if unknown:
             raise ValueError(
@@ -321,7 +303,9 @@ def define_flags():
     )
     flags.DEFINE_string("model_dir", "/tmp/keras_lfr_reproduce", "Checkpoints and models.")
     flags.DEFINE_string("report", "docs/RESULTS.md", "Markdown file for the report section.")
-    flags.DEFINE_enum("dataset", "mnist", list(EPSILON), "Dataset (ε 0.3 MNIST, 0.1 Fashion).")
+    flags.DEFINE_enum(
+        "dataset", "mnist", ["mnist", "fashion_mnist"], "Dataset (ε 0.3 MNIST, 0.1 Fashion)."
+    )
     flags.DEFINE_bool(
         "evaluate_only",
         False,
@@ -347,6 +331,11 @@ def define_flags():
     )
 
 
-if __name__ == "__main__":
+def run():
+    """The console script `keras-lfr-reproduce`."""
     define_flags()
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,12 +1,16 @@
-"""A training run's directory: its identity, atomic checkpoints, and atomic outputs.
+"""A training run's directory: the one owner of its layout, atomic checkpoints and outputs.
 
-A model_dir holds one run. `run.json` records the configuration that defines
-it; `checkpoints/epoch-NNNN/` holds the state after each completed epoch (the
-latest is kept, also when the run finishes, so that asking for more epochs
-continues it); `model.keras`, `export/` and `metrics.json` are the outputs.
-Every write goes to a temporary name first and is then renamed into place
-(`os.replace`, atomic on POSIX), so a run killed at any moment leaves either
-the old file or the new one, never a partial one.
+A model_dir holds one run (`RunDir`). `run.json` records the configuration
+that defines it; `checkpoints/epoch-NNNN/` holds the state after each
+completed epoch (the latest is kept, also when the run finishes, so that
+asking for more epochs continues it); `model.keras`, `export/`,
+`metrics.json` and `tensorboard/` are the training's outputs, and
+`evaluation.json` caches `trainers.reproduce`'s evaluation; `record.json`
+is the training's part of a zoo record and `zoo_evaluation/` the release
+evaluation's cache (`trainers.release`). Only this module
+knows these names. Every write goes to a temporary name first and is then
+renamed into place (`os.replace`, atomic on POSIX), so a run killed at any
+moment leaves either the old file or the new one, never a partial one.
 """
 
 import contextlib
@@ -17,8 +21,6 @@ import shutil
 
 import keras
 
-RUN_FILE = "run.json"
-CHECKPOINTS = "checkpoints"
 # Fields that may change between the invocations of one run: they do not
 # change what is trained (or, for `epochs`, extend it).
 RESUMABLE_FIELDS = frozenset(
@@ -57,88 +59,198 @@ def write_json(path, value, default=float):
     os.replace(temporary, path)
 
 
-def claim(workdir, config, fresh=False):
-    """Makes `workdir` the directory of the run `config`, or refuses.
+def read_json(path):
+    """The JSON value stored at `path`."""
+    with open(path) as f:
+        return json.load(f)
 
-    A directory whose `run.json` records a different run (another method,
-    hyperparameter, dataset, model or optimizer; anything but the fields in
-    `RESUMABLE_FIELDS`) is refused, so that two runs are never mixed. With
-    `fresh=True` the directory's checkpoints and outputs are deleted first
-    and the run starts over.
+
+class RunDir:
+    """The directory of one training run, and the only code that knows its file names.
 
     Args:
-        workdir: The run's directory (created if missing).
-        config: A dataclass instance (`trainers.train.TrainConfig`).
-        fresh: Delete what the directory holds and start over. Defaults to
-            `False`.
+        path: The run's directory (`--model_dir`).
 
-    Raises:
-        ValueError: If the directory holds a different run and `fresh` is
-            `False`, naming the fields that differ.
+    Example:
+
+    >>> run = RunDir("/tmp/fast_pgd_at")
+    >>> model = keras.models.load_model(run.model)
+    >>> run.history()["val_accuracy"][-1]
     """
-    os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, RUN_FILE)
-    identity = _normalise(_identity(config))
-    if fresh:
-        for name in (CHECKPOINTS, "backup", "model.keras", "metrics.json", "export", RUN_FILE):
-            target = os.path.join(workdir, name)
-            if os.path.isdir(target):
-                shutil.rmtree(target)
-            elif os.path.exists(target):
-                os.remove(target)
-    elif os.path.exists(path):
-        with open(path) as f:
-            stored = json.load(f)
-        differences = [
-            f"{key}={stored.get(key)!r} (stored) vs {identity.get(key)!r} (now)"
-            for key in sorted(set(stored) | set(identity))
-            if stored.get(key) != identity.get(key)
-        ]
-        if differences:
+
+    RUN = "run.json"
+    CHECKPOINTS = "checkpoints"
+    MODEL = "model.keras"
+    METRICS = "metrics.json"
+    EXPORT = "export"
+    TENSORBOARD = "tensorboard"
+    EVALUATION = "evaluation.json"
+    # The training's part of a zoo record (`trainers.release`), and the
+    # release evaluation's per-chunk cache.
+    RECORD = "record.json"
+    ZOO_EVALUATION = "zoo_evaluation"
+    # What `claim(fresh=True)` deletes: everything a run writes.
+    OUTPUTS = (CHECKPOINTS, MODEL, METRICS, EXPORT, EVALUATION, RECORD, ZOO_EVALUATION, RUN)
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+
+    def __repr__(self):
+        return f"RunDir({self.path!r})"
+
+    def _file(self, name):
+        return os.path.join(self.path, name)
+
+    @property
+    def run_file(self):
+        return self._file(self.RUN)
+
+    @property
+    def checkpoints(self):
+        return self._file(self.CHECKPOINTS)
+
+    @property
+    def model(self):
+        return self._file(self.MODEL)
+
+    @property
+    def metrics(self):
+        return self._file(self.METRICS)
+
+    @property
+    def export_dir(self):
+        return self._file(self.EXPORT)
+
+    @property
+    def tensorboard(self):
+        return self._file(self.TENSORBOARD)
+
+    @property
+    def evaluation(self):
+        return self._file(self.EVALUATION)
+
+    @property
+    def record(self):
+        return self._file(self.RECORD)
+
+    @property
+    def zoo_evaluation(self):
+        return self._file(self.ZOO_EVALUATION)
+
+    @classmethod
+    def of_model(cls, model_path):
+        """The run directory a `model.keras` path belongs to, or `None` if it is not a run's.
+
+        Args:
+            model_path: A path to a `.keras` file.
+
+        Returns:
+            A `RunDir` whose `model` is `model_path` and that holds a
+            `run.json`, else `None`.
+        """
+        directory = os.path.dirname(os.path.abspath(model_path))
+        run = cls(directory)
+        same = os.path.basename(model_path) == cls.MODEL
+        return run if same and os.path.exists(run.run_file) else None
+
+    def stored_config(self):
+        """The configuration fields recorded in `run.json` (those that define the run)."""
+        return read_json(self.run_file)
+
+    def history(self):
+        """The cumulative Keras `History` of the finished run (from `metrics.json`)."""
+        return read_json(self.metrics)["history"]
+
+    def write_metrics(self, result):
+        """Writes the run's final result (history, test metrics, paths) to `metrics.json`."""
+        write_json(self.metrics, result)
+
+    def write_record(self, record):
+        """Writes the training's part of a zoo record (`trainers.release`)."""
+        write_json(self.record, record)
+
+    def claim(self, config, fresh=False):
+        """Makes this directory the directory of the run `config`, or refuses.
+
+        A directory whose `run.json` records a different run (another method,
+        hyperparameter, dataset, model or optimizer; anything but the fields
+        in `RESUMABLE_FIELDS`) is refused, so that two runs are never mixed.
+        With `fresh=True` the directory's checkpoints and outputs are deleted
+        first and the run starts over.
+
+        Args:
+            config: A dataclass instance (`trainers.config.TrainConfig`).
+            fresh: Delete what the directory holds and start over. Defaults
+                to `False`.
+
+        Raises:
+            ValueError: If the directory holds a different run and `fresh`
+                is `False`, naming the fields that differ.
+        """
+        os.makedirs(self.path, exist_ok=True)
+        identity = _normalise(_identity(config))
+        if fresh:
+            for name in self.OUTPUTS:
+                target = self._file(name)
+                if os.path.isdir(target):
+                    shutil.rmtree(target)
+                elif os.path.exists(target):
+                    os.remove(target)
+        elif os.path.exists(self.run_file):
+            stored = self.stored_config()
+            differences = [
+                f"{key}={stored.get(key)!r} (stored) vs {identity.get(key)!r} (now)"
+                for key in sorted(set(stored) | set(identity))
+                if stored.get(key) != identity.get(key)
+            ]
+            if differences:
+                raise ValueError(
+                    f"The model_dir {self.path!r} holds a different run: "
+                    + "; ".join(differences)
+                    + ". Use another model_dir, or start over with `trainers.train --fresh` "
+                    "(`train_and_evaluate(..., fresh=True)`), which deletes its checkpoints "
+                    "and outputs."
+                )
+        elif any(os.path.exists(self._file(n)) for n in (self.CHECKPOINTS, self.MODEL)):
             raise ValueError(
-                f"The model_dir {workdir!r} holds a different run: "
-                + "; ".join(differences)
-                + ". Use another model_dir, or start over with `trainers.train --fresh` "
-                "(`train_and_evaluate(..., fresh=True)`), which deletes its checkpoints "
-                "and outputs."
+                f"The model_dir {self.path!r} holds checkpoints or a model but no {self.RUN} "
+                "(written by an older keras_lfr), so it cannot tell whether they belong to "
+                "this run. Use another model_dir, or start over with `trainers.train --fresh`."
             )
-    elif _has_outputs(workdir):
-        raise ValueError(
-            f"The model_dir {workdir!r} holds checkpoints or a model but no {RUN_FILE} "
-            "(written by an older keras_lfr), so it cannot tell whether they belong to "
-            "this run. Use another model_dir, or start over with `trainers.train --fresh`."
+        write_json(self.run_file, identity)
+
+    def latest(self):
+        """`(epoch, state)` of the latest complete checkpoint, or `(0, None)`.
+
+        `state` is the checkpoint's `state.json` (with the cumulative
+        `history`) plus `weights`, the path of its weights file.
+        """
+        directory = self.checkpoints
+        if not os.path.isdir(directory):
+            return 0, None
+        complete = sorted(
+            name
+            for name in os.listdir(directory)
+            if name.startswith("epoch-") and not name.endswith(".tmp")
         )
-    write_json(path, identity)
+        if not complete:
+            return 0, None
+        path = os.path.join(directory, complete[-1])
+        state = read_json(os.path.join(path, "state.json"))
+        state["weights"] = os.path.join(path, "model.weights.h5")
+        return int(state["epoch"]), state
 
+    def checkpoint_callback(self, history=None):
+        """A `Checkpoint` callback writing into this run's `checkpoints/`."""
+        return Checkpoint(self.checkpoints, history=history)
 
-def _has_outputs(workdir):
-    return any(
-        os.path.exists(os.path.join(workdir, name))
-        for name in (CHECKPOINTS, "backup", "model.keras", "metrics.json")
-    )
+    def save_model(self, model):
+        """`model.save` to `model.keras`, through a temporary file renamed into place."""
+        save_model(model, self.model)
 
-
-def latest(workdir):
-    """`(epoch, state)` of the latest complete checkpoint, or `(0, None)`.
-
-    `state` is the checkpoint's `state.json` (with the cumulative `history`)
-    plus `weights`, the path of its weights file.
-    """
-    directory = os.path.join(workdir, CHECKPOINTS)
-    if not os.path.isdir(directory):
-        return 0, None
-    complete = sorted(
-        name
-        for name in os.listdir(directory)
-        if name.startswith("epoch-") and not name.endswith(".tmp")
-    )
-    if not complete:
-        return 0, None
-    path = os.path.join(directory, complete[-1])
-    with open(os.path.join(path, "state.json")) as f:
-        state = json.load(f)
-    state["weights"] = os.path.join(path, "model.weights.h5")
-    return int(state["epoch"]), state
+    def export(self, export_fn, path=None):
+        """Exports through `export_fn(directory)` to `path` (default `export/`), atomically."""
+        export(export_fn, path or self.export_dir)
 
 
 def restore(model, state):
@@ -157,14 +269,14 @@ class Checkpoint(keras.callbacks.Callback):
     (`history`, extending the one of the checkpoint the run resumed from).
 
     Args:
-        workdir: The run's directory.
+        directory: The run's `checkpoints/` directory (`RunDir.checkpoints`).
         history: The cumulative history of the checkpoint the run resumed
             from. Defaults to `None` (a fresh run).
     """
 
-    def __init__(self, workdir, history=None):
+    def __init__(self, directory, history=None):
         super().__init__()
-        self.directory = os.path.join(workdir, CHECKPOINTS)
+        self.directory = directory
         self.history = {k: list(v) for k, v in (history or {}).items()}
 
     def on_epoch_end(self, epoch, logs=None):

@@ -19,7 +19,8 @@ import sys
 from absl import app, flags, logging
 
 import keras_lfr
-from trainers import budgets, evaluate, figures, train
+
+from . import budgets, evaluate, figures, train
 
 FLAGS = flags.FLAGS
 
@@ -131,6 +132,11 @@ def define_flags():
     )
 
 
-if __name__ == "__main__":
+def run():
+    """The console script `keras-lfr-sweep`."""
     define_flags()
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -9,12 +9,16 @@ from keras_lfr.methods.base import Method, get_method, hyperparameter_names
 class CompositeMethod(Method):
     """A method that adds terms to a base method it holds as `self.base`.
 
-    The inner maximisation and the pixel range are the base's: `perturb`
+    The inner maximisation, its radius and the pixel range are the base's: `perturb`
     delegates to it, and `clip_min`/`clip_max` read it, so that the checks
     `fit` runs on the data (pixels within the clip range) see them.
     """
 
     base = None
+
+    @property
+    def epsilon(self):
+        return getattr(self.base, "epsilon", None)
 
     @property
     def clip_min(self):

@@ -1,6 +1,6 @@
 """Local Flatness Regularization (Xu, Li, Jiang, Xia, ICIP 2020)."""
 
-from keras_lfr import _validation, ops
+from keras_lfr import _validation, defaults, ops
 from keras_lfr.methods.base import BallMethod, register_method
 
 
@@ -109,9 +109,9 @@ class LFR(BallMethod):
 
     def __init__(
         self,
-        epsilon=0.3,
-        step_size=0.01,
-        steps=40,
+        epsilon=defaults.PAPER_EPSILON,
+        step_size=defaults.PAPER_STEP_SIZE,
+        steps=defaults.PAPER_STEPS,
         lam=0.02,
         clip_min=0.0,
         clip_max=1.0,

@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from keras_lfr import _validation, ops
+from keras_lfr import _validation, defaults, ops
 from keras_lfr.methods.base import BallMethod, register_method
 
 
@@ -65,7 +65,14 @@ class LLR(BallMethod):
     penalty_hyperparameters = ("lam", "mu")
 
     def __init__(
-        self, epsilon=0.3, step_size=0.01, steps=40, lam=0.4, mu=0.3, clip_min=0.0, clip_max=1.0
+        self,
+        epsilon=defaults.PAPER_EPSILON,
+        step_size=defaults.PAPER_STEP_SIZE,
+        steps=defaults.PAPER_STEPS,
+        lam=0.4,
+        mu=0.3,
+        clip_min=0.0,
+        clip_max=1.0,
     ):
         self._set_ball(epsilon, step_size, steps, clip_min, clip_max)
         self.lam = _validation.non_negative_float("lam", lam)

@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from keras_lfr import _validation, ops
+from keras_lfr import _validation, defaults, ops
 from keras_lfr.methods.base import BallMethod, register_method
 
 
@@ -44,9 +44,9 @@ class TRADES(BallMethod):
 
     def __init__(
         self,
-        epsilon=0.3,
-        step_size=0.01,
-        steps=40,
+        epsilon=defaults.PAPER_EPSILON,
+        step_size=defaults.PAPER_STEP_SIZE,
+        steps=defaults.PAPER_STEPS,
         beta=1.0,
         clip_min=0.0,
         clip_max=1.0,

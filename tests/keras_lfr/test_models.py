@@ -1,8 +1,9 @@
 """The SmallCNN and the authors' released weights."""
 
+import keras
 import numpy as np
 import pytest
-from conftest import REFERENCE_WEIGHTS
+from conftest import REFERENCE_WEIGHTS, needs_reference_weights
 
 import keras_lfr
 
@@ -24,20 +25,18 @@ def reference_cnn():
     return keras_lfr.models.load_weights_npz(keras_lfr.models.small_cnn(), REFERENCE_WEIGHTS)
 
 
+@needs_reference_weights
 def test_reference_weights_load_and_classify_mnist():
     cnn = reference_cnn()
-    x, y = next(
-        iter(keras_lfr.data.load("mnist", "test", batch_size=500, num_examples=500, download=False))
-    )
+    x, y = next(iter(keras_lfr.data.load("mnist", "test", batch_size=500, num_examples=500)))
     accuracy = np.mean(np.argmax(cnn.predict(x, verbose=0), axis=1) == y.numpy())
     assert accuracy > 0.98
 
 
+@needs_reference_weights
 def test_local_flatness_grows_with_epsilon_on_the_reference_model():
     cnn = reference_cnn()
-    x, y = next(
-        iter(keras_lfr.data.load("mnist", "test", batch_size=64, num_examples=64, download=False))
-    )
+    x, y = next(iter(keras_lfr.data.load("mnist", "test", batch_size=64, num_examples=64)))
     at_x = keras_lfr.local_flatness(cnn, x, y, 0.0, 0.01, 1)
     in_ball = keras_lfr.local_flatness(cnn, x, y, 0.3, 0.01, 5)
     assert np.all(in_ball >= at_x - 1e-6)
@@ -52,8 +51,12 @@ def test_mismatched_weights_file_is_a_clear_error(tmp_path):
     np.savez(path, **{"fc3/bias": np.zeros(10)})
     with pytest.raises(ValueError, match=r"has no arrays \['conv1/kernel'"):
         keras_lfr.models.load_weights_npz(keras_lfr.models.small_cnn(), path)
-    with np.load(REFERENCE_WEIGHTS) as reference:
-        arrays = {key: reference[key] for key in reference.files}
+    arrays = {
+        f"{layer.name}/{weight}": getattr(layer, weight).numpy()
+        for layer in keras_lfr.models.small_cnn().layers
+        if layer.weights
+        for weight in ("kernel", "bias")
+    }
     arrays["fc3/kernel"] = np.zeros((3, 3))
     np.savez(path, **arrays)
     with pytest.raises(ValueError, match="Shape mismatch for 'fc3/kernel'"):
@@ -82,3 +85,21 @@ def test_to_float32_computes_the_weights_function_exactly(tmp_path):
     keras_lfr.wrap(mixed, method="standard").save(path)
     loaded = evaluate.load_model(evaluate.EvalConfig(model=str(path)))
     np.testing.assert_array_equal(loaded(x), reference(x))
+
+
+def test_preact_resnet18_has_the_resnet18_shape_and_trains_with_a_method():
+    net = keras_lfr.models.preact_resnet18(width=4)
+    assert net.input_shape == (None, 32, 32, 3) and net.output_shape == (None, 10)
+    convs = [layer for layer in net.layers if isinstance(layer, keras.layers.Conv2D)]
+    # Stem, 2 convolutions in each of 8 blocks, 3 projection shortcuts.
+    assert len(convs) == 1 + 16 + 3
+    assert net.get_layer("stage4_block2_add").output.shape[1:] == (4, 4, 32)
+    x = np.random.default_rng(0).uniform(size=(4, 32, 32, 3)).astype("float32")
+    robust = keras_lfr.wrap(net, method="pgd_at", epsilon=8 / 255, step_size=2 / 255, steps=1)
+    robust.compile(optimizer="sgd")
+    history = robust.fit(x, np.arange(4), epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][-1])
+    with pytest.raises(ValueError, match="width=0"):
+        keras_lfr.models.preact_resnet18(width=0)
+    bf16 = keras_lfr.models.preact_resnet18(width=2, dtype="mixed_bfloat16")
+    assert bf16.output.dtype == "float32"

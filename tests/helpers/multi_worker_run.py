@@ -1,6 +1,6 @@
 """Trains 3 LFR steps with `distributed_fit`, as one of two workers or alone.
 
-Usage: python tests/multi_worker_run.py OUT.npz [TASK_INDEX PORT0 PORT1]
+Usage: python tests/helpers/multi_worker_run.py OUT.npz [TASK_INDEX PORT0 PORT1]
 
 With a task index, runs as that worker of a 2-worker MultiWorkerMirroredStrategy
 cluster on localhost; without, as a single process. Either way the same global

@@ -7,10 +7,12 @@ import sys
 
 import numpy as np
 import pytest
+from absl import flags
 from conftest import tiny_model
 
 import keras_lfr
-from trainers import budgets, report, reproduce, sweep
+from trainers import budgets, report, reproduce, sweep, train
+from trainers import config as config_lib
 
 
 def test_surface_values_match_direct_evaluation():
@@ -133,17 +135,43 @@ def test_fast_recipe_on_fashion_mnist_trains_evaluates_and_reuses_the_evaluation
     assert "| median margin |" in report.report({**again, "methods": {"pgd_at": added}}, "cmd")
 
 
+def train_command(budget, method, dataset="mnist"):
+    directory = reproduce.method_dir("/runs", method, dataset)
+    return budgets.BUDGETS[budget].train_command(method, dataset, directory)
+
+
+def parsed_command(command):
+    """The `TrainConfig` that `trainers.train` builds from a printed command."""
+    flag_values = flags.FlagValues()
+    train.define_flags(flag_values)
+    flag_values(["prog", *command.split()[3:]])
+    return train.config_from_flags(flag_values)
+
+
+@pytest.mark.parametrize("budget", sorted(budgets.BUDGETS))
+@pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist"])
+def test_printed_commands_train_exactly_the_budgets_config(budget, dataset):
+    for method in reproduce.METHODS:
+        command = train_command(budget, method, dataset)
+        assert parsed_command(command) == budgets.BUDGETS[budget].train_config(method, dataset)
+
+
 def test_printed_train_commands_match_the_budget():
-    command = reproduce.train_command("fast", "trades", "fashion_mnist", "/runs")
-    assert command == (
+    # Off MNIST, ε and the step follow from the dataset: no flag needed.
+    assert train_command("fast", "trades", "fashion_mnist") == (
         "python -m trainers.train --recipe=fast --method=trades --dataset=fashion_mnist "
-        "--epsilon=0.1 --step_size=0.033333 --attack_eval_examples=500 "
-        "--model_dir=/runs/fashion_mnist/trades"
+        "--attack_eval_examples=500 --model_dir=/runs/fashion_mnist/trades"
     )
+    fashion = budgets.BUDGETS["fast"].train_config("trades", "fashion_mnist")
+    assert config_lib.threat_model(fashion) == (0.1, 0.033333)
+    assert config_lib.threat_model(budgets.BUDGETS["fast"].train_config("trades")) == (0.3, 0.1)
+    paper = budgets.BUDGETS["paper"].train_config("lfr", "fashion_mnist")
+    assert config_lib.threat_model(paper) == (0.1, 0.003333)
+    assert config_lib.threat_model(budgets.BUDGETS["paper"].train_config("lfr")) == (0.3, 0.01)
     config = budgets.BUDGETS["fast"].train_config("lfr")
     assert config.optimizer == "adam" and config.steps == 5 and config.epochs == 20
     # The AWP rows: the base method, AWP on once the 5-epoch ε ramp is over.
-    assert reproduce.train_command("fast", "trades_awp", "mnist", "/runs") == (
+    assert train_command("fast", "trades_awp") == (
         "python -m trainers.train --recipe=fast --method=trades --awp_gamma=0.005 "
         "--awp_warmup=5 --attack_eval_examples=500 --model_dir=/runs/trades_awp"
     )
@@ -151,7 +179,7 @@ def test_printed_train_commands_match_the_budget():
     # Other variants change their fields only.
     lam = budgets.BUDGETS["fast"].train_config("lfr_lam005")
     assert (lam.method, lam.lam, lam.awp_gamma) == ("lfr", 0.05, 0.0)
-    assert reproduce.train_command("fast", "lfr_lam005", "mnist", "/runs") == (
+    assert train_command("fast", "lfr_lam005") == (
         "python -m trainers.train --recipe=fast --method=lfr --lam=0.05 "
         "--attack_eval_examples=500 --model_dir=/runs/lfr_lam005"
     )
@@ -162,7 +190,7 @@ def test_printed_train_commands_match_the_budget():
             budgets.BUDGETS["fast"].train_config(method), epsilon_warmup_epochs=10
         )
     # A variant may change the budget's epochs or seed too.
-    assert reproduce.train_command("fast", "lfr_ramp10_e24", "mnist", "/runs") == (
+    assert train_command("fast", "lfr_ramp10_e24") == (
         "python -m trainers.train --recipe=fast --method=lfr --epochs=24 "
         "--epsilon_warmup_epochs=10 --attack_eval_examples=500 --model_dir=/runs/lfr_ramp10_e24"
     )
@@ -198,7 +226,7 @@ def test_every_method_of_every_budget_trains_without_dropout(budget):
     for method in reproduce.METHODS:
         config = budgets.BUDGETS[budget].train_config(method)
         assert config.dropout == 0.0, (budget, method)
-    assert "--dropout" not in reproduce.train_command(budget, "trades", "mnist", "/runs")
+    assert "--dropout" not in train_command(budget, "trades")
 
 
 def test_bare_reproduce_trains_the_table_rows_and_no_exploratory_variant():

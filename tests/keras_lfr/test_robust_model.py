@@ -267,3 +267,15 @@ def test_files_from_before_awp_became_a_method_load(tmp_path):
     assert warm.method.warmup_steps == 0 and warm.method.gamma == 0.01
     with pytest.raises(ValueError, match="awp_warmup_steps"):
         keras_lfr.wrap(tiny_model(), awp_gamma=0.01, awp_warmup=5)
+
+
+def test_threat_model_is_the_methods_ball():
+    robust = keras_lfr.wrap(tiny_model(), method="trades", epsilon=0.2, clip_min=-1.0)
+    assert robust.threat_model() == {"epsilon": 0.2, "clip_min": -1.0, "clip_max": 1.0}
+    awp = keras_lfr.wrap(tiny_model(), method="lfr", epsilon=0.1, awp_gamma=0.005)
+    assert awp.threat_model()["epsilon"] == 0.1
+    assert keras_lfr.wrap(tiny_model(), method="standard").threat_model() == {
+        "epsilon": None,
+        "clip_min": None,
+        "clip_max": None,
+    }

@@ -1,6 +1,6 @@
 """Runs one training step under MirroredStrategy in a fresh process.
 
-Usage: python tests/mirrored_step.py REPLICAS JIT METHOD OUT.npz
+Usage: python tests/helpers/mirrored_step.py REPLICAS JIT METHOD OUT.npz
 
 Logical CPUs must be configured before TensorFlow initialises, hence a
 separate process. Writes the weights after the step and the logged loss.

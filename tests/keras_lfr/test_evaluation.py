@@ -1,19 +1,15 @@
-"""Robust accuracy, protocols, sanity checks, the callback and the evaluate script."""
+"""Robust accuracy, protocols, sanity checks and the attack-evaluation callback."""
 
 import functools
-import json
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import REFERENCE_WEIGHTS, REPO, tiny_batch, tiny_model
+from conftest import tiny_batch, tiny_model
 
 import keras_lfr
 from keras_lfr import attacks, evaluation
-from trainers import evaluate
 
 
 def test_robust_accuracy_counts_per_attack_and_worst_case():
@@ -158,97 +154,6 @@ def test_attack_evaluation_callback_adds_keys_to_history():
         np.argmax(model(attacks.fgsm(model, x[:16], y[:16], epsilon=0.1)), axis=1) == y[:16]
     )
     assert history["val_adv_fgsm_accuracy"][-1] == pytest.approx(expected)
-
-
-def test_evaluate_script_on_npz_and_savedmodel_agree(tmp_path):
-    config = evaluate.EvalConfig(
-        weights=str(REFERENCE_WEIGHTS), examples=64, batch_size=64, verbose=0
-    )
-    from_npz = evaluate.evaluate(config)["results"]
-    assert set(from_npz.pop("seconds")) == {"clean", "fgsm", "pgd40", "mi_fgsm", "ddn"}
-    assert from_npz["clean"] > 0.95 and from_npz["pgd40"] <= from_npz["clean"]
-    cnn = evaluate.load_model(config)
-    keras_lfr.export(cnn, tmp_path / "saved")
-    config = evaluate.EvalConfig(
-        model=str(tmp_path / "saved"), examples=64, batch_size=64, verbose=0
-    )
-    from_saved = evaluate.evaluate(config)["results"]
-    del from_saved["seconds"]
-    assert from_saved == pytest.approx(from_npz, abs=1 / 64)
-
-
-def test_evaluate_command_line_writes_json(tmp_path):
-    out = tmp_path / "r.json"
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "trainers.evaluate",
-            f"--weights={REFERENCE_WEIGHTS}",
-            "--examples=32",
-            "--batch_size=32",
-            f"--output={out}",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    assert "| model | clean | fgsm | pgd40 | mi_fgsm | ddn | worst_case |" in completed.stdout
-    assert json.loads(out.read_text())["results"]["examples"] == 32
-
-
-def test_evaluate_needs_exactly_one_model_source():
-    with pytest.raises(ValueError, match="exactly one of `model`"):
-        evaluate.load_model(evaluate.EvalConfig())
-
-
-def test_evaluate_runs_a_chosen_subset_and_rejects_unknown_attacks():
-    config = evaluate.EvalConfig(
-        weights=str(REFERENCE_WEIGHTS), examples=16, batch_size=16, attacks=("pgd40",), verbose=0
-    )
-    results = evaluate.evaluate(config)["results"]
-    assert set(results) == {"clean", "pgd40", "worst_case", "examples", "seconds"}
-    assert set(results["seconds"]) == {"clean", "pgd40"}
-    # --flatness: γ and the confidence on the same 16 images, as computed directly.
-    config.flatness = True
-    flat = evaluate.evaluate(config)["flatness"]
-    cnn = evaluate.load_model(config)
-    x, y = evaluate.test_batch("mnist", 16)
-    gamma = keras_lfr.local_flatness(cnn, x, y, 0.3, 0.1, 5).numpy()
-    assert flat["examples"] == 16 and flat["gamma_median"] == pytest.approx(np.median(gamma))
-    assert flat["clean_ce"] == pytest.approx(evaluation.confidence(cnn, x, y)["clean_ce"])
-    config.attacks = ("pgd41",)
-    with pytest.raises(ValueError, match="argument `attacks`"):
-        evaluate.evaluate(config)
-
-
-def test_evaluate_runs_the_sanity_checks_on_the_chosen_images(monkeypatch):
-    seen = {}
-
-    def recorder(model, x, y, *, epsilon, queries):
-        seen.update(x=np.asarray(x), y=np.asarray(y), epsilon=epsilon, queries=queries)
-        return [evaluation.Check("recorded", True, "")]
-
-    monkeypatch.setattr(keras_lfr.evaluation, "sanity_checks", recorder)
-    config = evaluate.EvalConfig(
-        weights=str(REFERENCE_WEIGHTS),
-        examples=8,
-        batch_size=8,
-        attacks=("pgd40",),
-        epsilon=0.2,
-        sanity_checks=True,
-        check_examples=12,
-        check_queries=5000,
-        verbose=0,
-    )
-    output = evaluate.evaluate(config)
-    x, y = evaluate.test_batch("mnist", 12)
-    np.testing.assert_array_equal(seen["x"], x)
-    np.testing.assert_array_equal(seen["y"], y)
-    assert (seen["epsilon"], seen["queries"]) == (0.2, 5000)
-    assert output["sanity_checks"] == [{"name": "recorded", "passed": True, "detail": ""}]
 
 
 def test_sanity_check_gaps_of_exactly_the_tolerance_pass():

@@ -1,18 +1,17 @@
 """SavedModel export: a serving signature that maps float32 images to logits."""
 
 import json
-import pathlib
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from conftest import tiny_batch, tiny_model
-from test_model import SubclassedNet
+from conftest import HELPERS, tiny_batch, tiny_model
+from test_robust_model import SubclassedNet
 
 import keras_lfr
 
-RELOAD = pathlib.Path(__file__).with_name("export_reload.py")
+RELOAD = HELPERS / "export_reload.py"
 
 
 def reload_in_subprocess(path, x, tmp_path):

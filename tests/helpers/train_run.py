@@ -1,6 +1,6 @@
 """Runs a tiny deterministic LFR training (ε ramped) in a fresh process, optionally SIGKILLing it.
 
-Usage: python tests/train_run.py WORKDIR [KILL_POINT]
+Usage: python tests/helpers/train_run.py WORKDIR [KILL_POINT]
 
 KILL_POINT makes the process kill itself with SIGKILL (as the OOM killer or a
 preempted machine would):
@@ -21,7 +21,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 
-from trainers import runs, train  # noqa: E402
+from keras_lfr.trainers import config as config_lib  # noqa: E402
+from keras_lfr.trainers import runs, train  # noqa: E402
 
 
 def die():
@@ -49,7 +50,7 @@ def kill_before_replace(name):
             die()
         return replace(src, dst)
 
-    runs.os.replace = patched  # the `os` module as `trainers.runs` sees it
+    runs.os.replace = patched  # the `os` module as `keras_lfr.trainers.runs` sees it
 
 
 def kill_mid_weights(name):
@@ -75,7 +76,7 @@ if len(sys.argv) > 2:
         kill_before_replace(where)
     else:
         kill_mid_weights(where)
-config = train.TrainConfig(
+config = config_lib.TrainConfig(
     method="lfr",
     epochs=3,
     batch_size=64,

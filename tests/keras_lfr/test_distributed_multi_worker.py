@@ -1,14 +1,13 @@
 """MultiWorkerMirroredStrategy: two local worker processes match one process."""
 
-import pathlib
 import socket
 import subprocess
 import sys
 
 import numpy as np
-from conftest import REPO
+from conftest import HELPERS, REPO
 
-SCRIPT = pathlib.Path(__file__).with_name("multi_worker_run.py")
+SCRIPT = HELPERS / "multi_worker_run.py"
 
 
 def free_ports(count):

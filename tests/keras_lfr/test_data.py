@@ -11,7 +11,7 @@ import keras_lfr
 
 @pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
 def test_batches_are_float_images_and_integer_labels(name):
-    ds = keras_lfr.data.load(name, "test", batch_size=100, num_examples=250, download=False)
+    ds = keras_lfr.data.load(name, "test", batch_size=100, num_examples=250)
     batches = list(ds)
     assert [len(x) for x, _ in batches] == [100, 100, 50]
     x, y = batches[0]
@@ -23,25 +23,21 @@ def test_batches_are_float_images_and_integer_labels(name):
 
 
 def test_fashion_mnist_is_not_mnist_and_has_its_full_splits():
-    fashion = keras_lfr.data.load("fashion_mnist", "test", batch_size=10000, download=False)
-    mnist = keras_lfr.data.load("mnist", "test", batch_size=100, num_examples=100, download=False)
+    fashion = keras_lfr.data.load("fashion_mnist", "test", batch_size=10000)
+    mnist = keras_lfr.data.load("mnist", "test", batch_size=100, num_examples=100)
     x, y = next(iter(fashion))
     assert len(x) == 10000 and np.bincount(y.numpy()).tolist() == [1000] * 10
     assert not np.array_equal(x[:100], next(iter(mnist))[0])
 
 
 def test_first_n_examples_are_the_same_without_shuffling():
-    a = keras_lfr.data.load(
-        "mnist", "train", batch_size=64, num_examples=64, shuffle=False, download=False
-    )
-    b = keras_lfr.data.load(
-        "mnist", "train", batch_size=32, num_examples=64, shuffle=False, download=False
-    )
+    a = keras_lfr.data.load("mnist", "train", batch_size=64, num_examples=64, shuffle=False)
+    b = keras_lfr.data.load("mnist", "train", batch_size=32, num_examples=64, shuffle=False)
     np.testing.assert_array_equal(next(iter(a))[1], np.concatenate([y for _, y in b]))
 
 
 def test_training_split_is_reshuffled_each_epoch():
-    ds = keras_lfr.data.load("mnist", "train", batch_size=128, num_examples=128, download=False)
+    ds = keras_lfr.data.load("mnist", "train", batch_size=128, num_examples=128)
     first, second = (next(iter(ds))[1].numpy() for _ in range(2))
     assert sorted(first) == sorted(second) and not np.array_equal(first, second)
 
@@ -62,7 +58,7 @@ def test_missing_data_without_download_is_a_clear_error(tmp_path):
 
 def test_resumable_stream_permutes_each_epoch_by_seed_and_epoch():
     count, batch, seed = 100, 32, 7
-    load = dict(batch_size=batch, num_examples=count, download=False)
+    load = dict(batch_size=batch, num_examples=count)
     plain = np.concatenate(
         [x for x, _ in keras_lfr.data.load("mnist", "train", shuffle=False, **load)]
     )

@@ -1,6 +1,5 @@
 """One global batch gives the same step on one and on two replicas; distributed_fit = fit."""
 
-import pathlib
 import subprocess
 import sys
 
@@ -8,11 +7,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import learnable_data, tiny_batch, tiny_model
+from conftest import HELPERS, learnable_data, tiny_batch, tiny_model
 
 import keras_lfr
 
-SCRIPT = pathlib.Path(__file__).with_name("mirrored_step.py")
+SCRIPT = HELPERS / "mirrored_step.py"
 
 
 def run_step(tmp_path, replicas, jit, method):

@@ -12,15 +12,15 @@ import tensorflow as tf
 from absl import flags
 from conftest import REPO
 
-from trainers import config as trainer_config
-from trainers import evaluate, runs, train
+from trainers import config as config_lib
+from trainers import evaluate, options, runs, train
 
 
 # Eight optimizer steps on 256 images do not leave the constant classifier, so
 # the collapse warning is right here (tests/test_schedules.py tests it).
 @pytest.mark.filterwarnings("ignore:Training with method='lfr' looks collapsed")
 def test_train_and_evaluate_writes_model_export_and_logs(tmp_path):
-    config = train.TrainConfig(
+    config = config_lib.TrainConfig(
         method="lfr",
         epochs=2,
         batch_size=64,
@@ -87,29 +87,34 @@ def test_trainer_command_line_continues_a_finished_run_and_refuses_another(tmp_p
 
 
 def test_a_model_dir_holds_one_run(tmp_path):
-    config = train.TrainConfig(method="lfr", epochs=3)
-    runs.claim(str(tmp_path), config)
-    runs.claim(str(tmp_path), dataclasses.replace(config, epochs=5, verbose=0))  # same run
+    config = config_lib.TrainConfig(method="lfr", epochs=3)
+    runs.RunDir(tmp_path).claim(config)
+    runs.RunDir(tmp_path).claim(dataclasses.replace(config, epochs=5, verbose=0))  # same run
     with pytest.raises(ValueError, match=r"lam=None \(stored\) vs 0.1 \(now\)"):
-        runs.claim(str(tmp_path), dataclasses.replace(config, lam=0.1))
+        runs.RunDir(tmp_path).claim(dataclasses.replace(config, lam=0.1))
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "model.keras").write_text("old")
-    runs.claim(str(tmp_path), dataclasses.replace(config, method="standard"), fresh=True)
+    runs.RunDir(tmp_path).claim(dataclasses.replace(config, method="standard"), fresh=True)
     assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "model.keras").exists()
     assert json.loads((tmp_path / "run.json").read_text())["method"] == "standard"
     # A directory with outputs but no run.json (an older keras_lfr) is not guessed at.
     legacy = tmp_path / "legacy"
-    (legacy / "backup").mkdir(parents=True)
+    (legacy / runs.RunDir.CHECKPOINTS).mkdir(parents=True)
     with pytest.raises(ValueError, match="no run.json"):
-        runs.claim(str(legacy), config)
+        runs.RunDir(legacy).claim(config)
 
 
 def test_unset_hyperparameters_keep_each_methods_defaults():
-    assert train.method_hyperparameters(train.TrainConfig(method="llr")) == {}
-    config = train.TrainConfig(method="trades", steps=5, lam=0.1, beta=2.0)
-    assert train.method_hyperparameters(config) == {"steps": 5, "beta": 2.0}
-    adr = train.method_hyperparameters(train.TrainConfig(method="adr", epsilon=0.1, beta=1.0))
-    assert adr == {"epsilon": 0.1, "beta": 1.0}
+    # ε is always the config's (default: the dataset's); the rest only when set.
+    hyperparameters = config_lib.method_hyperparameters
+    assert hyperparameters(config_lib.TrainConfig(method="llr")) == {"epsilon": 0.3}
+    assert hyperparameters(config_lib.TrainConfig(method="standard")) == {}
+    config = config_lib.TrainConfig(method="trades", steps=5, lam=0.1, beta=2.0)
+    assert hyperparameters(config) == {"epsilon": 0.3, "steps": 5, "beta": 2.0}
+    adr = hyperparameters(config_lib.TrainConfig(method="adr", epsilon=0.2, beta=1.0))
+    assert adr == {"epsilon": 0.2, "beta": 1.0}
+    fashion = config_lib.make("fast", method="pgd_at", dataset="fashion_mnist")
+    assert hyperparameters(fashion) == {"epsilon": 0.1, "step_size": 0.033333, "steps": 5}
 
 
 def test_help_lists_the_choices():
@@ -130,24 +135,24 @@ def test_help_lists_the_choices():
     assert "apgd_ce, apgd_t, square" in evaluate_help and "--data_dir" in evaluate_help
 
 
-@pytest.mark.parametrize("config_class", [train.TrainConfig, evaluate.EvalConfig])
+@pytest.mark.parametrize("config_class", [config_lib.TrainConfig, evaluate.EvalConfig])
 def test_flags_are_derived_from_the_config(config_class):
     flag_values = flags.FlagValues()
-    trainer_config.define_flags(config_class, flag_values)
+    options.define_flags(config_class, flag_values)
     assert set(flag_values) == {f.name for f in dataclasses.fields(config_class)}
     flag_values(["prog"])
-    assert trainer_config.from_flags(config_class, flag_values) == config_class()
+    assert options.from_flags(config_class, flag_values) == config_class()
 
 
 def test_train_flags_parse_into_the_config():
     flag_values = flags.FlagValues()
-    trainer_config.define_flags(train.TrainConfig, flag_values)
+    options.define_flags(config_lib.TrainConfig, flag_values)
     flag_values(
         ["prog", "--method=adr", "--hparams=local_weight=0.2,layer=fc2", "--lr_decay_epochs=3,5"]
         + ["--jit_compile=false", "--verbose=2", "--epsilon=0.1", "--deterministic"]
     )
-    config = trainer_config.from_flags(train.TrainConfig, flag_values)
-    assert config == train.TrainConfig(
+    config = options.from_flags(config_lib.TrainConfig, flag_values)
+    assert config == config_lib.TrainConfig(
         method="adr",
         hparams={"local_weight": 0.2, "layer": "fc2"},
         lr_decay_epochs=(3, 5),
@@ -156,3 +161,22 @@ def test_train_flags_parse_into_the_config():
         epsilon=0.1,
         deterministic=True,
     )
+
+
+def test_trainer_ramp_reaches_epsilon_on_its_epoch(tmp_path):
+    config = config_lib.TrainConfig(
+        method="pgd_at",
+        epochs=3,
+        batch_size=64,
+        steps=1,
+        step_size=0.3,
+        train_examples=256,  # 4 steps per epoch
+        test_examples=64,
+        epsilon_warmup_epochs=2,
+        lr_decay_epochs=(),
+        verbose=0,
+    )
+    history = train.train_and_evaluate(config, str(tmp_path))["history"]
+    # The last step of each epoch: steps 3, 7 and 11 of an 8-step ramp.
+    assert history["epsilon_scale"] == pytest.approx([3 / 8, 7 / 8, 1.0])
+    assert len(history["wall_time"]) == 3 and np.all(np.diff(history["wall_time"]) > 0)

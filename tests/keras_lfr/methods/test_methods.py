@@ -1,19 +1,15 @@
 """The baselines and AWP against independent computations."""
 
-import pathlib
-
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import learnable_data, tiny_model
+from conftest import REPO, learnable_data, tiny_model
 
 import keras_lfr
 from keras_lfr import ops
 from keras_lfr.methods import LLR, TRADES
 from keras_lfr.methods import awp as awp_module
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def softmax(logits):
@@ -371,7 +367,7 @@ def test_pgd_at_and_standard_losses_match_numpy(tiny, batch):
 
 @pytest.fixture(scope="module")
 def mnist_slice():
-    train = keras_lfr.data.load("mnist", "train", batch_size=64, num_examples=1024, download=False)
+    train = keras_lfr.data.load("mnist", "train", batch_size=64, num_examples=1024)
     return train
 
 

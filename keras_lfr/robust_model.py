@@ -142,6 +142,18 @@ class RobustModel(keras.Model):
         """Returns the wrapped model, e.g. for serving or for another wrapper."""
         return self.inner_model
 
+    def threat_model(self):
+        """The l-inf ball the model is trained against, for evaluating it at the same radius.
+
+        Returns:
+            A dict with `epsilon` (the method's full radius, after any ramp)
+            and the pixel range `clip_min`, `clip_max`; `None` values for a
+            method without a ball (`"standard"`).
+        """
+        return {
+            name: getattr(self.method, name, None) for name in ("epsilon", "clip_min", "clip_max")
+        }
+
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, jit_compile="auto", **kwargs):
         """Configures the model for training; like `keras.Model.compile`.
 

@@ -1,0 +1,302 @@
+"""Pretrained robust models shipped inside the package, loadable offline by name.
+
+Each entry is a folder `keras_lfr/zoo/models/<dataset>/<threat model>/<name>/`
+holding the classifier's weights in Keras' format (`model.weights.h5`) and
+its record (`record.json`): the dataset and threat model, the method and its
+hyperparameters, the architecture, the exact training command and seed, the
+training time and hardware, and the evaluation (clean and robust accuracy,
+per attack, with the protocol, its sample and the sanity checks). Names
+follow RobustBench's: `mnist/linf-0.3/lfr-fast`.
+
+Example:
+
+>>> keras_lfr.zoo.available(dataset="mnist")
+['mnist/linf-0.3/lfr-fast', ...]
+>>> model = keras_lfr.zoo.load("mnist/linf-0.3/lfr-fast")  # logits, float32
+>>> keras_lfr.zoo.info("mnist/linf-0.3/lfr-fast")["evaluation"]["robust"]
+"""
+
+import hashlib
+import json
+import os
+import pathlib
+
+import numpy as np
+
+from keras_lfr import _validation, data, defaults, evaluation, models
+
+MODELS = pathlib.Path(__file__).resolve().parent / "models"
+RECORD = "record.json"
+WEIGHTS = "model.weights.h5"
+# The architectures an entry may name, by their `keras_lfr.models` function.
+ARCHITECTURES = {"small_cnn": models.small_cnn, "preact_resnet18": models.preact_resnet18}
+
+# The record's fields and their types; nested dicts list their own.
+SCHEMA = {
+    "name": str,
+    "dataset": str,
+    "threat_model": {"norm": str, "epsilon": float},
+    "method": str,
+    "hyperparameters": dict,
+    "architecture": {"name": str, "kwargs": dict},
+    "weights": {"file": str, "sha256": str},
+    "training": {
+        "command": str,
+        "seed": int,
+        "wall_time_minutes": float,
+        "hardware": str,
+        "keras_lfr_version": str,
+        "commit": str,
+    },
+    "evaluation": {
+        "protocol": str,
+        "protocol_version": int,
+        "examples": int,
+        "clean": float,
+        "robust": float,
+        "per_attack": dict,
+        "sanity_checks": list,
+        "command": str,
+        "hardware": str,
+    },
+    # Clean accuracy on the first 1,000 test images in float32: what `load`
+    # must give back exactly.
+    "clean_first_1000": float,
+    "date": str,
+}
+
+
+def _entry_dir(name):
+    return MODELS.joinpath(*name.split("/"))
+
+
+def available(dataset=None, threat_model=None):
+    """The names of the entries, sorted; optionally of one dataset and threat model.
+
+    Args:
+        dataset: E.g. `"mnist"`; `None` for every dataset. Defaults to `None`.
+        threat_model: E.g. `"linf-0.3"`; `None` for every one. Defaults to
+            `None`.
+
+    Returns:
+        A sorted list of names `<dataset>/<threat model>/<name>`.
+    """
+    names = sorted(str(path.parent.relative_to(MODELS).as_posix()) for path in MODELS.rglob(RECORD))
+    return [
+        name
+        for name in names
+        if (dataset is None or name.split("/")[0] == dataset)
+        and (threat_model is None or name.split("/")[1] == threat_model)
+    ]
+
+
+def info(name):
+    """The record of an entry (a dict; see `SCHEMA`).
+
+    Raises:
+        ValueError: If there is no entry of that name (the message lists them).
+    """
+    path = _entry_dir(name) / RECORD
+    if "/" not in str(name) or not path.is_file():
+        raise ValueError(
+            f"Invalid value for argument `name`. Received: name={name!r}. Expected one of "
+            f"{available()}."
+        )
+    return json.loads(path.read_text())
+
+
+def sha256(path):
+    """The hex sha256 digest of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def build(record):
+    """The record's architecture with fresh weights (float32, logits)."""
+    architecture = record["architecture"]
+    _validation.one_of("architecture", architecture["name"], tuple(ARCHITECTURES))
+    kwargs = dict(architecture["kwargs"])
+    if "input_shape" in kwargs:
+        kwargs["input_shape"] = tuple(kwargs["input_shape"])
+    return ARCHITECTURES[architecture["name"]](**kwargs)
+
+
+def load(name):
+    """The classifier of an entry, with its shipped weights: a `keras.Model` returning logits.
+
+    The weights file is checked against the record's sha256 first.
+
+    Raises:
+        ValueError: If the name is unknown, or the weights file does not
+            match its checksum (a corrupted or replaced file).
+    """
+    record = info(name)
+    path = _entry_dir(name) / record["weights"]["file"]
+    found = sha256(path)
+    if found != record["weights"]["sha256"]:
+        raise ValueError(
+            f"The weights of zoo entry {name!r} ({path}) fail their checksum: sha256 {found}, "
+            f"expected {record['weights']['sha256']}. The file is corrupted or was replaced; "
+            "reinstall keras_lfr."
+        )
+    model = build(record)
+    model.load_weights(path)
+    return model
+
+
+def validate(record):
+    """Checks a record against `SCHEMA`.
+
+    Raises:
+        ValueError: Naming the first missing field or the first field of the
+            wrong type.
+    """
+
+    def check(value, schema, where):
+        for field, kind in schema.items():
+            if field not in value:
+                raise ValueError(f"Invalid zoo record: `{where}{field}` is missing.")
+            if isinstance(kind, dict):
+                check(value[field], kind, f"{where}{field}.")
+            elif not isinstance(value[field], kind) or (
+                kind is float and isinstance(value[field], bool)
+            ):
+                if kind is float and isinstance(value[field], int):
+                    continue
+                raise ValueError(
+                    f"Invalid zoo record: `{where}{field}` is {value[field]!r}, expected a "
+                    f"{kind.__name__}."
+                )
+
+    check(record, SCHEMA, "")
+    name = record["name"]
+    expected_prefix = f"{record['dataset']}/{threat_model_name(record['threat_model'])}/"
+    if not name.startswith(expected_prefix):
+        raise ValueError(
+            f"Invalid zoo record: name {name!r} should start with {expected_prefix!r}."
+        )
+
+
+def threat_model_name(threat_model):
+    """`{"norm": "linf", "epsilon": 0.3}` -> `"linf-0.3"`."""
+    return f"{threat_model['norm']}-{threat_model['epsilon']:g}"
+
+
+def clean_accuracy(model, dataset, n_examples=1000):
+    """Clean accuracy of a classifier on the first `n_examples` test images, in float32."""
+    test = data.load(dataset, "test", batch_size=500, num_examples=n_examples)
+    correct = total = 0
+    for x, y in test:
+        logits = np.asarray(model(x, training=False))
+        correct += int(np.sum(np.argmax(logits, axis=1) == np.asarray(y)))
+        total += len(y)
+    return correct / total
+
+
+# The protocol `benchmark` runs, and its version in the records: bump the
+# version when the attacks change.
+PROTOCOL = "strong"
+PROTOCOL_VERSION = 2
+
+
+def benchmark(
+    model,
+    dataset,
+    epsilon=None,
+    n_examples=10000,
+    *,
+    chunk_size=500,
+    cache_dir=None,
+    queries=5000,
+    verbose=1,
+):
+    """Evaluates any Keras classifier like the zoo's entries: robust accuracy on the test split.
+
+    Runs the strong protocol (APGD-CE, APGD-T, Square with `queries`
+    queries) as a cascade on the first `n_examples` test images of the
+    dataset, in float32, in chunks of `chunk_size` images. With `cache_dir`,
+    each finished chunk's counts are saved there, and a rerun (e.g. after
+    the process was killed) evaluates only the chunks not yet saved; the
+    attacks' randomness depends on the chunk alone, so a resumed evaluation
+    gives exactly the counts of an uninterrupted one.
+
+    Args:
+        model: A Keras classifier returning logits (a `RobustModel` is
+            unwrapped; mixed-precision layers are evaluated in float32).
+        dataset: A dataset of `keras_lfr.data.DATASETS`.
+        epsilon: The l-inf radius; `None` for the dataset's standard one
+            (`keras_lfr.defaults`). Defaults to `None`.
+        n_examples: Test images. Defaults to `10000` (the whole MNIST test
+            split).
+        chunk_size: Images per chunk (and attack batch). Defaults to `500`.
+        cache_dir: Directory for the per-chunk results; `None` for none.
+            Defaults to `None`.
+        queries: Square attack queries. Defaults to `5000`.
+        verbose: 1 for a line per chunk with the running robust accuracy
+            and the time left, 0 for none. Defaults to `1`.
+
+    Returns:
+        The `evaluation` part of a zoo record (see `SCHEMA`), without the
+        `command` and `hardware` fields, which the caller knows.
+    """
+    import time
+
+    from keras_lfr.robust_model import RobustModel
+
+    if isinstance(model, RobustModel):
+        model = model.unwrap()
+    model = models.to_float32(model)
+    epsilon = defaults.dataset_epsilon(dataset) if epsilon is None else float(epsilon)
+    n_examples = _validation.positive_int("n_examples", n_examples)
+    chunk_size = _validation.positive_int("chunk_size", chunk_size)
+    attacks = evaluation.protocol(PROTOCOL, epsilon=epsilon, queries=queries)
+    if cache_dir is not None:
+        os.makedirs(cache_dir, exist_ok=True)
+    counts, started, done = {}, time.perf_counter(), 0
+    chunks = range(0, n_examples, chunk_size)
+    for index, start in enumerate(chunks):
+        stop = min(start + chunk_size, n_examples)
+        path = None if cache_dir is None else os.path.join(cache_dir, f"chunk-{start:06d}.json")
+        if path is not None and os.path.exists(path):
+            with open(path) as f:
+                chunk = json.load(f)
+        else:
+            test = data.load(dataset, f"test[{start}:{stop}]", batch_size=stop - start)
+            result = evaluation.robust_accuracy(model, test, attacks, cascade=True, verbose=0)
+            n = result["examples"]
+            chunk = {
+                name: int(round(result[name] * n)) for name in ("clean", *attacks, "worst_case")
+            }
+            chunk["examples"] = n
+            if path is not None:
+                with open(f"{path}.tmp", "w") as f:
+                    json.dump(chunk, f)
+                os.replace(f"{path}.tmp", path)
+            done += 1
+        for key, value in chunk.items():
+            counts[key] = counts.get(key, 0) + value
+        if verbose:
+            elapsed = time.perf_counter() - started
+            left = len(chunks) - index - 1
+            eta = elapsed / done * left if done else 0.0
+            print(
+                f"{counts['examples']}/{n_examples} images: robust "
+                f"{counts['worst_case'] / counts['examples']:.4f}, clean "
+                f"{counts['clean'] / counts['examples']:.4f}, about {eta / 60:.0f} min left",
+                flush=True,
+            )
+    total = counts["examples"]
+    return {
+        "protocol": PROTOCOL,
+        "protocol_version": PROTOCOL_VERSION,
+        "epsilon": epsilon,
+        "examples": total,
+        "clean": counts["clean"] / total,
+        "robust": counts["worst_case"] / total,
+        "per_attack": {name: counts[name] / total for name in attacks},
+        "cascade": True,
+        "square_queries": queries,
+    }

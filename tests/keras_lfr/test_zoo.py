@@ -1,0 +1,152 @@
+"""`keras_lfr.zoo`: entries load at their recorded accuracy; records, checksums, benchmark."""
+
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+import keras_lfr
+from keras_lfr import zoo
+
+PACKAGE = pathlib.Path(keras_lfr.__file__).resolve().parent
+
+
+@pytest.mark.parametrize("name", zoo.available())
+def test_every_entry_loads_and_gives_its_recorded_clean_accuracy(name):
+    record = zoo.info(name)
+    zoo.validate(record)
+    model = zoo.load(name)
+    # Deterministic float32 inference: exactly the record's figure.
+    assert zoo.clean_accuracy(model, record["dataset"], 1000) == record["clean_first_1000"]
+    evaluated = record["evaluation"]
+    assert evaluated["robust"] <= min(evaluated["per_attack"].values()) <= evaluated["clean"]
+
+
+def test_unknown_names_are_refused_with_the_list():
+    with pytest.raises(ValueError, match=r"name='mnist/linf-0.3/nope'. Expected one of \["):
+        zoo.info("mnist/linf-0.3/nope")
+    with pytest.raises(ValueError, match="name='lfr'"):
+        zoo.load("lfr")
+
+
+def test_the_package_stays_small():
+    size = sum(path.stat().st_size for path in PACKAGE.rglob("*") if path.is_file())
+    assert size < 15 * 2**20
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory):
+    """A tiny run trained by `trainers.train` and released into a temporary zoo."""
+    from trainers import config as config_lib
+    from trainers import release, train
+
+    root = tmp_path_factory.mktemp("zoo")
+    workdir = root / "run"
+    config = config_lib.make(
+        "fast", method="pgd_at", epochs=1, train_examples=256, test_examples=64, steps=1, verbose=0
+    )
+    command = "python -m trainers.train --recipe=fast --method=pgd_at --epochs=1"
+    train.train_and_evaluate(config, str(workdir), command=command)
+    models = root / "models"
+    original = zoo.MODELS
+    zoo.MODELS = models
+    try:
+        record = release.release(
+            str(workdir),
+            "mnist/linf-0.3/tiny",
+            examples=24,
+            check_examples=8,
+            queries=20,
+            verbose=0,
+        )
+        yield record, workdir
+    finally:
+        zoo.MODELS = original
+
+
+def test_release_writes_a_valid_record_that_loads_back(released, monkeypatch):
+    record, workdir = released
+    monkeypatch.setattr(zoo, "MODELS", pathlib.Path(workdir).parent / "models")
+    zoo.validate(record)
+    assert zoo.available() == ["mnist/linf-0.3/tiny"] == zoo.available("mnist", "linf-0.3")
+    assert zoo.available(dataset="fashion_mnist") == [] == zoo.available(threat_model="linf-0.1")
+    assert record["training"]["command"].startswith("python -m trainers.train --recipe=fast")
+    assert record["threat_model"] == {"norm": "linf", "epsilon": 0.3}
+    assert record["hyperparameters"]["step_size"] == 0.1
+    assert record["evaluation"]["examples"] == 24
+    assert zoo.info("mnist/linf-0.3/tiny") == json.loads(json.dumps(record))
+    # The released weights are the trained model's, in float32.
+    import keras
+
+    trained = keras_lfr.models.to_float32(
+        keras.models.load_model(str(workdir / "model.keras")).unwrap()
+    )
+    x = np.random.default_rng(0).uniform(size=(4, 28, 28, 1)).astype("float32")
+    np.testing.assert_allclose(zoo.load("mnist/linf-0.3/tiny")(x), trained(x), atol=1e-6)
+    assert (
+        zoo.clean_accuracy(zoo.load("mnist/linf-0.3/tiny"), "mnist") == (record["clean_first_1000"])
+    )
+
+
+def test_a_corrupted_weights_file_fails_its_checksum(released, monkeypatch):
+    _, workdir = released
+    models = pathlib.Path(workdir).parent / "models"
+    monkeypatch.setattr(zoo, "MODELS", models)
+    weights = models / "mnist" / "linf-0.3" / "tiny" / zoo.WEIGHTS
+    original = weights.read_bytes()
+    try:
+        weights.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+        with pytest.raises(ValueError, match="fail their checksum"):
+            zoo.load("mnist/linf-0.3/tiny")
+    finally:
+        weights.write_bytes(original)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda r: r.pop("weights"), "`weights` is missing"),
+        (lambda r: r["evaluation"].update(robust="high"), "`evaluation.robust` is 'high'"),
+        (lambda r: r.update(name="mnist/linf-0.1/x"), "should start with 'mnist/linf-0.3/'"),
+    ],
+    ids=["missing", "wrong_type", "name"],
+)
+def test_records_are_validated(released, change, message):
+    record = json.loads(json.dumps(released[0]))
+    change(record)
+    with pytest.raises(ValueError, match=message):
+        zoo.validate(record)
+
+
+def test_benchmark_resumes_from_its_cache_with_the_same_counts(released, tmp_path):
+    _, workdir = released
+    import keras
+
+    model = keras.models.load_model(str(workdir / "model.keras"))
+    kwargs = dict(dataset="mnist", n_examples=24, chunk_size=8, queries=20, verbose=0)
+    straight = zoo.benchmark(model, **kwargs)
+    cache = tmp_path / "cache"
+    first = zoo.benchmark(model, cache_dir=cache, **kwargs)
+    chunks = sorted(cache.iterdir())
+    assert len(chunks) == 3
+    # As if killed after the first chunk: the rerun evaluates the other two.
+    chunks[2].unlink()
+    chunks[1].unlink()
+    resumed = zoo.benchmark(model, cache_dir=cache, **kwargs)
+    assert straight == first == resumed
+    assert straight["epsilon"] == 0.3 and straight["examples"] == 24
+
+
+def test_leaderboard_puts_our_rows_beside_the_published_ones_by_robust_accuracy(released):
+    from trainers import release
+
+    record = json.loads(json.dumps(released[0]))
+    record["evaluation"]["robust"] = 0.9100
+    text = release.leaderboard([record])
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    robust = [float(row.split(" | ")[2]) for row in rows[1:]]
+    assert robust == sorted(robust, reverse=True) and len(rows) == 1 + 1 + 9
+    ours = next(row for row in rows if "mnist/linf-0.3/tiny" in row)
+    assert "| 91.00 | strong, 24 images |" in ours
+    assert rows.index(ours) == 6  # after the header and 5 published rows above 91.00

@@ -1,0 +1,196 @@
+"""`trainers.evaluate`: model sources, protocols, defaults from the model, the command line."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import REFERENCE_WEIGHTS, REPO, needs_reference_weights
+
+import keras_lfr
+from keras_lfr import evaluation
+from trainers import evaluate
+
+
+@needs_reference_weights
+def test_evaluate_script_on_npz_and_savedmodel_agree(tmp_path):
+    config = evaluate.EvalConfig(
+        weights=REFERENCE_WEIGHTS,
+        protocol="paper",
+        cascade=False,
+        examples=64,
+        batch_size=64,
+        verbose=0,
+    )
+    from_npz = evaluate.evaluate(config)["results"]
+    assert set(from_npz.pop("seconds")) == {"clean", "fgsm", "pgd40", "mi_fgsm", "ddn"}
+    assert from_npz["clean"] > 0.95 and from_npz["pgd40"] <= from_npz["clean"]
+    cnn = evaluate.load_model(config)
+    keras_lfr.export(cnn, tmp_path / "saved")
+    config = evaluate.EvalConfig(
+        model=str(tmp_path / "saved"),
+        protocol="paper",
+        cascade=False,
+        examples=64,
+        batch_size=64,
+        verbose=0,
+    )
+    from_saved = evaluate.evaluate(config)["results"]
+    del from_saved["seconds"]
+    assert from_saved == pytest.approx(from_npz, abs=1 / 64)
+
+
+@needs_reference_weights
+def test_evaluate_command_line_writes_json(tmp_path):
+    out = tmp_path / "r.json"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trainers.evaluate",
+            f"--weights={REFERENCE_WEIGHTS}",
+            "--protocol=paper",
+            "--nocascade",
+            "--examples=32",
+            "--batch_size=32",
+            f"--output={out}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "| model | clean | fgsm | pgd40 | mi_fgsm | ddn | worst_case |" in completed.stdout
+    assert json.loads(out.read_text())["results"]["examples"] == 32
+
+
+def test_evaluate_needs_exactly_one_model_source():
+    with pytest.raises(ValueError, match="exactly one of `model`"):
+        evaluate.load_model(evaluate.EvalConfig())
+
+
+@needs_reference_weights
+def test_evaluate_runs_a_chosen_subset_and_rejects_unknown_attacks():
+    config = evaluate.EvalConfig(
+        weights=REFERENCE_WEIGHTS,
+        protocol="paper",
+        examples=16,
+        batch_size=16,
+        attacks=("pgd40",),
+        verbose=0,
+    )
+    results = evaluate.evaluate(config)["results"]
+    assert set(results) == {"clean", "pgd40", "worst_case", "examples", "seconds"}
+    assert set(results["seconds"]) == {"clean", "pgd40"}
+    # --flatness: γ and the confidence on the same 16 images, as computed directly.
+    config.flatness = True
+    flat = evaluate.evaluate(config)["flatness"]
+    cnn = evaluate.load_model(config)
+    x, y = evaluate.test_batch("mnist", 16)
+    gamma = keras_lfr.local_flatness(cnn, x, y, 0.3, 0.1, 5).numpy()
+    assert flat["examples"] == 16 and flat["gamma_median"] == pytest.approx(np.median(gamma))
+    assert flat["clean_ce"] == pytest.approx(evaluation.confidence(cnn, x, y)["clean_ce"])
+    config.attacks = ("pgd41",)
+    with pytest.raises(ValueError, match="argument `attacks`"):
+        evaluate.evaluate(config)
+
+
+@needs_reference_weights
+def test_evaluate_runs_the_sanity_checks_on_the_chosen_images(monkeypatch):
+    seen = {}
+
+    def recorder(model, x, y, *, epsilon, queries):
+        seen.update(x=np.asarray(x), y=np.asarray(y), epsilon=epsilon, queries=queries)
+        return [evaluation.Check("recorded", True, "")]
+
+    monkeypatch.setattr(keras_lfr.evaluation, "sanity_checks", recorder)
+    config = evaluate.EvalConfig(
+        weights=REFERENCE_WEIGHTS,
+        protocol="paper",
+        examples=8,
+        batch_size=8,
+        attacks=("pgd40",),
+        epsilon=0.2,
+        sanity_checks=True,
+        check_examples=12,
+        check_queries=5000,
+        verbose=0,
+    )
+    output = evaluate.evaluate(config)
+    x, y = evaluate.test_batch("mnist", 12)
+    np.testing.assert_array_equal(seen["x"], x)
+    np.testing.assert_array_equal(seen["y"], y)
+    assert (seen["epsilon"], seen["queries"]) == (0.2, 5000)
+    assert output["sanity_checks"] == [{"name": "recorded", "passed": True, "detail": ""}]
+
+
+def test_defaults_are_the_strong_protocol_as_a_cascade():
+    config = evaluate.EvalConfig()
+    assert (config.protocol, config.cascade) == ("strong", True)
+    assert config.epsilon is None and config.dataset is None
+
+
+@pytest.fixture
+def fashion_run(tmp_path):
+    """A keras_lfr model trained for Fashion-MNIST at ε = 0.1, saved in its run directory."""
+    from trainers import config as config_lib
+    from trainers import runs
+
+    config = config_lib.make("fast", method="pgd_at", dataset="fashion_mnist")
+    run = runs.RunDir(tmp_path / "run")
+    run.claim(config)
+    epsilon, step_size = config_lib.threat_model(config)
+    cnn = keras_lfr.models.small_cnn(dropout=0.0)
+    robust = keras_lfr.wrap(cnn, method="pgd_at", epsilon=epsilon, step_size=step_size, steps=2)
+    robust.save(run.model)
+    return run
+
+
+def test_a_keras_lfr_model_is_attacked_at_its_own_dataset_and_epsilon(fashion_run):
+    config = evaluate.EvalConfig(model=fashion_run.model, examples=8, batch_size=8, verbose=0)
+    threat = evaluate.threat_model(config)
+    assert (threat["dataset"], threat["epsilon"]) == ("fashion_mnist", 0.1)
+    assert (threat["clip_min"], threat["clip_max"]) == (0.0, 1.0)
+    assert threat["source"] == {
+        "dataset": "the model's run directory",
+        "epsilon": "the model's training radius",
+    }
+    config.attacks = ("apgd_ce",)
+    output = evaluate.evaluate(config)
+    assert (output["protocol"], output["dataset"], output["epsilon"]) == (
+        "strong",
+        "fashion_mnist",
+        0.1,
+    )
+    # The attack ran at ε = 0.1 on Fashion-MNIST's first 8 test images: an
+    # untrained model (all-zero logits) is wrong on all of them.
+    assert output["results"]["examples"] == 8
+    assert "on fashion_mnist (the model's run directory) at ε = 0.1" in evaluate.describe(output)
+    assert "Note" not in evaluate.describe(output)
+
+
+def test_another_epsilon_is_an_explicit_flag_and_the_output_names_it(fashion_run):
+    config = evaluate.EvalConfig(model=fashion_run.model, epsilon=0.2, dataset="mnist")
+    threat = evaluate.threat_model(config)
+    assert (threat["dataset"], threat["epsilon"]) == ("mnist", 0.2)
+    assert threat["source"] == {"dataset": "--dataset", "epsilon": "--epsilon"}
+    output = {
+        "protocol": "strong",
+        "cascade": True,
+        "dataset": "mnist",
+        "epsilon": 0.2,
+        "threat_model": threat,
+    }
+    assert "Note: the model was trained at ε = 0.1, not 0.2." in evaluate.describe(output)
+
+
+def test_a_model_without_a_run_directory_gets_its_datasets_standard_epsilon(tmp_path):
+    path = str(tmp_path / "plain.keras")
+    keras_lfr.models.small_cnn().save(path)
+    threat = evaluate.threat_model(evaluate.EvalConfig(model=path))
+    assert (threat["dataset"], threat["epsilon"]) == ("mnist", 0.3)
+    threat = evaluate.threat_model(evaluate.EvalConfig(model=path, dataset="fashion_mnist"))
+    assert (threat["dataset"], threat["epsilon"]) == ("fashion_mnist", 0.1)
+    assert threat["source"]["epsilon"] == "fashion_mnist's standard radius"

@@ -1,0 +1,100 @@
+"""One definition per trainer setting: a dataclass field, from which its flag is derived.
+
+A trainer's configuration is a dataclass whose fields are made with `option`
+(a default, a help string and, where needed, choices or a converter).
+`define_flags` defines one absl flag per field, and `from_flags` builds the
+dataclass from the parsed flags, so that no setting is written twice.
+"""
+
+import dataclasses
+
+from absl import flags
+
+
+def option(default, help, *, choices=None, item=None, parse=None, flag_default=None):
+    """A dataclass field that is also a command-line flag.
+
+    Args:
+        default: The field's default (a dict or list default is copied per
+            instance).
+        help: The flag's help string.
+        choices: For a string field: the allowed values (an enum flag).
+            Defaults to `None`.
+        item: For a tuple field: the type of its items. Defaults to `None`.
+        parse: For any other field: a function from the flag's value (a
+            string, or a list for list flags) to the field's value; the flag
+            is then a string flag, or a list flag if `flag_default` is a list.
+            Defaults to `None`.
+        flag_default: The flag's default when it differs in form from the
+            field's (e.g. `"auto"` for a field whose values are `"auto"`,
+            `True` and `False`). Defaults to `None`: the field's default.
+
+    Returns:
+        A `dataclasses.field`.
+    """
+    metadata = {"help": help, "choices": choices, "item": item, "parse": parse}
+    metadata["flag_default"] = default if flag_default is None else flag_default
+    if isinstance(default, (dict, list)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def parse_hparams(pairs):
+    """Parses `["name=value", ...]` into a dict, values as int, float, bool or string.
+
+    Raises:
+        ValueError: If an entry has no `=`.
+    """
+    parsed = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name:
+            raise ValueError(
+                f"Invalid value for argument `hparams`. Received: {pair!r}. "
+                "Expected entries like local_weight=0.1."
+            )
+        for convert in (int, float):
+            try:
+                parsed[name] = convert(text)
+                break
+            except ValueError:
+                continue
+        else:
+            parsed[name] = {"true": True, "false": False}.get(text.lower(), text)
+    return parsed
+
+
+def define_flags(config_class, flag_values=flags.FLAGS):
+    """Defines an absl flag for every field of `config_class`."""
+    for field in dataclasses.fields(config_class):
+        meta = field.metadata
+        name, default, help_text = field.name, meta["flag_default"], meta["help"]
+        if meta["choices"] is not None:
+            flags.DEFINE_enum(name, default, meta["choices"], help_text, flag_values=flag_values)
+        elif isinstance(default, list) or field.type is tuple:
+            listed = None if default is None else [str(v) for v in default]
+            flags.DEFINE_list(name, listed, help_text, flag_values=flag_values)
+        elif meta["parse"] is not None or field.type is str:
+            flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
+        elif field.type is bool:
+            flags.DEFINE_bool(name, default, help_text, flag_values=flag_values)
+        elif field.type is int:
+            flags.DEFINE_integer(name, default, help_text, flag_values=flag_values)
+        elif field.type is float:
+            flags.DEFINE_float(name, default, help_text, flag_values=flag_values)
+        else:
+            raise TypeError(f"Field {name!r} of type {field.type!r} needs `parse` or `choices`.")
+
+
+def from_flags(config_class, flag_values=flags.FLAGS):
+    """Builds a `config_class` from the parsed flags its `define_flags` defined."""
+    values = {}
+    for field in dataclasses.fields(config_class):
+        value = flag_values[field.name].value
+        if field.metadata["parse"] is not None:
+            value = field.metadata["parse"](value)
+        elif field.type is tuple and value is not None:
+            item = field.metadata["item"] or str
+            value = tuple(item(v) for v in value)
+        values[field.name] = value
+    return config_class(**values)

@@ -1,0 +1,318 @@
+r"""Releases a trained model into the zoo: weights, evaluation and record under `keras_lfr/zoo/`.
+
+    python -m trainers.release --model_dir=runs/fast/lfr --name=mnist/linf-0.3/lfr-fast \
+        --examples=10000
+    keras-lfr-release --model_dir=... --name=... --examples=1000   # a smaller sample
+
+Reads the run directory that `trainers.train` wrote (its `run.json`, its
+`record.json` with the training command and time, its `model.keras`),
+evaluates the model with `keras_lfr.zoo.benchmark` (resumable: the chunks
+are cached in the run directory, so rerunning the same command after a kill
+continues), runs the sanity checks, and writes the float32 weights and the
+record (validated against `keras_lfr.zoo.SCHEMA`) to the zoo entry's folder.
+"""
+
+import dataclasses
+import datetime
+import os
+import subprocess
+import sys
+
+import keras
+from absl import app, flags, logging
+
+import keras_lfr
+from keras_lfr import zoo
+
+from . import config as config_lib
+from . import runs
+
+FLAGS = flags.FLAGS
+
+
+def commit():
+    """The git commit of this checkout (with `+dirty` if it has changes), or `"unknown"`."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+def hardware():
+    """A one-line description of the machine: CPU cores and architecture, GPUs, TensorFlow."""
+    import platform
+
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    names = [tf.config.experimental.get_device_details(g).get("device_name", "GPU") for g in gpus]
+    devices = ", ".join(names) if names else "no GPU"
+    return (
+        f"{os.cpu_count()} CPU cores ({platform.machine()}), {devices}, TensorFlow {tf.__version__}"
+    )
+
+
+def training_record(config, history, command):
+    """What a zoo record says of a training run; `trainers.train` writes it beside the model.
+
+    Args:
+        config: The run's `TrainConfig`.
+        history: Its cumulative Keras history (with `wall_time`).
+        command: The command that trained it.
+
+    Returns:
+        A dict with the zoo record's `dataset`, `threat_model`, `method`,
+        `hyperparameters`, `architecture` and `training` fields.
+    """
+    from . import builders
+
+    epsilon, _ = config_lib.threat_model(config)
+    return {
+        "dataset": config.dataset,
+        "threat_model": {"norm": "linf", "epsilon": float(epsilon)},
+        "method": config.method,
+        "hyperparameters": {
+            **config_lib.method_hyperparameters(config),
+            "awp_gamma": config.awp_gamma,
+            "epsilon_warmup_epochs": config.epsilon_warmup_epochs,
+            "epsilon_warmup_shape": config.epsilon_warmup_shape,
+        },
+        "architecture": builders.architecture(config),
+        "training": {
+            "command": command,
+            "seed": config.seed,
+            "epochs": config.epochs,
+            "wall_time_minutes": round(history.get("wall_time", [0.0])[-1] / 60, 1),
+            "hardware": hardware(),
+            "keras_lfr_version": keras_lfr.__version__,
+            "commit": commit(),
+        },
+    }
+
+
+def release(
+    model_dir, name, examples=10000, command=None, check_examples=500, queries=5000, verbose=1
+):
+    """Evaluates a run's model and writes it into the zoo as `name`.
+
+    Args:
+        model_dir: The run directory `trainers.train` wrote.
+        name: The zoo name, `<dataset>/linf-<ε>/<name>`.
+        examples: Test images of the evaluation. Defaults to `10000`.
+        command: The training command, when the run directory has no
+            `record.json` (runs of older versions). Defaults to `None`.
+        check_examples: Images of the sanity checks. Defaults to `500`.
+        queries: Square attack queries of the evaluation and the checks.
+            Defaults to `5000`.
+        verbose: 1 to print the evaluation's progress. Defaults to `1`.
+
+    Returns:
+        The record written.
+
+    Raises:
+        ValueError: If the run is incomplete, the name does not match the
+            run's dataset and ε, or the record is invalid.
+    """
+    run = runs.RunDir(model_dir)
+    if not os.path.exists(run.model):
+        raise ValueError(
+            f"Invalid value for argument `model_dir`. Received: model_dir={model_dir!r}, "
+            "which holds no finished run (no model.keras)."
+        )
+    config = config_lib.TrainConfig(**run.stored_config())
+    if os.path.exists(run.record):
+        record = runs.read_json(run.record)
+    else:
+        if not command:
+            raise ValueError(
+                f"The run {model_dir!r} has no {runs.RunDir.RECORD}; pass the command that "
+                "trained it (`command`, `--command`)."
+            )
+        record = training_record(config, run.history(), command)
+    classifier = keras_lfr.models.to_float32(keras.models.load_model(run.model).unwrap())
+    epsilon = record["threat_model"]["epsilon"]
+    evaluated = zoo.benchmark(
+        classifier,
+        config.dataset,
+        epsilon,
+        examples,
+        cache_dir=run.zoo_evaluation,
+        queries=queries,
+        verbose=verbose,
+    )
+    x, y = next(
+        iter(
+            keras_lfr.data.load(
+                config.dataset, "test", batch_size=check_examples, num_examples=check_examples
+            )
+        )
+    )
+    checks = keras_lfr.evaluation.sanity_checks(
+        classifier, x, y, epsilon=epsilon, queries=queries, verbose=False
+    )
+    evaluated.update(
+        sanity_checks=[dataclasses.asdict(check) for check in checks],
+        command=" ".join(
+            ["python -m trainers.release", f"--model_dir={model_dir}", f"--name={name}"]
+            + [f"--examples={examples}", f"--check_examples={check_examples}"]
+            + [f"--queries={queries}"]
+        ),
+        hardware=hardware(),
+    )
+    entry = zoo.MODELS.joinpath(*name.split("/"))
+    entry.mkdir(parents=True, exist_ok=True)
+    weights = entry / zoo.WEIGHTS
+    classifier.save_weights(weights)
+    record = {
+        "name": name,
+        **record,
+        "weights": {"file": zoo.WEIGHTS, "sha256": zoo.sha256(weights)},
+        "evaluation": evaluated,
+        "clean_first_1000": zoo.clean_accuracy(classifier, config.dataset, 1000),
+        "date": datetime.date.today().isoformat(),
+    }
+    zoo.validate(record)
+    runs.write_json(str(entry / zoo.RECORD), record)
+    return record
+
+
+# Published AutoAttack accuracies on MNIST at ε = 0.3, the whole test set
+# (clean, AutoAttack `standard`), from the AutoAttack leaderboard (Croce &
+# Hein, ICML 2020), with the training as published.
+PUBLISHED_MNIST = (
+    ("Gowal et al. 2020", 99.26, 96.34, "published"),
+    ("Zhang et al. 2020a", 98.38, 93.96, "published"),
+    ("Gowal et al. 2019", 98.34, 92.83, "published"),
+    ("TRADES (Zhang et al. 2019), SmallCNN", 99.48, 92.81, "100 epochs on a GPU"),
+    ("Ding et al. 2020", 98.95, 91.40, "published"),
+    ("Atzmon et al. 2019", 99.35, 90.85, "published"),
+    ("Madry et al. 2018", 98.53, 88.50, "published"),
+    ("Jang et al. 2019", 98.47, 87.99, "published"),
+    ("Wong et al. 2020 (fast FGSM)", 98.50, 82.93, "published"),
+)
+
+
+def leaderboard(records):
+    """The zoo's leaderboard in markdown: per dataset and threat model, sorted by robust accuracy.
+
+    On MNIST at ε = 0.3 the published AutoAttack rows stand beside ours;
+    each of ours names its protocol and sample, since a smaller sample or a
+    weaker protocol is not directly comparable with AutoAttack on all 10,000
+    images.
+
+    Args:
+        records: Zoo records (`keras_lfr.zoo.info`).
+
+    Returns:
+        Markdown text.
+    """
+    groups = {}
+    for record in records:
+        key = (record["dataset"], zoo.threat_model_name(record["threat_model"]))
+        groups.setdefault(key, []).append(record)
+    if not groups:
+        groups[("mnist", "linf-0.3")] = []
+    lines = []
+    for (dataset, threat), group in sorted(groups.items()):
+        rows = [
+            (
+                record["evaluation"]["robust"] * 100,
+                f"| `{record['name']}` (keras_lfr, {record['method']}) | "
+                f"{record['evaluation']['clean'] * 100:.2f} | "
+                f"{record['evaluation']['robust'] * 100:.2f} | "
+                f"{record['evaluation']['protocol']}, {record['evaluation']['examples']} images | "
+                f"{record['training']['wall_time_minutes']:g} min, "
+                f"{record['training']['hardware']} |",
+            )
+            for record in group
+        ]
+        if (dataset, threat) == ("mnist", "linf-0.3"):
+            rows += [
+                (
+                    robust,
+                    f"| {name} | {clean:.2f} | {robust:.2f} | AutoAttack, 10000 images | "
+                    f"{compute} |",
+                )
+                for name, clean, robust, compute in PUBLISHED_MNIST
+            ]
+        lines += [
+            f"### {dataset}, {threat}",
+            "",
+            "| model | clean | robust | evaluation | training |",
+            "|---|---|---|---|---|",
+            *(row for _, row in sorted(rows, key=lambda r: -r[0])),
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    if FLAGS.leaderboard:
+        text = leaderboard([zoo.info(name) for name in zoo.available()])
+        begin, end = "<!-- leaderboard:begin -->", "<!-- leaderboard:end -->"
+        with open(FLAGS.leaderboard) as f:
+            head, _, rest = f.read().partition(begin)
+        with open(FLAGS.leaderboard, "w") as f:
+            f.write(f"{head}{begin}\n{text}{end}{rest.partition(end)[2]}")
+        print(text)
+        return
+    if not (FLAGS.model_dir and FLAGS.name):
+        sys.exit("error: pass --model_dir and --name (or --leaderboard).")
+    try:
+        record = release(
+            FLAGS.model_dir,
+            FLAGS.name,
+            FLAGS.examples,
+            FLAGS.command,
+            FLAGS.check_examples,
+            FLAGS.queries,
+        )
+    except ValueError as error:
+        sys.exit(f"error: {error}")
+    evaluated = record["evaluation"]
+    print(
+        f"Released {record['name']}: clean {evaluated['clean']:.4f}, robust "
+        f"{evaluated['robust']:.4f} on {evaluated['examples']} test images "
+        f"({evaluated['protocol']} protocol)."
+    )
+
+
+def define_flags():
+    """Defines the command-line flags."""
+    flags.DEFINE_string("model_dir", None, "The run directory trainers.train wrote.")
+    flags.DEFINE_string("name", None, "Zoo name, e.g. mnist/linf-0.3/lfr-fast.")
+    flags.DEFINE_integer("examples", 10000, "Test images of the evaluation.")
+    flags.DEFINE_integer("check_examples", 500, "Test images of the sanity checks.")
+    flags.DEFINE_integer("queries", 5000, "Square attack queries (evaluation and checks).")
+    flags.DEFINE_string(
+        "command", None, "The training command, for a run directory without record.json."
+    )
+    flags.DEFINE_string(
+        "leaderboard",
+        None,
+        "Only rewrite the leaderboard between its markers in this markdown file "
+        "(docs/ZOO.md) from the zoo's records.",
+    )
+
+
+def run():
+    """The console script `keras-lfr-release`."""
+    define_flags()
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
