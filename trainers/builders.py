@@ -3,6 +3,7 @@
 import functools
 
 import keras
+import tensorflow as tf
 
 import keras_lfr
 from keras_lfr import _validation, defaults
@@ -65,6 +66,13 @@ def make_optimizer(config, steps_per_epoch):
     if config.optimizer == "adam":
         return keras.optimizers.Adam(rate)
     return keras.optimizers.SGD(rate, momentum=config.momentum)
+
+
+def strategy(config):
+    """The config's `tf.distribute` strategy: `MirroredStrategy` or the default one."""
+    if config.distribute == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
 
 
 def make_model(config, steps_per_epoch):

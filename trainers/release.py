@@ -4,8 +4,9 @@ r"""Releases a trained model into the zoo: weights, evaluation and record under 
         --examples=10000
     keras-lfr-release --model_dir=... --name=... --examples=1000   # a smaller sample
 
-Reads the run directory that `trainers.train` wrote (its `run.json`, its
-`record.json` with the training command and time, its `model.keras`),
+Reads the run directory that `trainers.train` wrote (`trainers.runs.RunDir`:
+its configuration, the training part of its record with the command and
+time, its model),
 evaluates the model with `keras_lfr.zoo.benchmark` (resumable: the chunks
 are cached in the run directory, so rerunning the same command after a kill
 continues), runs the sanity checks, and writes the float32 weights and the
@@ -111,7 +112,7 @@ def release(
         name: The zoo name, `<dataset>/linf-<ε>/<name>`.
         examples: Test images of the evaluation. Defaults to `10000`.
         command: The training command, when the run directory has no
-            `record.json` (runs of older versions). Defaults to `None`.
+            training record (runs of older versions). Defaults to `None`.
         check_examples: Images of the sanity checks. Defaults to `500`.
         queries: Square attack queries of the evaluation and the checks.
             Defaults to `5000`.
@@ -128,7 +129,7 @@ def release(
     if not os.path.exists(run.model):
         raise ValueError(
             f"Invalid value for argument `model_dir`. Received: model_dir={model_dir!r}, "
-            "which holds no finished run (no model.keras)."
+            f"which holds no finished run (no {runs.RunDir.MODEL})."
         )
     config = config_lib.TrainConfig(**run.stored_config())
     if os.path.exists(run.record):
@@ -298,7 +299,7 @@ def define_flags():
     flags.DEFINE_integer("check_examples", 500, "Test images of the sanity checks.")
     flags.DEFINE_integer("queries", 5000, "Square attack queries (evaluation and checks).")
     flags.DEFINE_string(
-        "command", None, "The training command, for a run directory without record.json."
+        "command", None, "The training command, for a run directory without a training record."
     )
     flags.DEFINE_string(
         "leaderboard",

@@ -21,6 +21,8 @@ import shutil
 
 import keras
 
+from keras_lfr import zoo
+
 # Fields that may change between the invocations of one run: they do not
 # change what is trained (or, for `epochs`, extend it).
 RESUMABLE_FIELDS = frozenset(
@@ -87,7 +89,7 @@ class RunDir:
     EVALUATION = "evaluation.json"
     # The training's part of a zoo record (`trainers.release`), and the
     # release evaluation's per-chunk cache.
-    RECORD = "record.json"
+    RECORD = zoo.RECORD
     ZOO_EVALUATION = "zoo_evaluation"
     # What `claim(fresh=True)` deletes: everything a run writes.
     OUTPUTS = (CHECKPOINTS, MODEL, METRICS, EXPORT, EVALUATION, RECORD, ZOO_EVALUATION, RUN)

@@ -6,8 +6,9 @@ r"""Trains a classifier with a keras_lfr method, checkpointing and exporting it.
 Every epoch is checkpointed and a restarted run with the same command resumes
 from the last one (also a finished run given more `--epochs`); a model_dir
 holding a different run is refused unless `--fresh`. The model_dir's layout
-(checkpoints, TensorBoard logs, `model.keras`, the exported SavedModel) is
-`trainers.runs.RunDir`'s; the settings are `trainers.config.TrainConfig`'s.
+(checkpoints, TensorBoard logs, the saved model, the exported SavedModel, the
+training record) is `trainers.runs.RunDir`'s; the settings are
+`trainers.config.TrainConfig`'s.
 """
 
 import dataclasses
@@ -36,14 +37,15 @@ def train_and_evaluate(config, workdir, callbacks=(), fresh=False, command=None)
 
     Args:
         config: A `trainers.config.TrainConfig`.
-        workdir: The run's directory (`RunDir`): `run.json`, checkpoints,
-            TensorBoard logs, `model.keras`, `metrics.json`, `export/`.
+        workdir: The run's directory (`trainers.runs.RunDir`): its
+            configuration, checkpoints, TensorBoard logs, the saved and
+            exported model, the metrics and the training record.
         callbacks: Extra Keras callbacks, e.g.
             `keras_lfr.callbacks.AttackEvaluation`. Defaults to `()`.
         fresh: Delete the workdir's checkpoints and outputs and start over.
             Defaults to `False`.
         command: The command line that runs this, for the run's record
-            (`record.json`, the training part of a zoo record). Defaults
+            (the training part of a zoo record). Defaults
             to `None`: the equivalent `trainers.train` flags are not known.
 
     Returns:
@@ -84,12 +86,7 @@ def train_and_evaluate(config, workdir, callbacks=(), fresh=False, command=None)
         epochs=config.epochs,
         initial_epoch=initial_epoch,
     )
-    strategy = (
-        tf.distribute.MirroredStrategy()
-        if config.distribute == "mirrored"
-        else tf.distribute.get_strategy()
-    )
-    with strategy.scope():
+    with builders.strategy(config).scope():
         model = builders.make_model(config, steps_per_epoch)
     if config.attack_eval_examples:
         callbacks = [*callbacks, builders.attack_evaluation(config)]

@@ -20,7 +20,6 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
-
 from keras_lfr.trainers import config as config_lib  # noqa: E402
 from keras_lfr.trainers import runs, train  # noqa: E402
 
