@@ -67,11 +67,39 @@ def strong_protocol(epsilon=defaults.PAPER_EPSILON, queries=5000, clip_min=0.0, 
     }
 
 
-PROTOCOLS = {"paper": paper_protocol, "strong": strong_protocol}
+def autoattack_protocol(epsilon=defaults.PAPER_EPSILON, queries=5000, clip_min=0.0, clip_max=1.0):
+    """AutoAttack's `standard` version: APGD-CE, APGD-T, FAB-T and Square, in that order.
+
+    The strong protocol with FAB-T (9 targets, 100 steps; `attacks.fab`)
+    between APGD-T and Square, as in AutoAttack (Croce & Hein, ICML 2020).
+    Meant to run as a cascade (`robust_accuracy(..., cascade=True)`), each
+    attack on the points still robust, as AutoAttack does; its worst case is
+    at most the strong protocol's on the same images.
+
+    Args:
+        epsilon: The l-inf radius. Defaults to `0.3` (the paper's MNIST).
+        queries: Square attack queries. Defaults to `5000`.
+        clip_min: Smallest pixel value. Defaults to `0.0`.
+        clip_max: Largest pixel value. Defaults to `1.0`.
+
+    Returns:
+        A dict mapping attack names to functions `(model, x, y) -> x_adv`.
+    """
+    strong = strong_protocol(epsilon, queries, clip_min, clip_max)
+    ball = {"epsilon": epsilon, "clip_min": clip_min, "clip_max": clip_max}
+    return {
+        "apgd_ce": strong["apgd_ce"],
+        "apgd_t": strong["apgd_t"],
+        "fab_t": functools.partial(attacks.fab, steps=100, num_targets=9, **ball),
+        "square": strong["square"],
+    }
+
+
+PROTOCOLS = {"paper": paper_protocol, "strong": strong_protocol, "autoattack": autoattack_protocol}
 
 
 def protocol(name, **kwargs):
-    """Returns the attacks of a named protocol (`"paper"` or `"strong"`).
+    """Returns the attacks of a named protocol (`"paper"`, `"strong"` or `"autoattack"`).
 
     Raises:
         ValueError: If `name` is unknown.

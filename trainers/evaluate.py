@@ -45,14 +45,16 @@ class EvalConfig:
     weights: str = option(None, "An .npz of SmallCNN weights (alternative to --model).")
     protocol: str = option(
         "strong",
-        "Attack protocol: strong (APGD-CE, APGD-T, Square; the honest number) or paper (the "
+        "Attack protocol: strong (APGD-CE, APGD-T, Square; the honest number), autoattack "
+        "(AutoAttack's standard: the strong protocol with FAB-T before Square) or paper (the "
         "LFR paper's FGSM, PGD-40, MI-FGSM, DDN, which overstates robustness).",
         choices=list(keras_lfr.evaluation.PROTOCOLS),
     )
     attacks: tuple = option(
         None,
         "Run only these attacks of the protocol (default: all). Paper: fgsm, pgd40, "
-        "mi_fgsm, ddn; strong: apgd_ce, apgd_t, square.",
+        "mi_fgsm, ddn; strong: apgd_ce, apgd_t, square; autoattack: apgd_ce, apgd_t, fab_t, "
+        "square.",
     )
     dataset: str = option(
         None,
@@ -66,7 +68,7 @@ class EvalConfig:
         "l-inf radius of the attacks (default: the model's training radius, else the "
         "dataset's standard one).",
     )
-    queries: int = option(5000, "Square attack queries (strong protocol).")
+    queries: int = option(5000, "Square attack queries (strong and autoattack protocols).")
     data_dir: str = option(
         None, "tfds data directory (default: TFDS_DATA_DIR or ~/tensorflow_datasets)."
     )
@@ -191,7 +193,7 @@ def evaluate(config):
     dataset, epsilon = threat["dataset"], threat["epsilon"]
     pixels = {"clip_min": threat["clip_min"], "clip_max": threat["clip_max"]}
     kwargs = {"epsilon": epsilon, **pixels}
-    if config.protocol == "strong":
+    if config.protocol in ("strong", "autoattack"):
         kwargs["queries"] = config.queries
     chosen = keras_lfr.evaluation.protocol(config.protocol, **kwargs)
     if config.attacks:

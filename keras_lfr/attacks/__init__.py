@@ -8,9 +8,10 @@ from `keras_lfr.ops`.
 
 from keras_lfr.attacks.apgd import apgd, dlr_loss
 from keras_lfr.attacks.ddn import ddn
+from keras_lfr.attacks.fab import fab
 from keras_lfr.attacks.fgsm import fgsm
 from keras_lfr.attacks.mi_fgsm import mi_fgsm
 from keras_lfr.attacks.pgd import pgd
 from keras_lfr.attacks.square import square
 
-__all__ = ["apgd", "ddn", "dlr_loss", "fgsm", "mi_fgsm", "pgd", "square"]
+__all__ = ["apgd", "ddn", "dlr_loss", "fab", "fgsm", "mi_fgsm", "pgd", "square"]

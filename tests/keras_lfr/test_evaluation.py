@@ -111,6 +111,17 @@ def test_progress_bar_ends_on_the_totals(capsys):
 def test_protocols_name_the_papers_attacks():
     assert sorted(evaluation.protocol("paper")) == ["ddn", "fgsm", "mi_fgsm", "pgd40"]
     assert sorted(evaluation.protocol("strong")) == ["apgd_ce", "apgd_t", "square"]
+    # AutoAttack's standard cascade, in its order, with its settings.
+    autoattack = evaluation.protocol("autoattack", epsilon=0.1, queries=100)
+    assert list(autoattack) == ["apgd_ce", "apgd_t", "fab_t", "square"]
+    assert autoattack["fab_t"].keywords == {
+        "steps": 100,
+        "num_targets": 9,
+        "epsilon": 0.1,
+        "clip_min": 0.0,
+        "clip_max": 1.0,
+    }
+    assert autoattack["square"].keywords["queries"] == 100
     with pytest.raises(ValueError, match="argument `protocol`"):
         evaluation.protocol("weak")
 

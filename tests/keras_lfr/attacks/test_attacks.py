@@ -23,6 +23,7 @@ LINF_ATTACKS = {
     "apgd": functools.partial(attacks.apgd, steps=4),
     "apgd_t": functools.partial(attacks.apgd, steps=4, loss="dlr", num_targets=2),
     "square": functools.partial(attacks.square, queries=20),
+    "fab_t": functools.partial(attacks.fab, steps=3, num_targets=2),
 }
 
 
