@@ -103,7 +103,14 @@ def training_record(config, history, command):
 
 
 def release(
-    model_dir, name, examples=10000, command=None, check_examples=500, queries=5000, verbose=1
+    model_dir,
+    name,
+    examples=10000,
+    command=None,
+    check_examples=500,
+    queries=5000,
+    protocol="autoattack",
+    verbose=1,
 ):
     """Evaluates a run's model and writes it into the zoo as `name`.
 
@@ -116,6 +123,8 @@ def release(
         check_examples: Images of the sanity checks. Defaults to `500`.
         queries: Square attack queries of the evaluation and the checks.
             Defaults to `5000`.
+        protocol: `"autoattack"` or `"strong"` (`keras_lfr.zoo.benchmark`).
+            Defaults to `"autoattack"`.
         verbose: 1 to print the evaluation's progress. Defaults to `1`.
 
     Returns:
@@ -148,6 +157,7 @@ def release(
         config.dataset,
         epsilon,
         examples,
+        protocol=protocol,
         cache_dir=run.zoo_evaluation,
         queries=queries,
         verbose=verbose,
@@ -167,7 +177,7 @@ def release(
         command=" ".join(
             ["python -m trainers.release", f"--model_dir={model_dir}", f"--name={name}"]
             + [f"--examples={examples}", f"--check_examples={check_examples}"]
-            + [f"--queries={queries}"]
+            + [f"--queries={queries}", f"--protocol={protocol}"]
         ),
         hardware=hardware(),
     )
@@ -280,6 +290,7 @@ def main(argv):
             FLAGS.command,
             FLAGS.check_examples,
             FLAGS.queries,
+            FLAGS.protocol,
         )
     except ValueError as error:
         sys.exit(f"error: {error}")
@@ -298,6 +309,12 @@ def define_flags():
     flags.DEFINE_integer("examples", 10000, "Test images of the evaluation.")
     flags.DEFINE_integer("check_examples", 500, "Test images of the sanity checks.")
     flags.DEFINE_integer("queries", 5000, "Square attack queries (evaluation and checks).")
+    flags.DEFINE_enum(
+        "protocol",
+        "autoattack",
+        ["autoattack", "strong"],
+        "autoattack (APGD-CE, APGD-T, FAB-T, Square) or strong (the same without FAB-T).",
+    )
     flags.DEFINE_string(
         "command", None, "The training command, for a run directory without a training record."
     )

@@ -75,6 +75,8 @@ def test_release_writes_a_valid_record_that_loads_back(released, monkeypatch):
     assert record["threat_model"] == {"norm": "linf", "epsilon": 0.3}
     assert record["hyperparameters"]["step_size"] == 0.1
     assert record["evaluation"]["examples"] == 24
+    assert record["evaluation"]["protocol"] == "autoattack"
+    assert list(record["evaluation"]["per_attack"]) == ["apgd_ce", "apgd_t", "fab_t", "square"]
     assert zoo.info("mnist/linf-0.3/tiny") == json.loads(json.dumps(record))
     # The released weights are the trained model's, in float32.
     import keras
@@ -128,7 +130,9 @@ def test_benchmark_resumes_from_its_cache_with_the_same_counts(released, tmp_pat
     straight = zoo.benchmark(model, **kwargs)
     cache = tmp_path / "cache"
     first = zoo.benchmark(model, cache_dir=cache, **kwargs)
-    chunks = sorted(cache.iterdir())
+    (folder,) = cache.iterdir()  # one folder per protocol, radius and query budget
+    assert folder.name == "autoattack-eps0.3-q20"
+    chunks = sorted(folder.iterdir())
     assert len(chunks) == 3
     # As if killed after the first chunk: the rerun evaluates the other two.
     chunks[2].unlink()
@@ -148,5 +152,5 @@ def test_leaderboard_puts_our_rows_beside_the_published_ones_by_robust_accuracy(
     robust = [float(row.split(" | ")[2]) for row in rows[1:]]
     assert robust == sorted(robust, reverse=True) and len(rows) == 1 + 1 + 9
     ours = next(row for row in rows if "mnist/linf-0.3/tiny" in row)
-    assert "| 91.00 | strong, 24 images |" in ours
+    assert "| 91.00 | autoattack, 24 images |" in ours
     assert rows.index(ours) == 6  # after the header and 5 published rows above 91.00
