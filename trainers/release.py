@@ -110,6 +110,7 @@ def release(
     check_examples=500,
     queries=5000,
     protocol="autoattack",
+    training_commit=None,
     verbose=1,
 ):
     """Evaluates a run's model and writes it into the zoo as `name`.
@@ -125,6 +126,9 @@ def release(
             Defaults to `5000`.
         protocol: `"autoattack"` or `"strong"` (`keras_lfr.zoo.benchmark`).
             Defaults to `"autoattack"`.
+        training_commit: The commit that trained the run, when the run
+            directory has no training record. Defaults to `None`: this
+            checkout's.
         verbose: 1 to print the evaluation's progress. Defaults to `1`.
 
     Returns:
@@ -150,6 +154,8 @@ def release(
                 "trained it (`command`, `--command`)."
             )
         record = training_record(config, run.history(), command)
+        if training_commit:
+            record["training"]["commit"] = training_commit
     classifier = keras_lfr.models.to_float32(keras.models.load_model(run.model).unwrap())
     epsilon = record["threat_model"]["epsilon"]
     evaluated = zoo.benchmark(
@@ -291,6 +297,7 @@ def main(argv):
             FLAGS.check_examples,
             FLAGS.queries,
             FLAGS.protocol,
+            FLAGS.training_commit,
         )
     except ValueError as error:
         sys.exit(f"error: {error}")
@@ -309,6 +316,9 @@ def define_flags():
     flags.DEFINE_integer("examples", 10000, "Test images of the evaluation.")
     flags.DEFINE_integer("check_examples", 500, "Test images of the sanity checks.")
     flags.DEFINE_integer("queries", 5000, "Square attack queries (evaluation and checks).")
+    flags.DEFINE_string(
+        "training_commit", None, "The commit that trained a run without a training record."
+    )
     flags.DEFINE_enum(
         "protocol",
         "autoattack",
