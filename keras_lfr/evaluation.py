@@ -2,6 +2,8 @@
 
 import dataclasses
 import functools
+import json
+import os
 import time
 
 import keras
@@ -222,6 +224,84 @@ def robust_accuracy(model, dataset, attacks_by_name, *, cascade=False, verbose=1
     results["examples"] = int(len(per_example["clean"]))
     results["seconds"] = seconds
     return results
+
+
+def resumable_robust_accuracy(
+    model,
+    load_chunk,
+    attacks_by_name,
+    n_examples,
+    *,
+    chunk_size=500,
+    cache_dir=None,
+    cascade=True,
+    verbose=1,
+):
+    """`robust_accuracy` over many images in chunks, each chunk's counts saved as it finishes.
+
+    The images are taken `chunk_size` at a time (`load_chunk(start, stop)`
+    returns the batches of images `start` to `stop`). With `cache_dir`, each
+    finished chunk's counts are written there (atomically), and a rerun after
+    a kill evaluates only the chunks not yet saved. The attacks' randomness
+    depends on the chunk alone (stateless seeds), so a resumed evaluation
+    gives exactly the counts of an uninterrupted one. Use one `cache_dir` per
+    model, protocol and setting: the cache knows only chunk positions.
+
+    Args:
+        model: A Keras model or any callable returning logits.
+        load_chunk: `fn(start, stop)` -> batches of `(images, labels)`.
+        attacks_by_name: As for `robust_accuracy`.
+        n_examples: How many images, from the first.
+        chunk_size: Images per chunk. Defaults to `500`.
+        cache_dir: Directory of the per-chunk counts; `None` for none.
+            Defaults to `None`.
+        cascade: As for `robust_accuracy`. Defaults to `True`.
+        verbose: 1 for a line per chunk with the running accuracies and
+            the time left, 0 for none. Defaults to `1`.
+
+    Returns:
+        A dict like `robust_accuracy`'s, without `seconds`.
+    """
+    n_examples = _validation.positive_int("n_examples", n_examples)
+    chunk_size = _validation.positive_int("chunk_size", chunk_size)
+    if cache_dir is not None:
+        os.makedirs(cache_dir, exist_ok=True)
+    names = ("clean", *attacks_by_name, "worst_case")
+    counts = dict.fromkeys((*names, "examples"), 0)
+    starts = range(0, n_examples, chunk_size)
+    started, evaluated = time.perf_counter(), 0
+    for index, start in enumerate(starts):
+        stop = min(start + chunk_size, n_examples)
+        path = None if cache_dir is None else os.path.join(cache_dir, f"chunk-{start:06d}.json")
+        if path is not None and os.path.exists(path):
+            with open(path) as f:
+                chunk = json.load(f)
+        else:
+            result = robust_accuracy(
+                model, load_chunk(start, stop), attacks_by_name, cascade=cascade, verbose=0
+            )
+            n = result["examples"]
+            chunk = {name: int(round(result[name] * n)) for name in names}
+            chunk["examples"] = n
+            if path is not None:
+                with open(f"{path}.tmp", "w") as f:
+                    json.dump(chunk, f)
+                os.replace(f"{path}.tmp", path)
+            evaluated += 1
+        for key in counts:
+            counts[key] += chunk[key]
+        if verbose:
+            elapsed = time.perf_counter() - started
+            left = elapsed / evaluated * (len(starts) - index - 1) if evaluated else 0.0
+            print(
+                f"{counts['examples']}/{n_examples} images: worst case "
+                f"{counts['worst_case'] / counts['examples']:.4f}, clean "
+                f"{counts['clean'] / counts['examples']:.4f}; about {left / 60:.0f} min left",
+                flush=True,
+            )
+    total = counts.pop("examples")
+    results = {name: value / total for name, value in counts.items()}
+    return {**results, "examples": total}
 
 
 def _correct(logits, labels):

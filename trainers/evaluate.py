@@ -89,6 +89,12 @@ class EvalConfig:
         "budget's setting in reproduce's γ table) and evaluation.confidence (clean CE, logit "
         "margins) on the first min(examples, 1000) test images.",
     )
+    cache_dir: str = option(
+        None,
+        "Evaluate in chunks of --batch_size images, saving each finished chunk's counts here: "
+        "rerunning the same command after a kill continues (one directory per model and "
+        "setting).",
+    )
     verbose: int = option(1, "1 for a progress bar, 0 for none.")
 
 
@@ -213,9 +219,32 @@ def evaluate(config):
         data_dir=config.data_dir,
     )
     start = time.perf_counter()
-    results = keras_lfr.evaluation.robust_accuracy(
-        model, test, chosen, cascade=config.cascade, verbose=config.verbose
-    )
+    if config.cache_dir:
+
+        def load_chunk(first, stop):
+            return keras_lfr.data.load(
+                dataset, f"test[{first}:{stop}]", batch_size=stop - first, data_dir=config.data_dir
+            )
+
+        total = config.examples or int(
+            keras_lfr.data.load(dataset, "test", batch_size=1, data_dir=config.data_dir)
+            .cardinality()
+            .numpy()
+        )
+        results = keras_lfr.evaluation.resumable_robust_accuracy(
+            model,
+            load_chunk,
+            chosen,
+            total,
+            chunk_size=config.batch_size,
+            cache_dir=config.cache_dir,
+            cascade=config.cascade,
+            verbose=config.verbose,
+        )
+    else:
+        results = keras_lfr.evaluation.robust_accuracy(
+            model, test, chosen, cascade=config.cascade, verbose=config.verbose
+        )
     seconds = time.perf_counter() - start
     output = {
         "config": dataclasses.asdict(config),
@@ -276,8 +305,9 @@ def main(argv):
         f"{output['examples_per_second']:.1f} examples/s "
         f"({output['seconds']:.0f} s for {output['results']['examples']} examples)"
     )
-    per_attack = output["results"]["seconds"]
-    print("seconds: " + ", ".join(f"{name} {value:.0f}" for name, value in per_attack.items()))
+    per_attack = output["results"].get("seconds")
+    if per_attack:
+        print("seconds: " + ", ".join(f"{n} {value:.0f}" for n, value in per_attack.items()))
     if "flatness" in output:
         flat = output["flatness"]
         print(

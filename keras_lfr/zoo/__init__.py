@@ -245,64 +245,38 @@ def benchmark(
         The `evaluation` part of a zoo record (see `SCHEMA`), without the
         `command` and `hardware` fields, which the caller knows.
     """
-    import time
-
     from keras_lfr.robust_model import RobustModel
 
     if isinstance(model, RobustModel):
         model = model.unwrap()
     model = models.to_float32(model)
     epsilon = defaults.dataset_epsilon(dataset) if epsilon is None else float(epsilon)
-    n_examples = _validation.positive_int("n_examples", n_examples)
-    chunk_size = _validation.positive_int("chunk_size", chunk_size)
     _validation.one_of("protocol", protocol, tuple(PROTOCOL_VERSIONS))
     attacks = evaluation.protocol(protocol, epsilon=epsilon, queries=queries)
     if cache_dir is not None:
         # One cache per protocol, radius and query budget: never mix them.
         cache_dir = os.path.join(cache_dir, f"{protocol}-eps{epsilon:g}-q{queries}")
-        os.makedirs(cache_dir, exist_ok=True)
-    counts, started, done = {}, time.perf_counter(), 0
-    chunks = range(0, n_examples, chunk_size)
-    for index, start in enumerate(chunks):
-        stop = min(start + chunk_size, n_examples)
-        path = None if cache_dir is None else os.path.join(cache_dir, f"chunk-{start:06d}.json")
-        if path is not None and os.path.exists(path):
-            with open(path) as f:
-                chunk = json.load(f)
-        else:
-            test = data.load(dataset, f"test[{start}:{stop}]", batch_size=stop - start)
-            result = evaluation.robust_accuracy(model, test, attacks, cascade=True, verbose=0)
-            n = result["examples"]
-            chunk = {
-                name: int(round(result[name] * n)) for name in ("clean", *attacks, "worst_case")
-            }
-            chunk["examples"] = n
-            if path is not None:
-                with open(f"{path}.tmp", "w") as f:
-                    json.dump(chunk, f)
-                os.replace(f"{path}.tmp", path)
-            done += 1
-        for key, value in chunk.items():
-            counts[key] = counts.get(key, 0) + value
-        if verbose:
-            elapsed = time.perf_counter() - started
-            left = len(chunks) - index - 1
-            eta = elapsed / done * left if done else 0.0
-            print(
-                f"{counts['examples']}/{n_examples} images: robust "
-                f"{counts['worst_case'] / counts['examples']:.4f}, clean "
-                f"{counts['clean'] / counts['examples']:.4f}, about {eta / 60:.0f} min left",
-                flush=True,
-            )
-    total = counts["examples"]
+
+    def load_chunk(start, stop):
+        return data.load(dataset, f"test[{start}:{stop}]", batch_size=stop - start)
+
+    result = evaluation.resumable_robust_accuracy(
+        model,
+        load_chunk,
+        attacks,
+        n_examples,
+        chunk_size=chunk_size,
+        cache_dir=cache_dir,
+        verbose=verbose,
+    )
     return {
         "protocol": protocol,
         "protocol_version": PROTOCOL_VERSIONS[protocol],
         "epsilon": epsilon,
-        "examples": total,
-        "clean": counts["clean"] / total,
-        "robust": counts["worst_case"] / total,
-        "per_attack": {name: counts[name] / total for name in attacks},
+        "examples": result["examples"],
+        "clean": result["clean"],
+        "robust": result["worst_case"],
+        "per_attack": {name: result[name] for name in attacks},
         "cascade": True,
         "square_queries": queries,
     }

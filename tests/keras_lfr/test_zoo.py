@@ -126,20 +126,26 @@ def test_benchmark_resumes_from_its_cache_with_the_same_counts(released, tmp_pat
     import keras
 
     model = keras.models.load_model(str(workdir / "model.keras"))
-    kwargs = dict(dataset="mnist", n_examples=24, chunk_size=8, queries=20, verbose=0)
-    straight = zoo.benchmark(model, **kwargs)
+    kwargs = dict(
+        dataset="mnist", n_examples=24, chunk_size=8, queries=20, protocol="strong", verbose=0
+    )
     cache = tmp_path / "cache"
     first = zoo.benchmark(model, cache_dir=cache, **kwargs)
     (folder,) = cache.iterdir()  # one folder per protocol, radius and query budget
-    assert folder.name == "autoattack-eps0.3-q20"
+    assert folder.name == "strong-eps0.3-q20"
     chunks = sorted(folder.iterdir())
     assert len(chunks) == 3
     # As if killed after the first chunk: the rerun evaluates the other two.
     chunks[2].unlink()
     chunks[1].unlink()
     resumed = zoo.benchmark(model, cache_dir=cache, **kwargs)
-    assert straight == first == resumed
-    assert straight["epsilon"] == 0.3 and straight["examples"] == 24
+    assert first == resumed
+    assert first["epsilon"] == 0.3 and first["examples"] == 24
+    assert first["protocol"] == "strong" and list(first["per_attack"]) == [
+        "apgd_ce",
+        "apgd_t",
+        "square",
+    ]
 
 
 def test_leaderboard_puts_our_rows_beside_the_published_ones_by_robust_accuracy(released):

@@ -194,3 +194,54 @@ def test_a_model_without_a_run_directory_gets_its_datasets_standard_epsilon(tmp_
     threat = evaluate.threat_model(evaluate.EvalConfig(model=path, dataset="fashion_mnist"))
     assert (threat["dataset"], threat["epsilon"]) == ("fashion_mnist", 0.1)
     assert threat["source"]["epsilon"] == "fashion_mnist's standard radius"
+
+
+def test_a_killed_chunked_evaluation_resumes_with_the_same_results(fashion_run, tmp_path):
+    """`--cache_dir`: killed mid-run (SIGKILL), the same command continues and agrees."""
+    import os
+    import signal
+
+    cache = tmp_path / "cache"
+    args = [
+        sys.executable,
+        "-m",
+        "trainers.evaluate",
+        f"--model={fashion_run.model}",
+        "--attacks=apgd_ce",
+        "--examples=24",
+        "--batch_size=8",
+        f"--cache_dir={cache}",
+        "--verbose=1",
+    ]
+    # Killed as soon as the first chunk is saved.
+    process = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    for line in process.stdout:
+        if line.startswith("8/24 images"):
+            os.kill(process.pid, signal.SIGKILL)
+            break
+    process.wait(timeout=600)
+    assert process.returncode == -signal.SIGKILL
+    assert [p.name for p in sorted(cache.iterdir())] == ["chunk-000000.json"]
+    out = tmp_path / "resumed.json"
+    resumed = subprocess.run(
+        [*args, f"--output={out}"], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert len(list(cache.iterdir())) == 3
+    straight = evaluate.evaluate(
+        evaluate.EvalConfig(
+            model=fashion_run.model,
+            attacks=("apgd_ce",),
+            examples=24,
+            batch_size=8,
+            cache_dir=str(tmp_path / "straight"),
+            verbose=0,
+        )
+    )["results"]
+    assert json.loads(out.read_text())["results"] == straight
+    assert straight["examples"] == 24 and set(straight) == {
+        "clean",
+        "apgd_ce",
+        "worst_case",
+        "examples",
+    }
