@@ -153,7 +153,10 @@ def release(
                 f"The run {model_dir!r} has no {runs.RunDir.RECORD}; pass the command that "
                 "trained it (`command`, `--command`)."
             )
-        record = training_record(config, run.history(), command)
+        history = run.history()
+        # `epochs` may grow between a run's invocations, so run.json omits it.
+        config = dataclasses.replace(config, epochs=len(history["loss"]))
+        record = training_record(config, history, command)
         if training_commit:
             record["training"]["commit"] = training_commit
     classifier = keras_lfr.models.to_float32(keras.models.load_model(run.model).unwrap())
