@@ -60,9 +60,9 @@ def released(tmp_path_factory):
             queries=20,
             verbose=0,
         )
-        yield record, workdir
     finally:
-        zoo.MODELS = original
+        zoo.MODELS = original  # the tests that read the temporary zoo patch it themselves
+    return record, workdir
 
 
 def test_release_writes_a_valid_record_that_loads_back(released, monkeypatch):
@@ -160,3 +160,19 @@ def test_leaderboard_puts_our_rows_beside_the_published_ones_by_robust_accuracy(
     ours = next(row for row in rows if "mnist/linf-0.3/tiny" in row)
     assert "| 91.00 | autoattack, 24 images |" in ours
     assert rows.index(ours) == 6  # after the header and 5 published rows above 91.00
+
+
+@pytest.mark.parametrize("name", zoo.available()[:1])
+def test_a_zoo_model_exports_for_serving_like_any_other(name, tmp_path):
+    import tensorflow as tf
+
+    model = zoo.load(name)
+    keras_lfr.export(model, tmp_path / "saved")
+    served = tf.saved_model.load(str(tmp_path / "saved")).signatures["serving_default"]
+    x = np.random.default_rng(0).uniform(size=(3, 28, 28, 1)).astype("float32")
+    np.testing.assert_allclose(served(images=tf.constant(x))["logits"], model(x), atol=1e-5)
+    # The same checks of what it is sent as every exported model.
+    with pytest.raises(tf.errors.InvalidArgumentError, match="expected to be a float tensor"):
+        served(images=tf.zeros([1, 28, 28, 1], tf.float64))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="expects float32 `images` of shape"):
+        served(images=tf.zeros([1, 32, 32, 3]))
