@@ -19,14 +19,13 @@ import os
 import subprocess
 import sys
 
-import keras
 from absl import app, flags, logging
 
 import keras_lfr
 from keras_lfr import zoo
 
 from . import config as config_lib
-from . import runs
+from . import evaluate, runs
 
 FLAGS = flags.FLAGS
 
@@ -159,7 +158,7 @@ def release(
         record = training_record(config, history, command)
         if training_commit:
             record["training"]["commit"] = training_commit
-    classifier = keras_lfr.models.to_float32(keras.models.load_model(run.model).unwrap())
+    classifier = evaluate.load_classifier(run.model)
     epsilon = record["threat_model"]["epsilon"]
     evaluated = zoo.benchmark(
         classifier,
