@@ -5,31 +5,50 @@
 >>> model.fit(train_ds, epochs=100)
 """
 
+import importlib.util
+
 from keras_lfr import (
     attacks,
+    backend,
     callbacks,
     checks,
-    data,
     defaults,
-    distributed,
     evaluation,
     methods,
     models,
     ops,
     surfaces,
-    zoo,
 )
-from keras_lfr.export import export
 from keras_lfr.methods import available_methods, local_flatness
 from keras_lfr.robust_model import LFRModel, RobustModel, wrap
 
-__version__ = "0.2.0"
+# Modules built on TensorFlow (tf.data and tfds, tf.distribute, SavedModel;
+# the zoo loads its test sets with tfds): present where TensorFlow is
+# installed, so that the rest runs on the JAX backend on machines without it.
+_TENSORFLOW_MODULES = ("data", "distributed", "export", "zoo")
+if importlib.util.find_spec("tensorflow") is not None:
+    from keras_lfr import data, distributed, zoo
+    from keras_lfr.export import export
+
+
+def __getattr__(name):
+    if name in _TENSORFLOW_MODULES:
+        raise ImportError(
+            f"keras_lfr.{name} needs TensorFlow, which is not installed. Training, "
+            "the attacks and the evaluation run without it (KERAS_BACKEND=jax); "
+            "`pip install tensorflow` for the rest."
+        )
+    raise AttributeError(f"module 'keras_lfr' has no attribute {name!r}")
+
+
+__version__ = "0.3.0"
 
 __all__ = [
     "LFRModel",
     "RobustModel",
     "attacks",
     "available_methods",
+    "backend",
     "callbacks",
     "checks",
     "data",

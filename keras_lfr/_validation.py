@@ -6,8 +6,10 @@ that a user never has to read a TensorFlow traceback to find a typo.
 
 import numbers
 
+import keras
 import numpy as np
-import tensorflow as tf
+
+from keras_lfr import backend
 
 
 def _fail(name, value, expected):
@@ -99,16 +101,16 @@ def images(x, clip_min, clip_max):
     Raises:
         ValueError: For non-float images or pixels outside [clip_min, clip_max].
     """
-    x = tf.convert_to_tensor(x)
-    if not x.dtype.is_floating:
+    x = keras.ops.convert_to_tensor(x)
+    if not keras.backend.is_float_dtype(x.dtype):
         _fail(
             "x",
-            f"<{x.dtype.name} tensor of shape {tuple(x.shape)}>",
+            f"<{keras.backend.standardize_dtype(x.dtype)} tensor of shape {tuple(x.shape)}>",
             "floating-point images, e.g. `tf.cast(images, tf.float32) / 255`",
         )
-    if x.shape.rank is not None and x.shape.rank < 2:
+    if len(x.shape) < 2:
         _fail("x", f"<tensor of shape {tuple(x.shape)}>", "a batch: (batch, ...) with rank >= 2")
-    if tf.executing_eagerly():
+    if backend.is_concrete(x):
         outside = pixels_outside(x, clip_min, clip_max)
         if outside:
             _fail(
@@ -157,5 +159,5 @@ def attack_inputs(x, epsilon, clip_min, clip_max, norm="linf"):
         epsilon = epsilon_in_range(epsilon, clip_min, clip_max)
     else:
         epsilon = non_negative_float("epsilon", epsilon)
-    x = tf.stop_gradient(images(x, clip_min, clip_max))
+    x = keras.ops.stop_gradient(images(x, clip_min, clip_max))
     return x, epsilon, clip_min, clip_max

@@ -1,13 +1,13 @@
 """Checks that catch models which would make training or attacks meaningless."""
 
+import sys
 import types
 import warnings
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from keras_lfr import _validation
+from keras_lfr import _validation, backend
 
 _PROBABILITY_ACTIVATIONS = ("softmax", "sigmoid", "log_softmax")
 
@@ -201,7 +201,7 @@ def first_batch(x, y, count=32):
     cannot be read ahead.
     """
     data = x
-    if isinstance(x, tf.data.Dataset):
+    if is_tf_dataset(x):
         x, y = unpack_batch(next(iter(x.take(1))))
     elif isinstance(x, keras.utils.PyDataset):
         x, y = unpack_batch(x[0])
@@ -211,8 +211,14 @@ def first_batch(x, y, count=32):
         x, y = unpack_batch(first)
     if isinstance(x, (list, tuple)) or not hasattr(x, "ndim") or x.ndim < 1:
         return None, None, data
-    x = np.asarray(x[:count]) if not isinstance(x, tf.Tensor) else x[:count]
+    x = x[:count] if backend.is_tensor(x) else np.asarray(x[:count])
     return x, None if y is None else np.asarray(y)[:count], data
+
+
+def is_tf_dataset(x):
+    """Whether `x` is a `tf.data.Dataset` (without importing TensorFlow when no one has)."""
+    tf = sys.modules.get("tensorflow")
+    return tf is not None and isinstance(x, tf.data.Dataset)
 
 
 def prepend(first, rest):

@@ -8,9 +8,8 @@ import time
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from keras_lfr import _validation, attacks, checks, defaults, ops
+from keras_lfr import _validation, attacks, backend, checks, defaults, ops
 
 
 def paper_protocol(epsilon=defaults.PAPER_EPSILON, clip_min=0.0, clip_max=1.0):
@@ -112,7 +111,7 @@ def protocol(name, **kwargs):
 
 def _as_logits_fn(model):
     """A function `(x) -> logits` in inference mode, compiled once."""
-    return tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    return backend.batch_function(lambda x: model(x, training=False))
 
 
 def correct_under(model, attack):
@@ -129,19 +128,12 @@ def correct_under(model, attack):
         attack), not once per size.
     """
 
-    @tf.function
     def correct(x, labels):
         x_adv = attack(model, x, labels)
-        return tf.argmax(model(x_adv, training=False), axis=1, output_type=tf.int32) == labels
+        predictions = keras.ops.argmax(model(x_adv, training=False), axis=1)
+        return keras.ops.cast(predictions, "int32") == labels
 
-    def run(x, labels):
-        x, labels = tf.convert_to_tensor(x), tf.convert_to_tensor(labels)
-        traced = correct.get_concrete_function(
-            tf.TensorSpec([None, *x.shape[1:]], x.dtype), tf.TensorSpec([None], labels.dtype)
-        )
-        return traced(x, labels)
-
-    return run
+    return backend.batch_function(correct)
 
 
 def robust_accuracy(model, dataset, attacks_by_name, *, cascade=False, verbose=1):
@@ -187,7 +179,7 @@ def robust_accuracy(model, dataset, attacks_by_name, *, cascade=False, verbose=1
     compiled = {name: correct_under(model, attack) for name, attack in attacks_by_name.items()}
     correct = {name: [] for name in ("clean", *compiled)}
     seconds = dict.fromkeys(correct, 0.0)
-    cardinality = int(dataset.cardinality()) if isinstance(dataset, tf.data.Dataset) else None
+    cardinality = int(dataset.cardinality()) if checks.is_tf_dataset(dataset) else None
     # Stateful: the bar shows the running totals as given, so it ends on the results.
     progbar = keras.utils.Progbar(
         cardinality if cardinality and cardinality > 0 else None,
@@ -211,11 +203,12 @@ def robust_accuracy(model, dataset, attacks_by_name, *, cascade=False, verbose=1
                 survivors = np.flatnonzero(robust)
                 robust = np.zeros_like(robust)
                 if survivors.size:
-                    x_s, labels_s = tf.gather(x, survivors), tf.gather(labels, survivors)
-                    robust[survivors] = correct_fn(x_s, labels_s).numpy()
+                    x_s = keras.ops.take(x, survivors, axis=0)
+                    labels_s = keras.ops.take(labels, survivors, axis=0)
+                    robust[survivors] = keras.ops.convert_to_numpy(correct_fn(x_s, labels_s))
                 correct[name].append(robust)
             else:
-                correct[name].append(correct_fn(x, labels).numpy())
+                correct[name].append(keras.ops.convert_to_numpy(correct_fn(x, labels)))
             seconds[name] += time.perf_counter() - start
         progbar.update(step + 1, [(n, np.mean(np.concatenate(c))) for n, c in correct.items()])
     per_example = {name: np.concatenate(c) for name, c in correct.items()}
@@ -305,7 +298,8 @@ def resumable_robust_accuracy(
 
 
 def _correct(logits, labels):
-    return (tf.argmax(logits, axis=1, output_type=tf.int32) == labels).numpy()
+    predictions = keras.ops.cast(keras.ops.argmax(logits, axis=1), "int32")
+    return keras.ops.convert_to_numpy(predictions == labels)
 
 
 def confidence(model, x, y):
@@ -334,14 +328,11 @@ def confidence(model, x, y):
     {'clean_ce': 0.0195, 'margin_median': 10.87, 'logit_std': 5.23}  # the authors' LFR model
     """
     labels = ops.sparse_labels(y)
-    logits = tf.cast(_as_logits_fn(model)(x), tf.float32)
-    true = tf.gather(logits, labels, axis=1, batch_dims=1)
-    others = tf.where(tf.one_hot(labels, tf.shape(logits)[1]) > 0, -np.inf, logits)
-    cross_entropy = tf.reduce_logsumexp(logits, axis=1) - true
+    logits = keras.ops.cast(_as_logits_fn(model)(x), "float32")
     return {
-        "clean_ce": float(tf.reduce_mean(cross_entropy)),
-        "margin_median": float(np.median(true - tf.reduce_max(others, axis=1))),
-        "logit_std": float(tf.reduce_mean(tf.math.reduce_std(logits, axis=1))),
+        "clean_ce": float(keras.ops.mean(ops.cross_entropy(labels, logits))),
+        "margin_median": float(np.median(keras.ops.convert_to_numpy(ops.margin(logits, labels)))),
+        "logit_std": float(keras.ops.mean(keras.ops.std(logits, axis=1))),
     }
 
 

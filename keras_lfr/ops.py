@@ -1,11 +1,18 @@
 """Small differentiable building blocks shared by the methods and the attacks.
 
-All functions are plain TensorFlow, work per example, and run unchanged in
-eager mode, inside `tf.function` and under XLA. Randomness is stateless: every
-function that draws noise takes an explicit `seed` (a shape-`[2]` int tensor).
+All functions are written with `keras.ops` (the backend-specific pieces, such
+as the input gradient and the random bits, are in `keras_lfr.backend`), work
+per example, and run unchanged eagerly, inside `tf.function` or `jax.jit` and
+under XLA. Randomness is stateless: every function that draws noise takes an
+explicit `seed` (a shape-`[2]` uint32 tensor; `as_seed` makes one), and the
+same seed draws the same numbers on every backend.
 """
 
-import tensorflow as tf
+import math
+
+from keras import ops
+
+from keras_lfr import backend
 
 START_KINDS = ("normal", "normal_unclipped", "uniform", "none")
 # Standard deviation of the authors' random start, x + 0.001 * N(0, 1).
@@ -23,9 +30,7 @@ def cross_entropy(labels, logits):
     Returns:
         A float32 tensor of shape `(batch,)`.
     """
-    return tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=tf.cast(labels, tf.int32), logits=tf.cast(logits, tf.float32)
-    )
+    return backend.cross_entropy(ops.cast(labels, "int32"), ops.cast(logits, "float32"))
 
 
 def input_gradient(model, x, labels, training=False):
@@ -47,56 +52,92 @@ def input_gradient(model, x, labels, training=False):
     Returns:
         A tuple `(gradient, logits)`; `gradient` has the shape of `x`.
     """
-    x = tf.convert_to_tensor(x)
-    with tf.GradientTape(watch_accessed_variables=False) as tape:
-        tape.watch(x)
+
+    def loss(x):
         logits = model(x, training=training)
-        loss = tf.reduce_sum(cross_entropy(labels, logits))
-    return tape.gradient(loss, x), logits
+        return cross_entropy(labels, logits), logits
+
+    (_, logits), gradient = backend.value_and_gradient(loss, x)
+    return gradient, logits
+
+
+def flatten(x):
+    """`x` as `(batch, features)`: all but the first axis in one."""
+    return ops.reshape(x, (-1, math.prod(x.shape[1:])))
 
 
 def l1_norm(x):
     """Per-example l1 norm over all but the first axis."""
-    return tf.reduce_sum(tf.abs(tf.reshape(x, [tf.shape(x)[0], -1])), axis=1)
+    return ops.sum(ops.abs(flatten(x)), axis=1)
 
 
 def l2_norm(x):
     """Per-example l2 norm over all but the first axis."""
-    return tf.norm(tf.reshape(x, [tf.shape(x)[0], -1]), axis=1)
+    return ops.sqrt(ops.sum(ops.square(flatten(x)), axis=1))
 
 
 def per_example_dot(a, b):
     """Per-example inner product ⟨aᵢ, bᵢ⟩ over all but the first axis."""
-    return tf.reduce_sum(tf.reshape(a * b, [tf.shape(a)[0], -1]), axis=1)
+    return ops.sum(flatten(a * b), axis=1)
 
 
 def project_linf(x_adv, x, epsilon, clip_min, clip_max):
     """Projects `x_adv` onto the l-inf ball B(x, epsilon) within the pixel range."""
-    x_adv = tf.clip_by_value(x_adv, x - epsilon, x + epsilon)
-    return tf.clip_by_value(x_adv, clip_min, clip_max)
+    x_adv = ops.clip(x_adv, x - epsilon, x + epsilon)
+    return ops.clip(x_adv, clip_min, clip_max)
 
 
-def uniform(shape, seed, minval=0.0, maxval=1.0, dtype=tf.float32):
-    """Stateless U(minval, maxval) samples, the same with and without XLA.
+def _mix(x):
+    """A bijective avalanche hash of uint32 values (the "lowbias32" constants)."""
+    x = ops.bitwise_xor(x, ops.right_shift(x, 16)) * ops.convert_to_tensor(0x7FEB352D, "uint32")
+    x = ops.bitwise_xor(x, ops.right_shift(x, 15)) * ops.convert_to_tensor(0x846CA68B, "uint32")
+    return ops.bitwise_xor(x, ops.right_shift(x, 16))
 
-    TensorFlow's own float conversion of random bits differs between XLA and
-    the graph kernels; converting Philox's uint32 bits here keeps a seeded run
-    reproducible whatever the compiler: U(0, 1) is bit for bit the same, and
-    other ranges agree up to the rounding of the scaling (XLA may fuse it).
+
+def random_bits(shape, seed):
+    """Stateless uint32 bits: a keyed hash of each element's position.
+
+    Counter-based, written with `keras.ops` in uint32 arithmetic only, so
+    that a seed gives the same bits on every backend and compiler (XLA or
+    not): random starts are the same on TensorFlow and JAX.
+
+    Args:
+        shape: The shape of the result (ints; on TensorFlow the batch
+            dimension may be a scalar tensor).
+        seed: A shape-`[2]` seed from `as_seed` or `fold_seed`.
+
+    Returns:
+        A uint32 tensor of `shape`.
     """
-    bits = tf.random.stateless_uniform(
-        shape, seed, minval=None, maxval=None, dtype=tf.uint32, alg="philox"
-    )
+    seed = ops.cast(seed, "uint32")
+    size = math.prod(shape[1:]) * shape[0] if shape else 1
+    index = ops.cast(ops.arange(size, dtype="int32"), "uint32")
+    golden = ops.convert_to_tensor(_GOLDEN, "uint32")
+    bits = _mix(_mix(ops.bitwise_xor(index, _mix(seed[0] + golden))) + _mix(seed[1]))
+    return ops.reshape(bits, shape)
+
+
+# 2^32 / φ: keeps seed 0 from hashing a zero key.
+_GOLDEN = 0x9E3779B9
+
+
+def uniform(shape, seed, minval=0.0, maxval=1.0, dtype="float32"):
+    """Stateless U(minval, maxval) samples from `random_bits`, the same on every backend.
+
+    U(0, 1) is bit for bit the same with and without XLA; other ranges
+    agree up to the rounding of the scaling (XLA may fuse it).
+    """
+    bits = random_bits(shape, seed)
     # 24 high bits -> (0, 1), never exactly 0 or 1.
-    unit = (tf.cast(tf.bitwise.right_shift(bits, 8), tf.float32) + 0.5) * (1.0 / (1 << 24))
-    return tf.cast(minval + (maxval - minval) * unit, dtype)
+    unit = (ops.cast(ops.right_shift(bits, 8), "float32") + 0.5) * (1.0 / (1 << 24))
+    return ops.cast(minval + (maxval - minval) * unit, dtype)
 
 
-def normal(shape, seed, dtype=tf.float32):
+def normal(shape, seed, dtype="float32"):
     """Stateless N(0, 1) samples (Box-Muller on `uniform`), identical with and without XLA."""
-    u = uniform(tf.concat([[2], tf.cast(shape, tf.int32)], axis=0), seed)
-    sample = tf.sqrt(-2.0 * tf.math.log(u[0])) * tf.cos(2.0 * 3.141592653589793 * u[1])
-    return tf.cast(sample, dtype)
+    u = uniform((2, *shape), seed)
+    sample = ops.sqrt(-2.0 * ops.log(u[0])) * ops.cos(2.0 * math.pi * u[1])
+    return ops.cast(sample, dtype)
 
 
 def random_start(x, kind, epsilon, seed, clip_min, clip_max):
@@ -122,11 +163,11 @@ def random_start(x, kind, epsilon, seed, clip_min, clip_max):
     if kind == "none":
         return x
     if kind in ("normal", "normal_unclipped"):
-        noise = NORMAL_START_STDDEV * normal(tf.shape(x), seed, dtype=x.dtype)
+        noise = NORMAL_START_STDDEV * normal(ops.shape(x), seed, dtype=x.dtype)
         if kind == "normal_unclipped":
             return x + noise
     else:
-        noise = uniform(tf.shape(x), seed, -epsilon, epsilon, dtype=x.dtype)
+        noise = uniform(ops.shape(x), seed, -epsilon, epsilon, dtype=x.dtype)
     return project_linf(x + noise, x, epsilon, clip_min, clip_max)
 
 
@@ -136,8 +177,8 @@ def weighted_mean(values, sample_weight=None):
     Like Keras' `"sum_over_batch_size"` reduction: sum(w * v) / batch size.
     """
     if sample_weight is not None:
-        values = values * tf.cast(tf.reshape(sample_weight, [-1]), values.dtype)
-    return tf.reduce_mean(values)
+        values = values * ops.cast(ops.reshape(sample_weight, (-1,)), values.dtype)
+    return ops.mean(values)
 
 
 def sparse_labels(y):
@@ -149,44 +190,51 @@ def sparse_labels(y):
     Returns:
         An int32 tensor of shape `(batch,)`.
     """
-    y = tf.convert_to_tensor(y)
-    if y.shape.rank == 2 and y.shape[-1] is not None and y.shape[-1] > 1:
-        return tf.argmax(y, axis=-1, output_type=tf.int32)
-    return tf.cast(tf.reshape(y, [-1]), tf.int32)
+    y = ops.convert_to_tensor(y)
+    if len(y.shape) == 2 and y.shape[-1] is not None and y.shape[-1] > 1:
+        return ops.cast(ops.argmax(y, axis=-1), "int32")
+    return ops.cast(ops.reshape(y, (-1,)), "int32")
+
+
+def make_seed(a, b):
+    """A stateless seed: shape `[2]`, uint32, from two integers or integer scalars (mod 2³²)."""
+    return ops.stack([ops.cast(a, "uint32"), ops.cast(b, "uint32")])
 
 
 def fold_seed(seed, value):
-    """Derives a new stateless seed from `seed` and an integer `value`."""
-    seed = tf.cast(seed, tf.int64)
-    return tf.stack([seed[0], seed[1] * 1_000_003 + tf.cast(value, tf.int64)])
+    """Derives a new stateless seed from `seed` and an integer `value` (uint32 arithmetic)."""
+    seed = ops.cast(seed, "uint32")
+    mixed = seed[1] * ops.convert_to_tensor(1_000_003, "uint32") + ops.cast(value, "uint32")
+    return ops.stack([seed[0], mixed])
 
 
 def as_seed(seed):
     """Turns an int or a shape-`[2]` int tensor into a stateless seed tensor."""
     if isinstance(seed, int):
-        return tf.constant([seed, 0], dtype=tf.int64)
-    return tf.cast(seed, tf.int64)
+        return make_seed(seed, 0)
+    return make_seed(seed[0], seed[1])
 
 
 def iterate(body, state, steps, *, first=0, active=None):
-    """Runs `state = body(i, state)` for i = first, first + 1, … in a `tf.while_loop`.
+    """Runs `state = body(i, state)` for i = first, first + 1, … in a compiled loop.
 
     At most `steps` iterations; with `active` (a function of the state
     returning a scalar bool), the loop also stops as soon as it is false. The
-    state may be a tensor or any nest of tensors. The loop is a graph loop
-    (not unrolled), compiles under XLA, and sets `maximum_iterations` so that
-    it stays differentiable.
+    state may be a tensor or any nest of tensors, whose shapes and dtypes
+    `body` keeps. The loop is a graph loop (not unrolled) and compiles under
+    XLA; nothing differentiates through it (the attacks and inner
+    maximisations stop its gradient).
     """
     last = first + steps
 
     def cond(i, state):
         going = i < last
-        return going if active is None else going & active(state)
+        return going if active is None else ops.logical_and(going, active(state))
 
-    _, state = tf.while_loop(
+    _, state = ops.while_loop(
         cond,
         lambda i, state: (i + 1, body(i, state)),
-        (tf.constant(first), state),
+        (ops.convert_to_tensor(first, "int32"), state),
         maximum_iterations=steps,
     )
     return state
@@ -194,14 +242,14 @@ def iterate(body, state, steps, *, first=0, active=None):
 
 def expand_like(values, x):
     """Reshapes per-example `values` of shape `(batch,)` to broadcast against `x`."""
-    return tf.reshape(values, [-1] + [1] * (len(x.shape) - 1))
+    return ops.reshape(values, (-1,) + (1,) * (len(x.shape) - 1))
 
 
 def project_l2(x_adv, x, epsilon, clip_min, clip_max):
     """Projects `x_adv` onto the l2 ball B₂(x, epsilon), then clips to the pixel range."""
     delta = x_adv - x
-    factor = tf.minimum(1.0, epsilon / tf.maximum(expand_like(l2_norm(delta), x), 1e-12))
-    return tf.clip_by_value(x + delta * factor, clip_min, clip_max)
+    factor = ops.minimum(1.0, epsilon / ops.maximum(expand_like(l2_norm(delta), x), 1e-12))
+    return ops.clip(x + delta * factor, clip_min, clip_max)
 
 
 NORMS = ("linf", "l2")
@@ -255,46 +303,44 @@ def ascend(
         The last iterate; or, with `keep_best`, a tuple `(x_best, best)` of
         the per-example iterate with the largest objective and that value.
     """
-    x = tf.stop_gradient(x)
+    x = ops.stop_gradient(x)
     project = project_linf if norm == "linf" else project_l2
-
-    def value_and_gradient(x_adv):
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(x_adv)
-            values = objective(x_adv)
-            total = tf.reduce_sum(values)
-        return values, tape.gradient(total, x_adv)
 
     def direction(grad, momentum):
         if norm == "l2":
-            return grad / tf.maximum(expand_like(l2_norm(grad), x), 1e-12), momentum
+            return grad / ops.maximum(expand_like(l2_norm(grad), x), 1e-12), momentum
         if decay is None:
-            return tf.sign(grad), momentum
+            return ops.sign(grad), momentum
         momentum = decay * momentum + grad / (expand_like(l1_norm(grad), x) + 1e-12)
-        return tf.sign(momentum), momentum
+        return ops.sign(momentum), momentum
 
     def keep(x_new, values, x_best, best):
         better = values > best
-        return tf.where(expand_like(better, x), x_new, x_best), tf.maximum(values, best)
+        return ops.where(expand_like(better, x), x_new, x_best), ops.maximum(values, best)
 
     def step(_, state):
         x_adv, momentum, *best = state
-        values, grad = value_and_gradient(x_adv)
+        (values, _), grad = backend.value_and_gradient(lambda x: (objective(x), None), x_adv)
         if keep_best:
             best = keep(x_adv, values, *best)
         d, momentum = direction(grad, momentum)
         return (project(x_adv + step_size * d, x, epsilon, clip_min, clip_max), momentum, *best)
 
-    x_start = tf.convert_to_tensor(x_start)
+    x_start = ops.convert_to_tensor(x_start)
     # Unused state is a scalar, so that plain ascent carries no extra tensors.
-    momentum = tf.zeros_like(x_start) if decay is not None else tf.zeros([])
-    best = (x_start, tf.fill([tf.shape(x_start)[0]], -float("inf"))) if keep_best else ()
+    momentum = ops.zeros_like(x_start) if decay is not None else ops.zeros(())
+    best = (x_start, per_example_fill(x_start, -math.inf)) if keep_best else ()
     x_adv, _, *best = iterate(step, (x_start, momentum, *best), steps)
     if not keep_best:
-        return tf.stop_gradient(x_adv)
+        return ops.stop_gradient(x_adv)
     # The last iterate has not been scored yet.
     x_best, best = keep(x_adv, objective(x_adv), *best)
-    return tf.stop_gradient(x_best), tf.stop_gradient(best)
+    return ops.stop_gradient(x_best), ops.stop_gradient(best)
+
+
+def per_example_fill(x, value, dtype="float32"):
+    """A `(batch,)` tensor of `value`, one per example of `x`."""
+    return ops.full((ops.shape(x)[0],), value, dtype=dtype)
 
 
 def attack_loss(model, y, targets=None):
@@ -316,14 +362,15 @@ def margin(scores, labels):
     On logits (the Square attack's objective) or on probabilities (the
     decision surfaces).
     """
-    scores = tf.cast(scores, tf.float32)
-    true = tf.gather(scores, labels, axis=1, batch_dims=1)
-    others = tf.where(tf.one_hot(labels, tf.shape(scores)[1]) > 0, -float("inf"), scores)
-    return true - tf.reduce_max(others, axis=1)
+    scores = ops.cast(scores, "float32")
+    labels = ops.cast(labels, "int32")
+    true = ops.take_along_axis(scores, labels[:, None], axis=1)[:, 0]
+    others = ops.where(ops.one_hot(labels, scores.shape[1]) > 0, -math.inf, scores)
+    return true - ops.max(others, axis=1)
 
 
 def kl_divergence(logits_p, logits_q):
     """Per-example KL(softmax(logits_p) ‖ softmax(logits_q)), in float32."""
-    log_p = tf.nn.log_softmax(tf.cast(logits_p, tf.float32))
-    log_q = tf.nn.log_softmax(tf.cast(logits_q, tf.float32))
-    return tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1)
+    log_p = ops.log_softmax(ops.cast(logits_p, "float32"))
+    log_q = ops.log_softmax(ops.cast(logits_q, "float32"))
+    return ops.sum(ops.exp(log_p) * (log_p - log_q), axis=-1)

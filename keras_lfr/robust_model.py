@@ -4,18 +4,13 @@ import math
 import warnings
 
 import keras
-import tensorflow as tf
 
-from keras_lfr import _seed_state, _validation, callbacks, checks, ops
+from keras_lfr import _seed_state, _validation, backend, callbacks, checks, ops
 from keras_lfr.methods import AWP, deserialize, get_method, serialize
 from keras_lfr.methods.base import CLEAN_TERMS
 
 # How the ε ramp rises from 0 to 1 (`RobustModel.epsilon_scale`).
 WARMUP_SHAPES = ("linear", "cosine")
-
-
-def _num_replicas():
-    return tf.distribute.get_replica_context().num_replicas_in_sync
 
 
 @keras.saving.register_keras_serializable(package="keras_lfr")
@@ -25,9 +20,11 @@ class RobustModel(keras.Model):
     The wrapper holds the user's model (Sequential, functional or subclassed;
     it must output logits), delegates `call` to it, and replaces `train_step`
     with one shared step for every method: the method's inner maximisation
-    (model in inference mode), then the method's loss under a
-    `tf.GradientTape` on the weights (model in training mode; nested tapes
-    make the double backprop of LFR work), then the optimizer update.
+    (model in inference mode), then the gradient of the method's loss with
+    respect to the weights (model in training mode; a gradient of a gradient
+    for LFR: nested tapes on TensorFlow, nested `jax.grad` on JAX), then the
+    optimizer update. The same step runs on Keras' TensorFlow and JAX
+    backends (`keras_lfr.backend`).
 
     The progress bar and `History` show `loss` (the objective minimised), the
     method's own terms (for LFR: `clean_ce` and `local_flatness`) and the
@@ -181,10 +178,7 @@ class RobustModel(keras.Model):
                 "(cross-entropy on logits)."
             )
         super().compile(optimizer=optimizer, metrics=metrics, jit_compile=jit_compile, **kwargs)
-        self._gradient_fn = self.compute_gradients
-        if self.jit_compile and self.distribute_strategy.num_replicas_in_sync > 1:
-            self.jit_compile = False
-            self._gradient_fn = tf.function(self.compute_gradients, jit_compile=True)
+        self._gradient_fn = backend.gradient_function(self, self.compute_gradients)
 
     def compile_from_config(self, config):
         config = keras.saving.deserialize_keras_object(config)
@@ -225,12 +219,9 @@ class RobustModel(keras.Model):
 
     def step_seed(self):
         """The stateless seed of the current step on the current replica."""
-        context = tf.distribute.get_replica_context()
-        replica = tf.cast(context.replica_id_in_sync_group, tf.int64)
-        step = tf.cast(self.optimizer.iterations, tf.int64)
-        return tf.stack(
-            [tf.constant(self.seed, tf.int64), step * context.num_replicas_in_sync + replica]
-        )
+        replica, replicas = backend.replica()
+        step = keras.ops.convert_to_tensor(self.optimizer.iterations)
+        return ops.make_seed(self.seed, step * replicas + keras.ops.cast(replica, step.dtype))
 
     def epsilon_scale(self):
         """The fraction of the inner radius and step used at the current step.
@@ -241,10 +232,10 @@ class RobustModel(keras.Model):
         """
         if not self.epsilon_warmup:
             return 1.0
-        step = tf.cast(self.optimizer.iterations, tf.float32)
-        t = tf.minimum(1.0, step / float(self.epsilon_warmup))
+        step = keras.ops.cast(self.optimizer.iterations, "float32")
+        t = keras.ops.minimum(1.0, step / float(self.epsilon_warmup))
         if self.epsilon_warmup_shape == "cosine":
-            return 0.5 * (1.0 - tf.cos(math.pi * t))
+            return 0.5 * (1.0 - keras.ops.cos(math.pi * t))
         return t
 
     def compute_gradients(self, x, labels, sample_weight, seed, scale=1.0):
@@ -258,15 +249,27 @@ class RobustModel(keras.Model):
             are of `loss / replicas` (summed over replicas by the optimizer).
         """
         x_adv = self.method.perturb(self.inner_model, x, labels, seed, scale)
-        with tf.GradientTape() as tape:
+        replicas = backend.replica()[1]
+
+        def scaled_loss():
             logits, loss, terms = self.method.loss_at_step(
                 self.inner_model, x, labels, x_adv, sample_weight, self.optimizer.iterations
             )
-            scaled = self.optimizer.scale_loss(loss / _num_replicas())
-        gradients = tape.gradient(scaled, self.trainable_variables)
+            return self.optimizer.scale_loss(loss / replicas), (logits, loss, terms)
+
+        gradients, (logits, loss, terms) = backend.value_and_weight_gradients(
+            scaled_loss, self.trainable_variables
+        )
         return gradients, logits, loss, terms
 
-    def train_step(self, data):
+    def train_step(self, *args):
+        # TensorFlow calls it with `(data)`, JAX with `(state, data)`.
+        return backend.run_step(self, self._train_step, *args)
+
+    def test_step(self, *args):
+        return backend.run_step(self, self._test_step, *args)
+
+    def _train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         scale = self.epsilon_scale()
         gradients, logits, loss, terms = self._gradient_fn(
@@ -279,7 +282,7 @@ class RobustModel(keras.Model):
             logs["epsilon_scale"] = scale
         return logs
 
-    def test_step(self, data):
+    def _test_step(self, data):
         # Clean inputs only: `loss` is the clean cross-entropy, and so is each
         # of the method's terms that measures the clean inputs.
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -292,7 +295,7 @@ class RobustModel(keras.Model):
 
     def _track(self, x, loss, terms):
         """Adds a batch's loss and terms to their running means (weighted by batch size)."""
-        batch = tf.shape(x)[0]
+        batch = keras.ops.shape(x)[0]
         self._loss_tracker.update_state(loss, sample_weight=batch)
         for tracker in self.term_trackers:
             if tracker.name in terms:

@@ -1,16 +1,16 @@
 """Decision and loss surfaces around an input, as in Figures 1 and 2 of the LFR paper."""
 
+import keras
 import numpy as np
-import tensorflow as tf
 
 from keras_lfr import _validation, defaults, ops
 
 
 def sign_directions(x, seed=0):
     """Two random sign directions d₁, d₂ ∈ {−1, +1}^shape(x) (a stateless draw)."""
-    x = tf.convert_to_tensor(x)
-    u = ops.uniform(tf.concat([[2], tf.shape(x)], axis=0), ops.as_seed(seed))
-    return tf.where(u < 0.5, -1.0, 1.0)
+    x = keras.ops.convert_to_tensor(x)
+    u = ops.uniform((2, *keras.ops.shape(x)), ops.as_seed(seed))
+    return keras.ops.where(u < 0.5, -1.0, 1.0)
 
 
 def surface(
@@ -53,23 +53,23 @@ def surface(
     _validation.one_of("kind", kind, ("decision", "loss"))
     radius = _validation.positive_float("radius", radius)
     resolution = _validation.positive_int("resolution", resolution)
-    x = tf.convert_to_tensor(x, tf.float32)
-    d1, d2 = tf.unstack(sign_directions(x, seed))
+    x = keras.ops.convert_to_tensor(x, "float32")
+    d1, d2 = keras.ops.unstack(sign_directions(x, seed))
     axis = np.linspace(-radius, radius, resolution, dtype="float32")
     a, b = np.meshgrid(axis, axis, indexing="ij")
     batch = x[None]
-    a = ops.expand_like(tf.constant(a.ravel()), batch)
-    b = ops.expand_like(tf.constant(b.ravel()), batch)
+    a = ops.expand_like(keras.ops.convert_to_tensor(a.ravel()), batch)
+    b = ops.expand_like(keras.ops.convert_to_tensor(b.ravel()), batch)
     points = batch + a * d1 + b * d2
-    points = tf.clip_by_value(points, clip_min, clip_max)
-    labels = tf.fill([points.shape[0]], tf.cast(y, tf.int32))
+    points = keras.ops.clip(points, clip_min, clip_max)
+    labels = keras.ops.full((points.shape[0],), y, dtype="int32")
     values = []
     for start in range(0, points.shape[0], 512):
         logits = model(points[start : start + 512], training=False)
         chunk_labels = labels[start : start + 512]
         if kind == "loss":
-            values.append(ops.cross_entropy(chunk_labels, logits).numpy())
+            values.append(keras.ops.convert_to_numpy(ops.cross_entropy(chunk_labels, logits)))
         else:
-            p = tf.nn.softmax(tf.cast(logits, tf.float32))
-            values.append(ops.margin(p, chunk_labels).numpy())
+            p = keras.ops.softmax(keras.ops.cast(logits, "float32"))
+            values.append(keras.ops.convert_to_numpy(ops.margin(p, chunk_labels)))
     return axis, axis, np.concatenate(values).reshape(resolution, resolution)

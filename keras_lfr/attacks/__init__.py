@@ -1,9 +1,12 @@
 """Adversarial attacks: plain functions of (model, x, y, *, epsilon, ...).
 
 Each takes a Keras model or any callable that returns logits, works on a batch,
-runs eagerly, inside `tf.function` and under XLA, and returns adversarial
+runs eagerly, inside `tf.function` or `jax.jit` and under XLA, and returns adversarial
 inputs with the shape of `x`. Projection, clipping and random starts are shared
 from `keras_lfr.ops`.
+
+Written with `keras.ops`: every attack runs on Keras' TensorFlow and JAX
+backends.
 """
 
 from keras_lfr.attacks.apgd import apgd, dlr_loss

@@ -1,8 +1,8 @@
 """Auto-PGD (Croce & Hein, ICML 2020), l-inf, with CE and DLR losses."""
 
-import tensorflow as tf
+import keras
 
-from keras_lfr import _validation, ops
+from keras_lfr import _validation, backend, ops
 
 LOSSES = ("ce", "dlr")
 
@@ -14,15 +14,22 @@ def dlr_loss(logits, labels, targets=None):
     −(z_y − z_t) / (z_π1 − (z_π3 + z_π4)/2), with z_π1 ≥ z_π2 ≥ … the sorted
     logits. Invariant to shifting and scaling the logits.
     """
-    logits = tf.cast(logits, tf.float32)
-    ranked = tf.sort(logits, axis=1, direction="DESCENDING")
-    true = tf.gather(logits, labels, axis=1, batch_dims=1)
+    logits = keras.ops.cast(logits, "float32")
+    ranked = keras.ops.flip(keras.ops.sort(logits, axis=1), axis=1)
+    true = _pick(logits, labels)
     if targets is None:
-        top_is_true = tf.argmax(logits, axis=1, output_type=tf.int32) == labels
-        other = tf.where(top_is_true, ranked[:, 1], ranked[:, 0])
+        top_is_true = keras.ops.cast(keras.ops.argmax(logits, axis=1), "int32") == labels
+        other = keras.ops.where(top_is_true, ranked[:, 1], ranked[:, 0])
         return -(true - other) / (ranked[:, 0] - ranked[:, 2] + 1e-12)
-    target = tf.gather(logits, targets, axis=1, batch_dims=1)
+    target = _pick(logits, targets)
     return -(true - target) / (ranked[:, 0] - 0.5 * (ranked[:, 2] + ranked[:, 3]) + 1e-12)
+
+
+def _pick(logits, classes):
+    """`logits[i, classes[i]]` per example."""
+    return keras.ops.take_along_axis(logits, keras.ops.cast(classes, "int32")[:, None], axis=1)[
+        :, 0
+    ]
 
 
 def _objective(loss, logits, labels, targets):
@@ -40,8 +47,8 @@ def _schedule(steps):
 
 def _start(x, epsilon, seed, clip_min, clip_max):
     """AutoAttack's start: x + ε·t/‖t‖∞, t ~ U(−1, 1), in the ball and the pixel range."""
-    t = ops.uniform(tf.shape(x), seed, -1.0, 1.0)
-    t_max = tf.reduce_max(tf.abs(tf.reshape(t, [tf.shape(x)[0], -1])), axis=1)
+    t = ops.uniform(keras.ops.shape(x), seed, -1.0, 1.0)
+    t_max = keras.ops.max(keras.ops.abs(ops.flatten(t)), axis=1)
     return ops.project_linf(
         x + epsilon * t / ops.expand_like(t_max, x), x, epsilon, clip_min, clip_max
     )
@@ -50,14 +57,14 @@ def _start(x, epsilon, seed, clip_min, clip_max):
 def _run(model, x, labels, targets, loss, epsilon, steps, rho, momentum, seed, clip_min, clip_max):
     """One APGD run. Returns (best adversarial-or-max-loss point, fooled, best loss)."""
 
+    def objective(x_adv):
+        logits = model(x_adv, training=False)
+        return _objective(loss, logits, labels, targets), logits
+
     def evaluate(x_adv):
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(x_adv)
-            logits = model(x_adv, training=False)
-            values = _objective(loss, logits, labels, targets)
-            total = tf.reduce_sum(values)
-        fooled = tf.argmax(logits, axis=1, output_type=tf.int32) != labels
-        return values, tape.gradient(total, x_adv), fooled
+        (values, logits), gradient = backend.value_and_gradient(objective, x_adv)
+        fooled = keras.ops.cast(keras.ops.argmax(logits, axis=1), "int32") != labels
+        return values, gradient, fooled
 
     def project(z):
         return ops.project_linf(z, x, epsilon, clip_min, clip_max)
@@ -65,69 +72,72 @@ def _run(model, x, labels, targets, loss, epsilon, steps, rho, momentum, seed, c
     x_adv = _start(x, epsilon, seed, clip_min, clip_max)
     value, grad, fooled = evaluate(x_adv)
     first_window, min_window, shrink = _schedule(steps)
-    batch = tf.shape(x)[0]
     state = {
         "x_adv": x_adv,
         "x_old": x_adv,
         "grad": grad,
-        "step": tf.fill([batch], 2.0 * epsilon),
+        "step": ops.per_example_fill(x, 2.0 * epsilon),
         "x_best": x_adv,
         "grad_best": grad,
         "loss_best": value,
         "x_fooled": x_adv,
         "fooled": fooled,
         "prev_loss": value,
-        "increases": tf.zeros([batch]),
-        "since_check": tf.constant(0),
-        "window": tf.constant(first_window),
+        "increases": ops.per_example_fill(x, 0.0),
+        "since_check": keras.ops.convert_to_tensor(0, "int32"),
+        "window": keras.ops.convert_to_tensor(first_window, "int32"),
         "loss_at_check": value,
-        "reduced_at_check": tf.ones([batch], tf.bool),
+        "reduced_at_check": ops.per_example_fill(x, True, "bool"),
     }
 
     def body(i, s):
-        a = tf.where(i > 0, momentum, 1.0)
+        a = keras.ops.where(i > 0, momentum, 1.0)
         step = ops.expand_like(s["step"], x)
-        z = project(s["x_adv"] + step * tf.sign(s["grad"]))
+        z = project(s["x_adv"] + step * keras.ops.sign(s["grad"]))
         x_new = project(s["x_adv"] + a * (z - s["x_adv"]) + (1 - a) * (s["x_adv"] - s["x_old"]))
         value, grad, fooled = evaluate(x_new)
-        x_fooled = tf.where(ops.expand_like(fooled, x), x_new, s["x_fooled"])
+        x_fooled = keras.ops.where(ops.expand_like(fooled, x), x_new, s["x_fooled"])
         improved = value > s["loss_best"]
-        x_best = tf.where(ops.expand_like(improved, x), x_new, s["x_best"])
-        grad_best = tf.where(ops.expand_like(improved, x), grad, s["grad_best"])
-        loss_best = tf.where(improved, value, s["loss_best"])
-        increases = s["increases"] + tf.cast(value > s["prev_loss"], tf.float32)
+        x_best = keras.ops.where(ops.expand_like(improved, x), x_new, s["x_best"])
+        grad_best = keras.ops.where(ops.expand_like(improved, x), grad, s["grad_best"])
+        loss_best = keras.ops.where(improved, value, s["loss_best"])
+        increases = s["increases"] + keras.ops.cast(value > s["prev_loss"], "float32")
         since_check = s["since_check"] + 1
 
         # Checkpoint: halve the step of examples whose loss rose in fewer than
         # rho of the window's steps, or that did not improve since the last
         # checkpoint without a reduction then; they restart from their best point.
         at_check = since_check >= s["window"]
-        oscillating = increases <= tf.cast(s["window"], tf.float32) * rho
-        stalled = ~s["reduced_at_check"] & (s["loss_at_check"] >= loss_best)
+        oscillating = increases <= keras.ops.cast(s["window"], "float32") * rho
+        stalled = keras.ops.logical_not(s["reduced_at_check"]) & (s["loss_at_check"] >= loss_best)
         reduce = at_check & (oscillating | stalled)
         new = {
             # The momentum reference is the point this step started from, as
             # in AutoAttack (`grad2 = x_adv - x_adv_old`), not x_new itself.
             "x_old": s["x_adv"],
-            "x_adv": tf.where(ops.expand_like(reduce, x), x_best, x_new),
-            "grad": tf.where(ops.expand_like(reduce, x), grad_best, grad),
-            "step": tf.where(reduce, s["step"] / 2.0, s["step"]),
+            "x_adv": keras.ops.where(ops.expand_like(reduce, x), x_best, x_new),
+            "grad": keras.ops.where(ops.expand_like(reduce, x), grad_best, grad),
+            "step": keras.ops.where(reduce, s["step"] / 2.0, s["step"]),
             "x_best": x_best,
             "grad_best": grad_best,
             "loss_best": loss_best,
             "x_fooled": x_fooled,
             "fooled": s["fooled"] | fooled,
             "prev_loss": value,
-            "increases": tf.where(at_check, 0.0, increases),
-            "since_check": tf.where(at_check, 0, since_check),
-            "window": tf.where(at_check, tf.maximum(s["window"] - shrink, min_window), s["window"]),
-            "loss_at_check": tf.where(at_check, loss_best, s["loss_at_check"]),
-            "reduced_at_check": tf.where(at_check, reduce, s["reduced_at_check"]),
+            "increases": keras.ops.where(at_check, 0.0, increases),
+            "since_check": keras.ops.where(at_check, 0, since_check),
+            "window": keras.ops.where(
+                at_check, keras.ops.maximum(s["window"] - shrink, min_window), s["window"]
+            ),
+            "loss_at_check": keras.ops.where(at_check, loss_best, s["loss_at_check"]),
+            "reduced_at_check": keras.ops.where(at_check, reduce, s["reduced_at_check"]),
         }
         return new
 
     state = ops.iterate(body, state, steps)
-    result = tf.where(ops.expand_like(state["fooled"], x), state["x_fooled"], state["x_best"])
+    result = keras.ops.where(
+        ops.expand_like(state["fooled"], x), state["x_fooled"], state["x_best"]
+    )
     return result, state["fooled"], state["loss_best"]
 
 
@@ -203,16 +213,16 @@ def apgd(
     if num_targets is None:
         target_sets = [None]
     else:
-        ranked = tf.argsort(model(x, training=False), axis=1, direction="DESCENDING")
+        ranked = keras.ops.argsort(-keras.ops.cast(model(x, training=False), "float32"), axis=1)
         if num_targets >= ranked.shape[1]:
             raise ValueError(
                 f"Invalid value for argument `num_targets`. Received: num_targets={num_targets!r}. "
                 f"Expected at most {ranked.shape[1] - 1} (classes minus one)."
             )
-        target_sets = [tf.cast(ranked[:, j], tf.int32) for j in range(1, num_targets + 1)]
+        target_sets = [keras.ops.cast(ranked[:, j], "int32") for j in range(1, num_targets + 1)]
 
-    best_x, best_loss = x, tf.fill([tf.shape(x)[0]], -float("inf"))
-    fooled = tf.zeros([tf.shape(x)[0]], tf.bool)
+    best_x, best_loss = x, ops.per_example_fill(x, -float("inf"))
+    fooled = ops.per_example_fill(x, False, "bool")
     run = 0
     for target in target_sets:
         for _ in range(restarts):
@@ -232,8 +242,11 @@ def apgd(
             )
             run += 1
             # Prefer a point that fools the model; else keep the highest loss.
-            take = (fooled_run & ~fooled) | (~fooled & ~fooled_run & (loss_run > best_loss))
-            best_x = tf.where(ops.expand_like(take, x), x_run, best_x)
-            best_loss = tf.where(take, loss_run, best_loss)
+            not_fooled = keras.ops.logical_not(fooled)
+            take = (fooled_run & not_fooled) | (
+                not_fooled & keras.ops.logical_not(fooled_run) & (loss_run > best_loss)
+            )
+            best_x = keras.ops.where(ops.expand_like(take, x), x_run, best_x)
+            best_loss = keras.ops.where(take, loss_run, best_loss)
             fooled = fooled | fooled_run
-    return tf.stop_gradient(best_x)
+    return keras.ops.stop_gradient(best_x)

@@ -2,7 +2,7 @@
 
 import math
 
-import tensorflow as tf
+import keras
 
 from keras_lfr import _validation, ops
 
@@ -66,35 +66,40 @@ def ddn(
         )
     max_step = _validation.positive_float("max_step", max_step)
     min_step = _validation.non_negative_float("min_step", min_step)
-    x = tf.stop_gradient(_validation.images(x, clip_min, clip_max))
+    x = keras.ops.stop_gradient(_validation.images(x, clip_min, clip_max))
     labels = ops.sparse_labels(y)
-    batch = tf.shape(x)[0]
 
     def body(i, state):
         delta, norm, best_norm, best_x = state
         x_adv = x + delta
         grad, logits = ops.input_gradient(model, x_adv, labels)
-        is_adv = tf.argmax(logits, axis=1, output_type=tf.int32) != labels
+        is_adv = keras.ops.cast(keras.ops.argmax(logits, axis=1), "int32") != labels
         delta_norm = ops.l2_norm(delta)
         better = is_adv & (delta_norm < best_norm)
-        best_norm = tf.where(better, delta_norm, best_norm)
-        best_x = tf.where(ops.expand_like(better, x), x_adv, best_x)
+        best_norm = keras.ops.where(better, delta_norm, best_norm)
+        best_x = keras.ops.where(ops.expand_like(better, x), x_adv, best_x)
 
-        progress = tf.cast(i, tf.float32) / steps
-        alpha = min_step + (max_step - min_step) * (1 + tf.cos(math.pi * progress)) / 2
-        grad = grad / tf.maximum(ops.expand_like(ops.l2_norm(grad), x), 1e-12)
+        progress = keras.ops.cast(i, "float32") / steps
+        alpha = min_step + (max_step - min_step) * (1 + keras.ops.cos(math.pi * progress)) / 2
+        grad = grad / keras.ops.maximum(ops.expand_like(ops.l2_norm(grad), x), 1e-12)
         delta = delta + alpha * grad
-        norm = norm * tf.where(is_adv, 1.0 - gamma, 1.0 + gamma)
-        delta = delta * ops.expand_like(norm / tf.maximum(ops.l2_norm(delta), 1e-12), x)
-        delta = tf.clip_by_value(x + delta, clip_min, clip_max) - x
+        norm = norm * keras.ops.where(is_adv, 1.0 - gamma, 1.0 + gamma)
+        delta = delta * ops.expand_like(norm / keras.ops.maximum(ops.l2_norm(delta), 1e-12), x)
+        delta = keras.ops.clip(x + delta, clip_min, clip_max) - x
         return delta, norm, best_norm, best_x
 
-    initial = (tf.zeros_like(x), tf.fill([batch], init_norm), tf.fill([batch], float("inf")), x)
+    initial = (
+        keras.ops.zeros_like(x),
+        ops.per_example_fill(x, init_norm),
+        ops.per_example_fill(x, float("inf")),
+        x,
+    )
     delta, _, best_norm, best_x = ops.iterate(body, initial, steps)
     # The last iterate has not been checked yet.
     last = x + delta
-    is_adv = tf.argmax(model(last, training=False), axis=1, output_type=tf.int32) != labels
+    predictions = keras.ops.argmax(model(last, training=False), axis=1)
+    is_adv = keras.ops.cast(predictions, "int32") != labels
     better = is_adv & (ops.l2_norm(delta) < best_norm)
-    best_norm = tf.where(better, ops.l2_norm(delta), best_norm)
-    best_x = tf.stop_gradient(tf.where(ops.expand_like(better, x), last, best_x))
+    best_norm = keras.ops.where(better, ops.l2_norm(delta), best_norm)
+    best_x = keras.ops.stop_gradient(keras.ops.where(ops.expand_like(better, x), last, best_x))
     return (best_x, best_norm) if return_norms else best_x

@@ -1,9 +1,8 @@
 """FAB-T (Croce & Hein, ICML 2020): the targeted l-inf Fast Adaptive Boundary attack."""
 
 import keras
-import tensorflow as tf
 
-from keras_lfr import _validation, ops
+from keras_lfr import _validation, backend, ops
 
 
 def project_onto_hyperplane_linf(x, w, c, clip_min=0.0, clip_max=1.0):
@@ -59,13 +58,18 @@ def project_onto_hyperplane_linf(x, w, c, clip_min=0.0, clip_max=1.0):
 
 def _logit_gap(model, x, labels, targets, shape):
     """f_t − f_y at the flat points `x` and its gradient, and the logits."""
-    with tf.GradientTape(watch_accessed_variables=False) as tape:
-        tape.watch(x)
-        logits = tf.cast(model(tf.reshape(x, shape), training=False), tf.float32)
-        gap = tf.gather(logits, targets, axis=1, batch_dims=1) - tf.gather(
-            logits, labels, axis=1, batch_dims=1
-        )
-    return gap, tape.gradient(gap, x), logits
+
+    def gap_of(x):
+        logits = keras.ops.cast(model(keras.ops.reshape(x, shape), training=False), "float32")
+        return _pick(logits, targets) - _pick(logits, labels), logits
+
+    (gap, logits), gradient = backend.value_and_gradient(gap_of, x)
+    return gap, gradient, logits
+
+
+def _pick(logits, classes):
+    """`logits[i, classes[i]]` per example."""
+    return keras.ops.take_along_axis(logits, classes[:, None], axis=1)[:, 0]
 
 
 def fab_step(x, x_orig, gap, gradient, *, alpha_max, eta, clip_min, clip_max):
@@ -102,8 +106,6 @@ def fab_step(x, x_orig, gap, gradient, *, alpha_max, eta, clip_min, clip_max):
 
 
 def _run(model, x_orig, labels, targets, shape, steps, alpha_max, eta, beta, clip_min, clip_max):
-    batch = tf.shape(x_orig)[0]
-
     def body(_, state):
         x, best, best_norm = state
         gap, gradient, _ = _logit_gap(model, x, labels, targets, shape)
@@ -117,17 +119,17 @@ def _run(model, x_orig, labels, targets, shape, steps, alpha_max, eta, beta, cli
             clip_min=clip_min,
             clip_max=clip_max,
         )
-        logits = model(tf.reshape(x_new, shape), training=False)
-        fooled = tf.argmax(logits, axis=1, output_type=tf.int32) != labels
-        norm = tf.reduce_max(tf.abs(x_new - x_orig), axis=1)
+        logits = model(keras.ops.reshape(x_new, shape), training=False)
+        fooled = keras.ops.cast(keras.ops.argmax(logits, axis=1), "int32") != labels
+        norm = keras.ops.max(keras.ops.abs(x_new - x_orig), axis=1)
         better = fooled & (norm < best_norm)
-        best = tf.where(better[:, None], x_new, best)
-        best_norm = tf.where(better, norm, best_norm)
+        best = keras.ops.where(better[:, None], x_new, best)
+        best_norm = keras.ops.where(better, norm, best_norm)
         # Once across the boundary, step back towards the original point.
-        x_new = tf.where(fooled[:, None], (1 - beta) * x_orig + beta * x_new, x_new)
-        return tf.stop_gradient(x_new), best, best_norm
+        x_new = keras.ops.where(fooled[:, None], (1 - beta) * x_orig + beta * x_new, x_new)
+        return keras.ops.stop_gradient(x_new), best, best_norm
 
-    state = (x_orig, x_orig, tf.fill([batch], float("inf")))
+    state = (x_orig, x_orig, ops.per_example_fill(x_orig, float("inf")))
     _, best, best_norm = ops.iterate(body, state, steps)
     return best, best_norm
 
@@ -185,22 +187,24 @@ def fab(
     steps = _validation.positive_int("steps", steps)
     num_targets = _validation.positive_int("num_targets", num_targets)
     labels = ops.sparse_labels(y)
-    shape = tf.shape(x)
-    flat = tf.reshape(x, [shape[0], -1])
-    ranked = tf.argsort(model(x, training=False), axis=1, direction="DESCENDING")
+    shape = (-1, *x.shape[1:])
+    flat = ops.flatten(x)
+    ranked = keras.ops.argsort(-keras.ops.cast(model(x, training=False), "float32"), axis=1)
     if num_targets >= ranked.shape[1]:
         raise ValueError(
             f"Invalid value for argument `num_targets`. Received: num_targets={num_targets!r}. "
             f"Expected at most {ranked.shape[1] - 1} (classes minus one)."
         )
-    best, best_norm = flat, tf.fill([shape[0]], float("inf"))
+    best, best_norm = flat, ops.per_example_fill(flat, float("inf"))
     for j in range(1, num_targets + 1):
-        targets = tf.cast(ranked[:, j], tf.int32)
+        targets = keras.ops.cast(ranked[:, j], "int32")
         found, norm = _run(
             model, flat, labels, targets, shape, steps, alpha_max, eta, beta, clip_min, clip_max
         )
         closer = norm < best_norm
-        best = tf.where(closer[:, None], found, best)
-        best_norm = tf.where(closer, norm, best_norm)
+        best = keras.ops.where(closer[:, None], found, best)
+        best_norm = keras.ops.where(closer, norm, best_norm)
     within = best_norm <= epsilon
-    return tf.stop_gradient(tf.reshape(tf.where(within[:, None], best, flat), shape))
+    return keras.ops.stop_gradient(
+        keras.ops.reshape(keras.ops.where(within[:, None], best, flat), shape)
+    )

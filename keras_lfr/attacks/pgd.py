@@ -1,6 +1,6 @@
 """Projected gradient descent (Madry et al., ICLR 2018)."""
 
-import tensorflow as tf
+import keras
 
 from keras_lfr import _validation, ops
 
@@ -72,14 +72,14 @@ def pgd(
         if norm == "linf":
             return ops.random_start(x, "uniform", epsilon, restart_seed, clip_min, clip_max)
         # Uniform direction, radius uniform in [0, epsilon].
-        direction = ops.normal(tf.shape(x), restart_seed, dtype=x.dtype)
+        direction = ops.normal(keras.ops.shape(x), restart_seed, dtype=x.dtype)
         norms = ops.expand_like(ops.l2_norm(direction), x)
         radius = ops.uniform(
-            tf.shape(norms), ops.fold_seed(restart_seed, 1), 0.0, epsilon, dtype=x.dtype
+            keras.ops.shape(norms), ops.fold_seed(restart_seed, 1), 0.0, epsilon, dtype=x.dtype
         )
         return ops.project_l2(x + direction / norms * radius, x, epsilon, clip_min, clip_max)
 
-    best_x, best_loss = x, tf.fill([tf.shape(x)[0]], -float("inf"))
+    best_x, best_loss = x, ops.per_example_fill(x, -float("inf"))
     for restart in range(restarts):
         x_adv = ops.ascend(
             score,
@@ -94,6 +94,6 @@ def pgd(
         )
         loss = score(x_adv)
         better = loss > best_loss
-        best_loss = tf.where(better, loss, best_loss)
-        best_x = tf.where(ops.expand_like(better, x), x_adv, best_x)
-    return tf.stop_gradient(best_x)
+        best_loss = keras.ops.where(better, loss, best_loss)
+        best_x = keras.ops.where(ops.expand_like(better, x), x_adv, best_x)
+    return keras.ops.stop_gradient(best_x)

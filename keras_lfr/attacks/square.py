@@ -1,6 +1,6 @@
 """Square Attack (Andriushchenko et al., ECCV 2020), l-inf, score-based black-box."""
 
-import tensorflow as tf
+import keras
 
 from keras_lfr import _validation, ops
 
@@ -16,10 +16,12 @@ def square_fraction(p_init, iteration, queries, rescale_schedule=True):
     of 10,000 (`iteration / queries * 10000`, truncated), as in the Square
     attack's code; AutoAttack's ensemble runs it with `resc_schedule=False`.
     """
-    progress = tf.cast(iteration, tf.float32)
+    progress = keras.ops.cast(iteration, "float32")
     if rescale_schedule:
-        progress = tf.floor(progress / queries * 10_000)
-    halvings = tf.reduce_sum(tf.cast(progress > tf.constant(_HALVINGS, tf.float32), tf.float32))
+        progress = keras.ops.floor(progress / queries * 10_000)
+    halvings = keras.ops.sum(
+        keras.ops.cast(progress > keras.ops.convert_to_tensor(_HALVINGS, "float32"), "float32")
+    )
     return p_init / 2.0**halvings
 
 
@@ -72,53 +74,57 @@ def square(
     x, epsilon, clip_min, clip_max = _validation.attack_inputs(x, epsilon, clip_min, clip_max)
     queries = _validation.positive_int("queries", queries)
     p_init = _validation.positive_float("p_init", p_init)
-    if x.shape.rank != 4:
+    if len(x.shape) != 4:
         raise ValueError(
             f"Invalid value for argument `x`. Received: x with shape {x.shape}. "
             "Expected a batch of images (batch, height, width, channels)."
         )
     labels = ops.sparse_labels(y)
     seed = ops.as_seed(seed)
-    batch, height, width, channels = (tf.shape(x)[i] for i in range(4))
+    batch, height, width, channels = keras.ops.shape(x)
 
     def signs(shape, step_seed):
-        return tf.where(ops.uniform(shape, step_seed) < 0.5, -epsilon, epsilon)
+        return keras.ops.where(ops.uniform(shape, step_seed) < 0.5, -epsilon, epsilon)
 
     def query(x_adv):
         return ops.margin(model(x_adv, training=False), labels)
 
-    stripes = signs(tf.stack([batch, 1, width, channels]), ops.fold_seed(seed, 0))
-    x_best = tf.ensure_shape(tf.clip_by_value(x + stripes, clip_min, clip_max), x.shape)
+    def like_x(images):
+        # The static shape of `x` (a loop variable keeps its shape).
+        return keras.ops.reshape(images, (-1, *x.shape[1:]))
+
+    stripes = signs((batch, 1, width, channels), ops.fold_seed(seed, 0))
+    x_best = like_x(keras.ops.clip(x + stripes, clip_min, clip_max))
     best = query(x_best)
-    rows = tf.reshape(tf.range(height), [1, -1, 1, 1])
-    cols = tf.reshape(tf.range(width), [1, 1, -1, 1])
+    rows = keras.ops.reshape(keras.ops.arange(height, dtype="int32"), (1, -1, 1, 1))
+    cols = keras.ops.reshape(keras.ops.arange(width, dtype="int32"), (1, 1, -1, 1))
 
     def body(i, state):
         x_best, best = state
         step_seed = ops.fold_seed(seed, i)
         # Query i >= 1 follows the initial stripes: iteration i - 1 of AutoAttack.
         p = square_fraction(p_init, i - 1, queries, rescale_schedule)
-        area = tf.cast(height * width, tf.float32)
-        side = tf.cast(tf.round(tf.sqrt(p * area)), tf.int32)
-        side = tf.clip_by_value(side, 1, tf.minimum(height, width) - 1)
-        offsets = ops.uniform([2, batch], ops.fold_seed(step_seed, 1))
-        top = tf.cast(offsets[0] * tf.cast(height - side + 1, tf.float32), tf.int32)
-        left = tf.cast(offsets[1] * tf.cast(width - side + 1, tf.float32), tf.int32)
-        top, left = tf.reshape(top, [-1, 1, 1, 1]), tf.reshape(left, [-1, 1, 1, 1])
+        area = float(height * width)
+        side = keras.ops.cast(keras.ops.round(keras.ops.sqrt(p * area)), "int32")
+        side = keras.ops.clip(side, 1, min(height, width) - 1)
+        offsets = ops.uniform((2, batch), ops.fold_seed(step_seed, 1))
+        top = keras.ops.cast(offsets[0] * keras.ops.cast(height - side + 1, "float32"), "int32")
+        left = keras.ops.cast(offsets[1] * keras.ops.cast(width - side + 1, "float32"), "int32")
+        top, left = keras.ops.reshape(top, (-1, 1, 1, 1)), keras.ops.reshape(left, (-1, 1, 1, 1))
         window = (rows >= top) & (rows < top + side) & (cols >= left) & (cols < left + side)
-        values = tf.clip_by_value(
-            x + signs(tf.stack([batch, 1, 1, channels]), ops.fold_seed(step_seed, 2)),
+        values = keras.ops.clip(
+            x + signs((batch, 1, 1, channels), ops.fold_seed(step_seed, 2)),
             clip_min,
             clip_max,
         )
-        candidate = tf.ensure_shape(tf.where(window, values, x_best), x.shape)
+        candidate = like_x(keras.ops.where(window, values, x_best))
         score = query(candidate)
         accept = (score < best) & (best > 0)
-        x_best = tf.where(ops.expand_like(accept, x), candidate, x_best)
-        return x_best, tf.where(accept, score, best)
+        x_best = keras.ops.where(ops.expand_like(accept, x), candidate, x_best)
+        return x_best, keras.ops.where(accept, score, best)
 
     # Query 0 drew the stripes; stop early once every example is fooled.
     x_best, _ = ops.iterate(
-        body, (x_best, best), queries - 1, first=1, active=lambda s: tf.reduce_any(s[1] > 0)
+        body, (x_best, best), queries - 1, first=1, active=lambda s: keras.ops.any(s[1] > 0)
     )
-    return tf.stop_gradient(x_best)
+    return keras.ops.stop_gradient(x_best)

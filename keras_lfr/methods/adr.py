@@ -1,6 +1,6 @@
 """Adversary Divergence Reduction (Bui et al., ECCV 2020) on top of PGD-AT or TRADES."""
 
-import tensorflow as tf
+import keras
 
 from keras_lfr import _validation, ops
 from keras_lfr.methods.base import register_method
@@ -15,7 +15,7 @@ BASES = ("pgd_at", "trades")
 
 
 def _flat(z):
-    return tf.reshape(tf.cast(z, tf.float32), [tf.shape(z)[0], -1])
+    return ops.flatten(keras.ops.cast(z, "float32"))
 
 
 def compactness_terms(z_clean, z_adv, labels):
@@ -29,18 +29,18 @@ def compactness_terms(z_clean, z_adv, labels):
         A tuple `(local_per_example, global_scalar)`.
     """
     z_clean, z_adv = _flat(z_clean), _flat(z_adv)
-    local = tf.reduce_mean(tf.abs(z_clean - z_adv), axis=1)
-    pairwise = tf.reduce_mean(tf.abs(z_adv[:, None, :] - z_clean[None, :, :]), axis=2)
-    same = tf.cast(tf.equal(labels[:, None], labels[None, :]), tf.float32)
-    same *= 1.0 - tf.eye(tf.shape(labels)[0])
-    global_ = tf.math.divide_no_nan(tf.reduce_sum(pairwise * same), tf.reduce_sum(same))
+    local = keras.ops.mean(keras.ops.abs(z_clean - z_adv), axis=1)
+    pairwise = keras.ops.mean(keras.ops.abs(z_adv[:, None, :] - z_clean[None, :, :]), axis=2)
+    same = keras.ops.cast(keras.ops.equal(labels[:, None], labels[None, :]), "float32")
+    same = same * (1.0 - keras.ops.eye(keras.ops.shape(labels)[0]))
+    global_ = keras.ops.divide_no_nan(keras.ops.sum(pairwise * same), keras.ops.sum(same))
     return local, global_
 
 
 def entropy(logits):
     """Per-example entropy of softmax(logits)."""
-    log_p = tf.nn.log_softmax(tf.cast(logits, tf.float32))
-    return -tf.reduce_sum(tf.exp(log_p) * log_p, axis=-1)
+    log_p = keras.ops.log_softmax(keras.ops.cast(logits, "float32"))
+    return -keras.ops.sum(keras.ops.exp(log_p) * log_p, axis=-1)
 
 
 @register_method("adr")

@@ -3,9 +3,9 @@
 import contextlib
 
 import keras
-import tensorflow as tf
 
-from keras_lfr import _validation
+from keras_lfr import _validation, backend
+from keras_lfr.backend.common import ChildScope, propagate
 from keras_lfr.methods.base import (
     available_methods,
     deserialize,
@@ -42,17 +42,21 @@ def awp_perturbation(model, method, x, y, x_adv, sample_weight, gamma):
         A list aligned with `model.trainable_variables`.
     """
     variables = model.trainable_variables
-    with tf.GradientTape() as tape:
-        with keras.StatelessScope():
+
+    def proxy_loss():
+        with ChildScope():
             _, loss, _ = method.loss(model, x, y, x_adv, sample_weight)
-    grads = tape.gradient(loss, variables)
+        return loss, None
+
+    grads, _ = backend.value_and_weight_gradients(proxy_loss, variables)
     perturbation = []
     for variable, grad in zip(variables, grads, strict=True):
         if grad is None or len(variable.shape) <= 1:
             perturbation.append(None)
             continue
-        scale = gamma * tf.norm(variable.value) / (tf.norm(grad) + _EPS)
-        perturbation.append(tf.stop_gradient(scale * grad))
+        norm = keras.ops.sqrt(keras.ops.sum(keras.ops.square(variable.value)))
+        scale = gamma * norm / (keras.ops.sqrt(keras.ops.sum(keras.ops.square(grad))) + _EPS)
+        perturbation.append(keras.ops.stop_gradient(scale * grad))
     return perturbation
 
 
@@ -70,12 +74,9 @@ def perturbed_weights(model, perturbation):
         for variable, delta in zip(model.trainable_variables, perturbation, strict=True)
         if delta is not None
     ]
-    with keras.StatelessScope(state_mapping=mapping) as scope:
+    with ChildScope(mapping) as scope:
         yield
-    for variable in model.non_trainable_variables:
-        value = scope.get_current_value(variable)
-        if value is not None:
-            variable.assign(value)
+    propagate(*scope.updates(exclude=model.trainable_variables))
 
 
 @register_method("awp")
@@ -156,13 +157,13 @@ class AWP(CompositeMethod):
         else:
             # During the warm-up the base loss alone, skipping the proxy pass
             # (a branch, not γ = 0, which would still pay for it).
-            loss, terms = tf.cond(
-                tf.cast(step, tf.int64) >= self.warmup_steps,
+            loss, terms = backend.cond(
+                keras.ops.convert_to_tensor(step) >= self.warmup_steps,
                 lambda: self.perturbed_loss(*args),
                 lambda: self.base.loss(*args)[1:],
             )
         # The accuracy is the model's own, at the real weights.
-        logits = tf.stop_gradient(model(x, training=False))
+        logits = keras.ops.stop_gradient(model(x, training=False))
         return logits, loss, terms
 
     def loss(self, model, x, y, x_adv, sample_weight=None):

@@ -1,6 +1,6 @@
 """Local Linearity Regularization (Qin et al., NeurIPS 2019)."""
 
-import tensorflow as tf
+import keras
 
 from keras_lfr import _validation, defaults, ops
 from keras_lfr.methods.base import BallMethod, register_method
@@ -20,8 +20,8 @@ def linearity_gap(model, x, labels, delta, training):
     clean_loss = ops.cross_entropy(labels, logits)
     shifted_loss = ops.cross_entropy(labels, model(x + delta, training=training))
     directional = ops.per_example_dot(delta, grad)
-    gap = tf.abs(shifted_loss - clean_loss - directional)
-    return gap, tf.abs(directional), clean_loss, logits
+    gap = keras.ops.abs(shifted_loss - clean_loss - directional)
+    return gap, keras.ops.abs(directional), clean_loss, logits
 
 
 @register_method("llr")
@@ -79,21 +79,21 @@ class LLR(BallMethod):
         self.mu = _validation.non_negative_float("mu", mu)
 
     def perturb(self, model, x, y, seed, scale=1.0):
-        x = tf.stop_gradient(x)
+        x = keras.ops.stop_gradient(x)
         grad, logits = ops.input_gradient(model, x, y)
-        grad = tf.stop_gradient(grad)
-        clean_loss = tf.stop_gradient(ops.cross_entropy(y, logits))
+        grad = keras.ops.stop_gradient(grad)
+        clean_loss = keras.ops.stop_gradient(ops.cross_entropy(y, logits))
 
         def objective(x_adv):
             shifted = ops.cross_entropy(y, model(x_adv, training=False))
             directional = ops.per_example_dot(x_adv - x, grad)
-            return tf.abs(shifted - clean_loss - directional)
+            return keras.ops.abs(shifted - clean_loss - directional)
 
         return self.ascend(objective, x, "uniform", seed, scale)
 
     def loss(self, model, x, y, x_adv, sample_weight=None):
         gap, alignment, clean_loss, logits = linearity_gap(
-            model, x, y, tf.stop_gradient(x_adv - x), training=True
+            model, x, y, keras.ops.stop_gradient(x_adv - x), training=True
         )
         clean_ce = ops.weighted_mean(clean_loss, sample_weight)
         gap = ops.weighted_mean(gap, sample_weight)

@@ -1,6 +1,6 @@
 """Local Structure Preserving regularisation: our design after Wei, Zhou, Wu (2023)."""
 
-import tensorflow as tf
+import keras
 
 from keras_lfr import _validation, ops
 from keras_lfr.methods.base import register_method
@@ -24,24 +24,24 @@ def neighbourhood_logits(points, temperature):
     neighbourhoods (with the mean's gradient stopped, it drove the SmallCNN's
     features to collapse at every weight tried).
     """
-    u = tf.reshape(tf.cast(points, tf.float32), [tf.shape(points)[0], -1])
-    squared = tf.reduce_sum(u * u, axis=1)
-    d2 = tf.maximum(
-        squared[:, None] + squared[None, :] - 2.0 * tf.matmul(u, u, transpose_b=True), 0.0
+    u = ops.flatten(keras.ops.cast(points, "float32"))
+    squared = keras.ops.sum(u * u, axis=1)
+    d2 = keras.ops.maximum(
+        squared[:, None] + squared[None, :] - 2.0 * keras.ops.matmul(u, keras.ops.transpose(u)), 0.0
     )
-    n = tf.shape(u)[0]
-    diagonal = tf.eye(n, dtype=tf.bool)
-    d2 = tf.where(diagonal, 0.0, d2)
-    pairs = tf.cast(n * (n - 1), tf.float32)
-    mean = tf.reduce_sum(d2) / pairs
-    logits = -d2 / (temperature * tf.maximum(mean, 1e-12))
-    return tf.where(diagonal, -1e9, logits)
+    n = keras.ops.shape(u)[0]
+    diagonal = keras.ops.cast(keras.ops.eye(n), "bool")
+    d2 = keras.ops.where(diagonal, 0.0, d2)
+    pairs = keras.ops.cast(n * (n - 1), "float32")
+    mean = keras.ops.sum(d2) / pairs
+    logits = -d2 / (temperature * keras.ops.maximum(mean, 1e-12))
+    return keras.ops.where(diagonal, -1e9, logits)
 
 
 def structure_loss(inputs, features, temperature):
     """Mean over points of KL(P_input,i ‖ Q_feature,i): the neighbourhood mismatch."""
-    p = tf.stop_gradient(neighbourhood_logits(inputs, temperature))
-    return tf.reduce_mean(ops.kl_divergence(p, neighbourhood_logits(features, temperature)))
+    p = keras.ops.stop_gradient(neighbourhood_logits(inputs, temperature))
+    return keras.ops.mean(ops.kl_divergence(p, neighbourhood_logits(features, temperature)))
 
 
 @register_method("lsp")
@@ -102,7 +102,7 @@ class LSP(CompositeMethod):
 
     def loss(self, model, x, y, x_adv, sample_weight=None):
         logits, total, terms = self.base.loss(model, x, y, x_adv, sample_weight)
-        points = tf.concat([x, x_adv], axis=0)
+        points = keras.ops.concatenate([x, x_adv], axis=0)
         features, _ = self._features(model, points, training=True)
         structure = structure_loss(points, features, self.temperature)
         return logits, total + self.weight * structure, {**terms, "structure": structure}

@@ -1,6 +1,6 @@
 """PGD adversarial training (Madry et al., ICLR 2018)."""
 
-import tensorflow as tf
+import keras
 
 from keras_lfr import _validation, defaults, ops
 from keras_lfr.methods.base import BallMethod, register_method
@@ -61,7 +61,7 @@ class PGDAT(BallMethod):
         if self.clean_weight > 0:
             logits = model(x, training=True)
         else:
-            logits = tf.stop_gradient(model(x, training=False))
+            logits = keras.ops.stop_gradient(model(x, training=False))
         clean_ce = ops.weighted_mean(ops.cross_entropy(y, logits), sample_weight)
         total = (1 - self.clean_weight) * adv_ce + self.clean_weight * clean_ce
         return logits, total, {"adv_ce": adv_ce, "clean_ce": clean_ce}

@@ -1,6 +1,6 @@
 """TRADES (Zhang et al., ICML 2019)."""
 
-import tensorflow as tf
+import keras
 
 from keras_lfr import _validation, defaults, ops
 from keras_lfr.methods.base import BallMethod, register_method
@@ -58,8 +58,8 @@ class TRADES(BallMethod):
 
     def perturb(self, model, x, y, seed, scale=1.0):
         del y
-        x = tf.stop_gradient(x)
-        clean_logits = tf.stop_gradient(model(x, training=False))
+        x = keras.ops.stop_gradient(x)
+        clean_logits = keras.ops.stop_gradient(model(x, training=False))
 
         def objective(x_adv):
             return ops.kl_divergence(clean_logits, model(x_adv, training=False))

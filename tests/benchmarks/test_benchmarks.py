@@ -1,8 +1,11 @@
 """The benchmark scripts run and print their tables (tiny sizes; no timing is asserted)."""
 
+import json
+import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from conftest import REPO
 
@@ -27,8 +30,14 @@ from conftest import REPO
             ["--batch_size=6000", "--epochs=2"],
             "| resumable stream (trainers.train) |",
         ),
+        (
+            "benchmarks.compare_versions",
+            [f"--before={REPO}", "--steps=1", "--batch_size=8", "--repeats=1"]
+            + ["--dtypes=float32"],
+            "| lfr | 1 | float32 |",
+        ),
     ],
-    ids=["train_step", "train_step_awp", "data_pipeline"],
+    ids=["train_step", "train_step_awp", "data_pipeline", "compare_versions"],
 )
 def test_benchmark_runs_and_prints_its_table(module, args, expected):
     completed = subprocess.run(
@@ -40,3 +49,35 @@ def test_benchmark_runs_and_prints_its_table(module, args, expected):
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert expected in completed.stdout
+
+
+def test_jax_gpu_check_runs_on_the_cpu(tmp_path):
+    # The GPU check (benchmarks/device_run.sh) on a tiny slice, on the CPU:
+    # it must not need TensorFlow's modules or a GPU to run at all.
+    pytest.importorskip("jax")
+    rng = np.random.default_rng(0)
+    data = tmp_path / "mnist.npz"
+    np.savez(
+        data,
+        x_train=rng.integers(0, 256, (64, 28, 28, 1), dtype=np.uint8),
+        y_train=rng.integers(0, 10, 64, dtype=np.uint8),
+        x_test=rng.integers(0, 256, (16, 28, 28, 1), dtype=np.uint8),
+        y_test=rng.integers(0, 10, 16, dtype=np.uint8),
+    )
+    out = tmp_path / "jax_gpu.json"
+    args = ["--methods=lfr", "--steps=1", "--dtypes=float32", "--batch_sizes=8", "--repeats=1"]
+    args += ["--epochs=1", "--examples=16", "--train_methods=lfr", f"--data={data}", f"--out={out}"]
+    subprocess.run(
+        [sys.executable, "-m", "benchmarks.jax_gpu", *args],
+        cwd=REPO,
+        env={**os.environ, "KERAS_BACKEND": "jax"},
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    result = json.loads(out.read_text())
+    assert result["backend"] == "jax"
+    assert [row["method"] for row in result["steps"]] == ["lfr"]
+    assert result["steps"][0]["ms"] > 0
+    (training,) = result["training"]
+    assert training["pgd40_examples"] == 16 and 0 <= training["pgd40_accuracy"] <= 1
