@@ -7,7 +7,9 @@ with a GPU (`benchmarks/device_run.sh` runs it on the borrowed H200):
 
 1. Times one jitted train step (ms per batch: the median of `--repeats`
    after 2 warm-up steps) of each method at each K, dtype policy and batch
-   size, as `benchmarks.train_step` does on TensorFlow.
+   size, as `benchmarks.train_step` does on TensorFlow; and, in float32, a
+   hand-written PGD-AT gradient step in plain JAX (`plain_pgd_at_ms`), the
+   floor keras_lfr's step should come close to.
 2. Trains each method with the fast recipe's settings (Adam 1e-3 with a
    1-epoch warm-up and cosine decay, K = 5 steps of ε/3, ε ramped over the
    first quarter of the epochs, bfloat16) for `--epochs` epochs on MNIST's
@@ -50,7 +52,8 @@ def step_ms(method, steps, dtype, batch_size, repeats):
     x = rng.uniform(size=(batch_size, 28, 28, 1)).astype("float32")
     y = rng.integers(0, 10, batch_size).astype("int32")
     cnn = keras_lfr.models.small_cnn(dtype=None if dtype == "float32" else dtype)
-    model = keras_lfr.wrap(cnn, method=method, steps=steps)
+    hyperparameters = {} if method == "standard" else {"steps": steps}
+    model = keras_lfr.wrap(cnn, method=method, **hyperparameters)
     model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), jit_compile=True)
     for _ in range(2):
         model.train_on_batch(x, y)
@@ -59,6 +62,47 @@ def step_ms(method, steps, dtype, batch_size, repeats):
         start = time.perf_counter()
         logs = model.train_on_batch(x, y, return_dict=True)
         float(logs["loss"])  # waits for the device
+        times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times))
+
+
+def plain_pgd_at_ms(steps, batch_size, repeats):
+    """Median ms of a hand-written PGD-AT gradient step: nested `jax.grad` through `stateless_call`.
+
+    The same SmallCNN, K sign steps of 0.1 at ε = 0.3 and the weight
+    gradient, without keras_lfr or the optimizer update: the floor that
+    keras_lfr's step should come close to.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.uniform(size=(batch_size, 28, 28, 1)).astype("float32"))
+    y = jnp.asarray(rng.integers(0, 10, batch_size).astype("int32"))
+    cnn = keras_lfr.models.small_cnn()
+    trainable = [v.value for v in cnn.trainable_variables]
+    non_trainable = [v.value for v in cnn.non_trainable_variables]
+
+    def loss(weights, images, training):
+        logits, _ = cnn.stateless_call(weights, non_trainable, images, training=training)
+        log_p = jax.nn.log_softmax(logits.astype("float32"))
+        return -jnp.take_along_axis(log_p, y[:, None], 1).sum()
+
+    @jax.jit
+    def step(weights):
+        def ascend(_, x_adv):
+            gradient = jax.grad(loss, argnums=1)(weights, x_adv, False)
+            return jnp.clip(jnp.clip(x_adv + 0.1 * jnp.sign(gradient), x - 0.3, x + 0.3), 0, 1)
+
+        x_adv = jax.lax.stop_gradient(jax.lax.fori_loop(0, steps, ascend, x))
+        return jax.grad(loss)(weights, x_adv, True)
+
+    jax.block_until_ready(step(trainable))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(step(trainable))
         times.append(time.perf_counter() - start)
     return 1000 * float(np.median(times))
 
@@ -149,6 +193,13 @@ def main(argv):
                         "batch": int(batch_size),
                         "ms": round(ms, 2),
                     }
+                    print(row, flush=True)
+                    result["steps"].append(row)
+            if dtype == "float32":
+                for steps in FLAGS.steps:
+                    ms = plain_pgd_at_ms(int(steps), int(batch_size), FLAGS.repeats)
+                    row = {"method": "pgd_at (plain JAX)", "K": int(steps), "dtype": dtype}
+                    row.update(batch=int(batch_size), ms=round(ms, 2))
                     print(row, flush=True)
                     result["steps"].append(row)
     if FLAGS.epochs:

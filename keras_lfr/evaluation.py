@@ -111,7 +111,7 @@ def protocol(name, **kwargs):
 
 def _as_logits_fn(model):
     """A function `(x) -> logits` in inference mode, compiled once."""
-    return backend.batch_function(lambda x: model(x, training=False))
+    return backend.batch_function(lambda x: model(x, training=False), _variables(model))
 
 
 def correct_under(model, attack):
@@ -133,7 +133,12 @@ def correct_under(model, attack):
         predictions = keras.ops.argmax(model(x_adv, training=False), axis=1)
         return keras.ops.cast(predictions, "int32") == labels
 
-    return backend.batch_function(correct)
+    return backend.batch_function(correct, _variables(model))
+
+
+def _variables(model):
+    """The variables a compiled function of `model` must read at every call."""
+    return getattr(model, "variables", ())
 
 
 def robust_accuracy(model, dataset, attacks_by_name, *, cascade=False, verbose=1):

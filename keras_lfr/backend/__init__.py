@@ -9,7 +9,8 @@ Everything else is written with `keras.ops`. Each backend module
   gradients of `loss` with respect to `variables`;
 - `cross_entropy(labels, logits)`: per-example softmax cross-entropy
   (TensorFlow's fused kernel is faster than the composed ops);
-- `batch_function(fn)`: `fn` compiled for any batch size (the evaluation
+- `batch_function(fn, variables)`: `fn` compiled for any batch size,
+  reading the variables' current values at every call (the evaluation
   loops);
 - `cond(pred, true_fn, false_fn)`: a branch on a scalar tensor;
 - `replica()`: this replica's id and the number of replicas in sync;

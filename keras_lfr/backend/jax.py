@@ -123,7 +123,18 @@ def cross_entropy(labels, logits):
     return -jnp.take_along_axis(log_p, labels[:, None], axis=1)[:, 0]
 
 
-def batch_function(fn):
-    """`fn(*arrays)` compiled with `jax.jit` (once per batch size)."""
-    compiled = jax.jit(fn)
-    return lambda *args: compiled(*(jnp.asarray(a) for a in args))
+def batch_function(fn, variables=()):
+    """`fn(*arrays)` compiled with `jax.jit` (once per batch size).
+
+    The current values of `variables` (the model's) are arguments of the
+    compiled function, read at every call: a jitted function would otherwise
+    keep the weights it was traced with as constants.
+    """
+    variables = list(variables)
+
+    @jax.jit
+    def compiled(values, *args):
+        with ChildScope(list(zip(variables, values, strict=True))):
+            return fn(*args)
+
+    return lambda *args: compiled([v.value for v in variables], *(jnp.asarray(a) for a in args))

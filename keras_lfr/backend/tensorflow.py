@@ -82,12 +82,14 @@ def cross_entropy(labels, logits):
     return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
 
 
-def batch_function(fn):
+def batch_function(fn, variables=()):
     """`fn(*tensors)` compiled (`tf.function`) once for any batch size.
 
     A cascade shrinks the batch from attack to attack: tracing with an
-    unknown batch dimension keeps that to one trace.
+    unknown batch dimension keeps that to one trace. The compiled function
+    reads `variables` (the model's) at every call, as TensorFlow graphs do.
     """
+    del variables
     compiled = tf.function(fn)
 
     def run(*args):

@@ -36,8 +36,13 @@ from conftest import REPO
             + ["--dtypes=float32"],
             "| lfr | 1 | float32 |",
         ),
+        (
+            "benchmarks.step_parts",
+            ["--steps=1", "--repeats=1"],
+            "| bfloat16 |",
+        ),
     ],
-    ids=["train_step", "train_step_awp", "data_pipeline", "compare_versions"],
+    ids=["train_step", "train_step_awp", "data_pipeline", "compare_versions", "step_parts"],
 )
 def test_benchmark_runs_and_prints_its_table(module, args, expected):
     completed = subprocess.run(
@@ -77,7 +82,7 @@ def test_jax_gpu_check_runs_on_the_cpu(tmp_path):
     )
     result = json.loads(out.read_text())
     assert result["backend"] == "jax"
-    assert [row["method"] for row in result["steps"]] == ["lfr"]
+    assert [row["method"] for row in result["steps"]] == ["lfr", "pgd_at (plain JAX)"]
     assert result["steps"][0]["ms"] > 0
     (training,) = result["training"]
     assert training["pgd40_examples"] == 16 and 0 <= training["pgd40_accuracy"] <= 1

@@ -8,7 +8,8 @@ batch (`x`, `y`, `sample_weight`) and fixed perturbed inputs (`x_adv`). For
 every method, the helper writes the loss, the logged terms and the weight
 gradients at `x_adv`, and the inner maximisation's result where it has no
 random start; the adversarial accuracy and inputs of the deterministic
-attacks; the local flatness; a cascade evaluation; the weights after one `fit` step (jitted on
+attacks; the local flatness; a cascade evaluation; the weights and `History`
+after two `fit` steps with a cosine ε ramp and `AttackEvaluation` (jitted on
 JAX, a graph on TensorFlow: each backend's default on CPU) and the trained
 wrapper's logits. It saves that wrapper to KERAS_OUT and, if KERAS_IN
 exists, writes the logits of the model loaded from it.
@@ -112,15 +113,31 @@ for name, value in evaluated.items():
     if not isinstance(value, dict):
         results[f"evaluation/{name}"] = np.asarray(value)
 
-# One optimizer step of the whole train step: LFR's double backprop at x' = x
-# (a zero step, so that no sign of a near-zero gradient can differ), and the
-# .keras files.
-wrapper = keras_lfr.wrap(classifier(), method="lfr", **{**METHODS["lfr"][1], "step_size": 0.0})
+# Two optimizer steps of the whole train step: LFR's double backprop at
+# x' = x (a zero step, so that no sign of a near-zero gradient can differ),
+# with a cosine ε ramp (its scale is logged) and the callback that attacks
+# after every epoch; then the .keras files.
+wrapper = keras_lfr.wrap(
+    classifier(),
+    method="lfr",
+    epsilon_warmup=4,
+    epsilon_warmup_shape="cosine",
+    **{**METHODS["lfr"][1], "step_size": 0.0},
+)
 wrapper.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=backend_name == "jax")
 history = wrapper.fit(
-    x, y, sample_weight=sample_weight, batch_size=len(x), shuffle=False, verbose=0
+    x,
+    y,
+    sample_weight=sample_weight,
+    batch_size=len(x),
+    epochs=2,
+    shuffle=False,
+    verbose=0,
+    callbacks=[keras_lfr.callbacks.AttackEvaluation(x, y)],
 )
-results["fit/loss"] = np.asarray(history.history["loss"][0])
+for name, values in history.history.items():
+    results[f"history/{name}"] = np.asarray(values)
+results["fit/loss"] = np.asarray(history.history["loss"][-1])
 for i, w in enumerate(wrapper.unwrap().get_weights()):
     results[f"fit/w{i}"] = w
 results["evaluate/loss"] = np.asarray(wrapper.evaluate(x, y, verbose=0))

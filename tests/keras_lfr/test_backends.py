@@ -140,11 +140,18 @@ def test_local_flatness_matches(values):
     assert_close(jax_values["local_flatness"], tf_values["local_flatness"])
 
 
-def test_fit_step_and_evaluate_match(values):
+def test_fit_steps_history_and_evaluate_match(values):
     tf_values, jax_values, _ = values
     weights = sorted(k for k in tf_values if k.startswith("fit/w"))
     assert len(weights) == 14
     for key in [*weights, "fit/loss", "fit/logits", "evaluate/loss"]:
+        assert_close(jax_values[key], tf_values[key])
+    history = sorted(k for k in tf_values if k.startswith("history/"))
+    assert history == sorted(k for k in jax_values if k.startswith("history/"))
+    assert {"history/epsilon_scale", "history/val_adv_pgd_accuracy"} <= set(history)
+    # The cosine ramp at steps 0 and 1 of 4: (1 − cos(π t)) / 2, t = step / 4.
+    np.testing.assert_allclose(tf_values["history/epsilon_scale"], [0.0, 0.1464466], atol=1e-6)
+    for key in history:
         assert_close(jax_values[key], tf_values[key])
 
 
