@@ -10,4 +10,5 @@ set -euo pipefail
 pip install -q --no-index --no-deps --target /tmp/pylib .device/wheels/*.whl
 export PYTHONPATH="/tmp/pylib:$PWD" KERAS_BACKEND=jax PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv || true
-python -m benchmarks.jax_gpu --data=.device/mnist.npz --out="${OUT:-.}/jax_gpu.json" "$@" 2>&1 | tee "${OUT:-.}/log.txt"
+# Stops itself before the call's 10-minute limit; the JSON holds every row measured by then.
+timeout 540 python -m benchmarks.jax_gpu --data=.device/mnist.npz --out="${OUT:-.}/jax_gpu.json" "$@" 2>&1 | tee "${OUT:-.}/log.txt"

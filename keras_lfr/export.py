@@ -6,6 +6,11 @@ import tensorflow as tf
 from keras_lfr.checks import input_shape_of
 
 SIGNATURE_KEY = "serving_default"
+# How to export a model trained on another backend.
+FROM_KERAS_FILE = (
+    "load its .keras file with KERAS_BACKEND=tensorflow (the files load on every "
+    "backend) and call keras_lfr.export there."
+)
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
 
@@ -51,7 +56,8 @@ def export(model, path, input_shape=None):
         `path`.
 
     Raises:
-        ValueError: If the input shape is unknown.
+        ValueError: If the input shape is unknown, or the backend is not
+            TensorFlow.
 
     Example:
 
@@ -59,6 +65,12 @@ def export(model, path, input_shape=None):
     >>> served = tf.saved_model.load("/tmp/lfr_savedmodel")
     >>> served.signatures["serving_default"](images=x)["logits"]
     """
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError(
+            "keras_lfr.export writes a TensorFlow SavedModel from the TensorFlow backend. "
+            f"Received: a model on the {keras.backend.backend()!r} backend. To export it, "
+            + FROM_KERAS_FILE
+        )
     if hasattr(model, "unwrap"):
         model = model.unwrap()
     shape = input_shape or input_shape_of(model)

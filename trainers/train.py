@@ -20,6 +20,7 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 import keras_lfr
+from keras_lfr.export import FROM_KERAS_FILE
 
 from . import builders, options, release, runs
 from . import config as config_lib
@@ -113,8 +114,12 @@ def train_and_evaluate(config, workdir, callbacks=(), fresh=False, command=None)
         )
     test_metrics = model.evaluate(test, return_dict=True, verbose=0)
     run.save_model(model)
-    export_dir = config.export_dir or run.export_dir
-    run.export(functools.partial(keras_lfr.export, model), export_dir)
+    export_dir = None
+    if keras_lfr.backend.NAME == "tensorflow":
+        export_dir = config.export_dir or run.export_dir
+        run.export(functools.partial(keras_lfr.export, model), export_dir)
+    else:  # The SavedModel is TensorFlow's: export from the .keras file there.
+        print(f"No SavedModel on the {keras_lfr.backend.NAME} backend: {FROM_KERAS_FILE}")
     result = {
         "config": dataclasses.asdict(config),
         "history": checkpoint.history,
@@ -154,7 +159,8 @@ def main(argv):
     except (ValueError, FloatingPointError) as error:
         sys.exit(f"error: {error}")
     print(f"Clean test metrics: {result['test']}")
-    print(f"Saved {result['model_path']}; exported SavedModel to {result['export_dir']}")
+    exported = f"; exported SavedModel to {result['export_dir']}" if result["export_dir"] else ""
+    print(f"Saved {result['model_path']}{exported}")
 
 
 def define_flags(flag_values=FLAGS):
