@@ -87,11 +87,11 @@ adversarial = {
     "fgsm": attacks.fgsm(model, x, y, epsilon=0.3),
     "mi_fgsm": attacks.mi_fgsm(model, x, y, epsilon=0.3, step_size=0.05, steps=5),
     "pgd_random": attacks.pgd(model, x, y, epsilon=0.3, step_size=0.05, steps=5, seed=3),
-    "apgd_ce": attacks.apgd(model, x, y, epsilon=0.3, steps=10, seed=3),
-    "apgd_t": attacks.apgd(model, x, y, epsilon=0.3, steps=10, loss="dlr", num_targets=2),
-    "fab_t": attacks.fab(model, x, y, epsilon=0.3, steps=10, num_targets=2),
-    "square": attacks.square(model, x, y, epsilon=0.3, queries=50, seed=3),
-    "ddn": attacks.ddn(model, x, y, steps=10),
+    "apgd_ce": attacks.apgd(model, x, y, epsilon=0.3, steps=5, seed=3),
+    "apgd_t": attacks.apgd(model, x, y, epsilon=0.3, steps=5, loss="dlr", num_targets=2),
+    "fab_t": attacks.fab(model, x, y, epsilon=0.3, steps=5, num_targets=2),
+    "square": attacks.square(model, x, y, epsilon=0.3, queries=20, seed=3),
+    "ddn": attacks.ddn(model, x, y, steps=5),
 }
 for name, x_attack in adversarial.items():
     predictions = np.argmax(np.asarray(model(x_attack, training=False)), axis=1)

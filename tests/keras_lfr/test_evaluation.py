@@ -126,6 +126,27 @@ def test_protocols_name_the_papers_attacks():
         evaluation.protocol("weak")
 
 
+def test_protocol_settings_are_pinned():
+    # Every published number rests on these settings: a change must be deliberate.
+    ball = {"epsilon": 0.3, "clip_min": 0.0, "clip_max": 1.0}
+    paper = {name: attack.keywords for name, attack in evaluation.protocol("paper").items()}
+    assert paper == {
+        "fgsm": {**ball, "random_start": True},
+        "pgd40": {**ball, "random_start": True, "step_size": 0.01, "steps": 40},
+        "mi_fgsm": {**ball, "decay": 0.1, "step_size": 0.01, "steps": 40},
+        "ddn": {"steps": 20, "clip_min": 0.0, "clip_max": 1.0},
+    }
+    strong = {name: attack.keywords for name, attack in evaluation.protocol("strong").items()}
+    assert strong == {
+        "apgd_ce": {**ball, "steps": 100, "loss": "ce"},
+        "apgd_t": {**ball, "steps": 100, "loss": "dlr", "num_targets": 9},
+        "square": {**ball, "queries": 5000, "rescale_schedule": False},
+    }
+    autoattack = evaluation.protocol("autoattack")
+    for name in ("apgd_ce", "apgd_t", "square"):
+        assert autoattack[name].keywords == strong[name]
+
+
 @pytest.fixture
 def trained(undefended):
     cnn, x, y = undefended
