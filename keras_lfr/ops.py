@@ -63,7 +63,7 @@ def input_gradient(model, x, labels, training=False):
 
 def flatten(x):
     """`x` as `(batch, features)`: all but the first axis in one."""
-    return ops.reshape(x, (-1, math.prod(x.shape[1:])))
+    return ops.reshape(x, (ops.shape(x)[0], -1))
 
 
 def l1_norm(x):
