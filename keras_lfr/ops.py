@@ -87,6 +87,10 @@ def project_linf(x_adv, x, epsilon, clip_min, clip_max):
     return ops.clip(x_adv, clip_min, clip_max)
 
 
+# 2^32 / φ: keeps seed 0 from hashing a zero key.
+_GOLDEN = 0x9E3779B9
+
+
 def _mix(x):
     """A bijective avalanche hash of uint32 values (the "lowbias32" constants)."""
     x = ops.bitwise_xor(x, ops.right_shift(x, 16)) * ops.convert_to_tensor(0x7FEB352D, "uint32")
@@ -115,10 +119,6 @@ def random_bits(shape, seed):
     golden = ops.convert_to_tensor(_GOLDEN, "uint32")
     bits = _mix(_mix(ops.bitwise_xor(index, _mix(seed[0] + golden))) + _mix(seed[1]))
     return ops.reshape(bits, shape)
-
-
-# 2^32 / φ: keeps seed 0 from hashing a zero key.
-_GOLDEN = 0x9E3779B9
 
 
 def uniform(shape, seed, minval=0.0, maxval=1.0, dtype="float32"):
@@ -356,6 +356,11 @@ def attack_loss(model, y, targets=None):
     return lambda x_adv: -cross_entropy(labels, model(x_adv, training=False))
 
 
+def pick(scores, classes):
+    """`scores[i, classes[i]]` per example: shape `(batch,)`."""
+    return ops.take_along_axis(scores, ops.cast(classes, "int32")[:, None], axis=1)[:, 0]
+
+
 def margin(scores, labels):
     """s_y − max_{i≠y} s_i per example, in float32: negative once misclassified.
 
@@ -364,7 +369,7 @@ def margin(scores, labels):
     """
     scores = ops.cast(scores, "float32")
     labels = ops.cast(labels, "int32")
-    true = ops.take_along_axis(scores, labels[:, None], axis=1)[:, 0]
+    true = pick(scores, labels)
     others = ops.where(ops.one_hot(labels, scores.shape[1]) > 0, -math.inf, scores)
     return true - ops.max(others, axis=1)
 

@@ -16,20 +16,13 @@ def dlr_loss(logits, labels, targets=None):
     """
     logits = keras.ops.cast(logits, "float32")
     ranked = keras.ops.flip(keras.ops.sort(logits, axis=1), axis=1)
-    true = _pick(logits, labels)
+    true = ops.pick(logits, labels)
     if targets is None:
         top_is_true = keras.ops.cast(keras.ops.argmax(logits, axis=1), "int32") == labels
         other = keras.ops.where(top_is_true, ranked[:, 1], ranked[:, 0])
         return -(true - other) / (ranked[:, 0] - ranked[:, 2] + 1e-12)
-    target = _pick(logits, targets)
+    target = ops.pick(logits, targets)
     return -(true - target) / (ranked[:, 0] - 0.5 * (ranked[:, 2] + ranked[:, 3]) + 1e-12)
-
-
-def _pick(logits, classes):
-    """`logits[i, classes[i]]` per example."""
-    return keras.ops.take_along_axis(logits, keras.ops.cast(classes, "int32")[:, None], axis=1)[
-        :, 0
-    ]
 
 
 def _objective(loss, logits, labels, targets):

@@ -61,15 +61,10 @@ def _logit_gap(model, x, labels, targets, shape):
 
     def gap_of(x):
         logits = keras.ops.cast(model(keras.ops.reshape(x, shape), training=False), "float32")
-        return _pick(logits, targets) - _pick(logits, labels), logits
+        return ops.pick(logits, targets) - ops.pick(logits, labels), logits
 
     (gap, logits), gradient = backend.value_and_gradient(gap_of, x)
     return gap, gradient, logits
-
-
-def _pick(logits, classes):
-    """`logits[i, classes[i]]` per example."""
-    return keras.ops.take_along_axis(logits, classes[:, None], axis=1)[:, 0]
 
 
 def fab_step(x, x_orig, gap, gradient, *, alpha_max, eta, clip_min, clip_max):

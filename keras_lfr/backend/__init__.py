@@ -25,15 +25,14 @@ Everything else is written with `keras.ops`. Each backend module
 
 import keras
 
-_NAME = keras.backend.backend()
-if _NAME == "tensorflow":
+# The Keras backend keras_lfr runs on.
+NAME = keras.backend.backend()
+if NAME == "tensorflow":
     from keras_lfr.backend.tensorflow import *  # noqa: F403
-elif _NAME == "jax":
+elif NAME == "jax":
     from keras_lfr.backend.jax import *  # noqa: F403
 else:
     raise ImportError(
         f"keras_lfr runs on Keras' TensorFlow and JAX backends. Received: "
-        f"KERAS_BACKEND={_NAME!r}. Set KERAS_BACKEND to 'tensorflow' or 'jax'."
+        f"KERAS_BACKEND={NAME!r}. Set KERAS_BACKEND to 'tensorflow' or 'jax'."
     )
-
-NAME = _NAME

@@ -1,4 +1,4 @@
-"""keras_lfr's backend pieces on JAX: `jax.grad` inside stateless scopes, threefry bits.
+"""keras_lfr's backend pieces on JAX: `jax.grad` inside stateless scopes, Keras' pure step.
 
 Keras' JAX trainer calls a train step as a pure function of the model's state
 (`train_step(state, data)`). `run_step` maps that state onto the model's

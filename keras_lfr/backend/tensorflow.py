@@ -1,4 +1,4 @@
-"""keras_lfr's backend pieces on TensorFlow: tapes, Philox bits, `tf.distribute` replicas."""
+"""keras_lfr's backend pieces on TensorFlow: tapes, the fused cross-entropy, `tf.distribute`."""
 
 import tensorflow as tf
 

@@ -19,6 +19,11 @@ from keras_lfr.methods.composite import CompositeMethod, base_hyperparameter_nam
 _EPS = 1e-20
 
 
+def _norm(tensor):
+    """The l2 (Frobenius) norm of a whole tensor of any rank."""
+    return keras.ops.sqrt(keras.ops.sum(keras.ops.square(tensor)))
+
+
 def awp_perturbation(model, method, x, y, x_adv, sample_weight, gamma):
     """The weight perturbation v of AWP for the current batch.
 
@@ -54,8 +59,7 @@ def awp_perturbation(model, method, x, y, x_adv, sample_weight, gamma):
         if grad is None or len(variable.shape) <= 1:
             perturbation.append(None)
             continue
-        norm = keras.ops.sqrt(keras.ops.sum(keras.ops.square(variable.value)))
-        scale = gamma * norm / (keras.ops.sqrt(keras.ops.sum(keras.ops.square(grad))) + _EPS)
+        scale = gamma * _norm(variable.value) / (_norm(grad) + _EPS)
         perturbation.append(keras.ops.stop_gradient(scale * grad))
     return perturbation
 
