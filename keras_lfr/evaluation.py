@@ -167,8 +167,9 @@ def robust_accuracy(model, dataset, attacks_by_name, *, cascade=False, verbose=1
 
     Returns:
         A dict with `clean`, each attack's name, `worst_case` (fractions),
-        `examples` (the count) and `seconds` (a dict: wall time of the clean
-        pass and of each attack, including its model queries).
+        `examples` (the count), `seconds` (a dict: wall time of the clean
+        pass and of each attack, including its model queries) and
+        `cpu_seconds` (the same in CPU time of this process, all threads).
 
     Example:
 
@@ -184,6 +185,7 @@ def robust_accuracy(model, dataset, attacks_by_name, *, cascade=False, verbose=1
     compiled = {name: correct_under(model, attack) for name, attack in attacks_by_name.items()}
     correct = {name: [] for name in ("clean", *compiled)}
     seconds = dict.fromkeys(correct, 0.0)
+    cpu_seconds = dict.fromkeys(correct, 0.0)
     cardinality = int(dataset.cardinality()) if checks.is_tf_dataset(dataset) else None
     # Stateful: the bar shows the running totals as given, so it ends on the results.
     progbar = keras.utils.Progbar(
@@ -193,9 +195,10 @@ def robust_accuracy(model, dataset, attacks_by_name, *, cascade=False, verbose=1
         stateful_metrics=list(correct),
     )
     for step, (x, y) in enumerate(dataset):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         logits = logits_fn(x)
         seconds["clean"] += time.perf_counter() - start
+        cpu_seconds["clean"] += time.process_time() - cpu_start
         if step == 0:
             checks.validate_batch(x, y, num_classes=logits.shape[-1], where="the evaluation data")
             checks.warn_if_not_logits(model, logits)
@@ -203,7 +206,7 @@ def robust_accuracy(model, dataset, attacks_by_name, *, cascade=False, verbose=1
         robust = _correct(logits, labels)
         correct["clean"].append(robust)
         for name, correct_fn in compiled.items():
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             if cascade:
                 survivors = np.flatnonzero(robust)
                 robust = np.zeros_like(robust)
@@ -215,12 +218,14 @@ def robust_accuracy(model, dataset, attacks_by_name, *, cascade=False, verbose=1
             else:
                 correct[name].append(keras.ops.convert_to_numpy(correct_fn(x, labels)))
             seconds[name] += time.perf_counter() - start
+            cpu_seconds[name] += time.process_time() - cpu_start
         progbar.update(step + 1, [(n, np.mean(np.concatenate(c))) for n, c in correct.items()])
     per_example = {name: np.concatenate(c) for name, c in correct.items()}
     results = {name: float(np.mean(c)) for name, c in per_example.items()}
     results["worst_case"] = float(np.mean(np.all(np.stack(list(per_example.values())), axis=0)))
     results["examples"] = int(len(per_example["clean"]))
     results["seconds"] = seconds
+    results["cpu_seconds"] = cpu_seconds
     return results
 
 
@@ -239,11 +244,12 @@ def resumable_robust_accuracy(
 
     The images are taken `chunk_size` at a time (`load_chunk(start, stop)`
     returns the batches of images `start` to `stop`). With `cache_dir`, each
-    finished chunk's counts are written there (atomically), and a rerun after
-    a kill evaluates only the chunks not yet saved. The attacks' randomness
-    depends on the chunk alone (stateless seeds), so a resumed evaluation
-    gives exactly the counts of an uninterrupted one. Use one `cache_dir` per
-    model, protocol and setting: the cache knows only chunk positions.
+    finished chunk's counts and times are written there (atomically), and a
+    rerun after a kill evaluates only the chunks not yet saved. The attacks'
+    randomness depends on the chunk alone (stateless seeds), so a resumed
+    evaluation gives exactly the counts of an uninterrupted one. Use one
+    `cache_dir` per model, protocol and setting: the cache knows only chunk
+    positions.
 
     Args:
         model: A Keras model or any callable returning logits.
@@ -254,11 +260,13 @@ def resumable_robust_accuracy(
         cache_dir: Directory of the per-chunk counts; `None` for none.
             Defaults to `None`.
         cascade: As for `robust_accuracy`. Defaults to `True`.
-        verbose: 1 for a line per chunk with the running accuracies and
-            the time left, 0 for none. Defaults to `1`.
+        verbose: 1 for a progress bar after each chunk (images done, the
+            running accuracies and the time left), 0 for none. Defaults to `1`.
 
     Returns:
-        A dict like `robust_accuracy`'s, without `seconds`.
+        A dict like `robust_accuracy`'s; `seconds` and `cpu_seconds` sum
+        the chunks' times, including those of chunks read from the cache
+        (and are left out if a cached chunk has none).
     """
     n_examples = _validation.positive_int("n_examples", n_examples)
     chunk_size = _validation.positive_int("chunk_size", chunk_size)
@@ -266,12 +274,15 @@ def resumable_robust_accuracy(
         os.makedirs(cache_dir, exist_ok=True)
     names = ("clean", *attacks_by_name, "worst_case")
     counts = dict.fromkeys((*names, "examples"), 0)
-    starts = range(0, n_examples, chunk_size)
-    started, evaluated = time.perf_counter(), 0
-    for index, start in enumerate(starts):
+    timers = ("seconds", "cpu_seconds")
+    seconds = {t: dict.fromkeys(("clean", *attacks_by_name), 0.0) for t in timers}
+    timed = True
+    bar = _ChunkProgress(n_examples, verbose)
+    for start in range(0, n_examples, chunk_size):
         stop = min(start + chunk_size, n_examples)
         path = None if cache_dir is None else os.path.join(cache_dir, f"chunk-{start:06d}.json")
-        if path is not None and os.path.exists(path):
+        cached = path is not None and os.path.exists(path)
+        if cached:
             with open(path) as f:
                 chunk = json.load(f)
         else:
@@ -281,25 +292,54 @@ def resumable_robust_accuracy(
             n = result["examples"]
             chunk = {name: int(round(result[name] * n)) for name in names}
             chunk["examples"] = n
+            chunk.update({t: result[t] for t in timers})
             if path is not None:
                 with open(f"{path}.tmp", "w") as f:
                     json.dump(chunk, f)
                 os.replace(f"{path}.tmp", path)
-            evaluated += 1
         for key in counts:
             counts[key] += chunk[key]
-        if verbose:
-            elapsed = time.perf_counter() - started
-            left = elapsed / evaluated * (len(starts) - index - 1) if evaluated else 0.0
-            print(
-                f"{counts['examples']}/{n_examples} images: worst case "
-                f"{counts['worst_case'] / counts['examples']:.4f}, clean "
-                f"{counts['clean'] / counts['examples']:.4f}; about {left / 60:.0f} min left",
-                flush=True,
-            )
+        timed = timed and all(t in chunk for t in timers)
+        for t in timers if timed else ():
+            for key in seconds[t]:
+                seconds[t][key] += chunk[t][key]
+        bar.update(counts, evaluated=not cached)
     total = counts.pop("examples")
     results = {name: value / total for name, value in counts.items()}
-    return {**results, "examples": total}
+    return {**results, "examples": total, **(seconds if timed else {})}
+
+
+class _ChunkProgress:
+    """The chunked evaluation's progress line: a bar, the running accuracies and the time left.
+
+    The time left is estimated from the images evaluated in this process
+    only (chunks read from the cache take no time).
+    """
+
+    WIDTH = 30
+
+    def __init__(self, n_examples, verbose):
+        self.n_examples, self.verbose = n_examples, verbose
+        self.started, self.done, self.evaluated = time.perf_counter(), 0, 0
+
+    def update(self, counts, evaluated):
+        """Reports the running `counts` after a chunk (`evaluated`: not read from the cache)."""
+        if evaluated:
+            self.evaluated += counts["examples"] - self.done
+        self.done = counts["examples"]
+        if not self.verbose:
+            return
+        filled = self.WIDTH * self.done // self.n_examples
+        bar = ("=" * filled + ">").ljust(self.WIDTH, ".")[: self.WIDTH]
+        line = (
+            f"{self.done}/{self.n_examples} images [{bar}] worst case "
+            f"{counts['worst_case'] / self.done:.4f}, clean {counts['clean'] / self.done:.4f}"
+        )
+        if self.evaluated:
+            seconds = time.perf_counter() - self.started
+            left = seconds / self.evaluated * (self.n_examples - self.done)
+            line += f"; about {left / 60:.0f} min left"
+        print(line, flush=True)
 
 
 def _correct(logits, labels):
@@ -458,7 +498,9 @@ def markdown_table(results_by_model):
     """Formats `{model name: robust_accuracy results}` as a markdown table (in %)."""
     columns = []
     for results in results_by_model.values():
-        columns.extend(k for k in results if k not in ("examples", "seconds", *columns))
+        columns.extend(
+            k for k in results if k not in ("examples", "seconds", "cpu_seconds", *columns)
+        )
     lines = [
         "| model | " + " | ".join(columns) + " | examples |",
         "|---" * (len(columns) + 2) + "|",

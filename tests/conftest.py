@@ -1,7 +1,10 @@
 import os
 import pathlib
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# trainers.evaluate caches finished chunks; the tests' (and their subprocesses') go here.
+os.environ["KERAS_LFR_CACHE_DIR"] = tempfile.mkdtemp(prefix="keras_lfr_tests_")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

@@ -18,6 +18,7 @@ Prints a markdown table and writes the results as JSON to `--output`.
 """
 
 import dataclasses
+import hashlib
 import json
 import os
 import sys
@@ -91,10 +92,12 @@ class EvalConfig:
     )
     cache_dir: str = option(
         None,
-        "Evaluate in chunks of --batch_size images, saving each finished chunk's counts here: "
-        "rerunning the same command after a kill continues (one directory per model and "
-        "setting).",
+        "Where each finished chunk of --batch_size images saves its counts, so that rerunning "
+        "the same command after a kill continues (default: a folder named after the model "
+        "file's sha256 and these settings under $KERAS_LFR_CACHE_DIR, else "
+        "~/.cache/keras_lfr/evaluations).",
     )
+    cache: bool = option(True, "Cache finished chunks (--nocache: evaluate everything afresh).")
     verbose: int = option(1, "1 for a progress bar, 0 for none.")
 
 
@@ -139,6 +142,43 @@ def threat_model(config):
         "trained_epsilon": trained.get("epsilon"),
         "source": {"dataset": dataset_source, "epsilon": epsilon_source},
     }
+
+
+def chunk_cache(config, threat):
+    """The folder of an evaluation's chunk results: `--cache_dir`, else one per model and setting.
+
+    The default folder is named after the model's bytes (sha256 of the
+    `.keras`/`.npz` file or of the SavedModel directory's files) and every
+    setting the counts depend on, including keras_lfr's version, so a
+    retrained model or a changed setting never reads another's counts.
+    """
+    if config.cache_dir:
+        return config.cache_dir
+    digest = hashlib.sha256()
+    path = config.model or config.weights
+    files = (
+        sorted(os.path.join(d, f) for d, _, names in os.walk(path) for f in names)
+        if os.path.isdir(path)
+        else [path]
+    )
+    for name in files:
+        with open(name, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    settings = {
+        **{
+            k: getattr(config, k)
+            for k in ("protocol", "attacks", "batch_size", "queries", "cascade")
+        },
+        **{k: threat[k] for k in ("dataset", "epsilon", "clip_min", "clip_max")},
+        "keras_lfr": keras_lfr.__version__,
+    }
+    digest.update(json.dumps(settings, sort_keys=True, default=list).encode())
+    root = os.environ.get("KERAS_LFR_CACHE_DIR") or os.path.join(
+        os.path.expanduser("~"), ".cache", "keras_lfr"
+    )
+    name = os.path.basename(os.path.normpath(path))
+    return os.path.join(root, "evaluations", f"{name}-{config.protocol}-{digest.hexdigest()[:16]}")
 
 
 def load_model(config, dataset=defaults.DATASET):
@@ -211,41 +251,30 @@ def evaluate(config):
             )
         chosen = {name: chosen[name] for name in config.attacks}
     model = load_model(config, dataset)
-    test = keras_lfr.data.load(
-        dataset,
-        "test",
-        batch_size=config.batch_size,
-        num_examples=config.examples,
-        data_dir=config.data_dir,
+    total = config.examples or int(
+        keras_lfr.data.load(dataset, "test", batch_size=1, data_dir=config.data_dir)
+        .cardinality()
+        .numpy()
     )
-    start = time.perf_counter()
-    if config.cache_dir:
+    cache_dir = chunk_cache(config, threat) if config.cache else None
 
-        def load_chunk(first, stop):
-            return keras_lfr.data.load(
-                dataset, f"test[{first}:{stop}]", batch_size=stop - first, data_dir=config.data_dir
-            )
+    def load_chunk(first, stop):
+        return keras_lfr.data.load(
+            dataset, f"test[{first}:{stop}]", batch_size=stop - first, data_dir=config.data_dir
+        )
 
-        total = config.examples or int(
-            keras_lfr.data.load(dataset, "test", batch_size=1, data_dir=config.data_dir)
-            .cardinality()
-            .numpy()
-        )
-        results = keras_lfr.evaluation.resumable_robust_accuracy(
-            model,
-            load_chunk,
-            chosen,
-            total,
-            chunk_size=config.batch_size,
-            cache_dir=config.cache_dir,
-            cascade=config.cascade,
-            verbose=config.verbose,
-        )
-    else:
-        results = keras_lfr.evaluation.robust_accuracy(
-            model, test, chosen, cascade=config.cascade, verbose=config.verbose
-        )
-    seconds = time.perf_counter() - start
+    start, cpu_start = time.perf_counter(), time.process_time()
+    results = keras_lfr.evaluation.resumable_robust_accuracy(
+        model,
+        load_chunk,
+        chosen,
+        total,
+        chunk_size=config.batch_size,
+        cache_dir=cache_dir,
+        cascade=config.cascade,
+        verbose=config.verbose,
+    )
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     output = {
         "config": dataclasses.asdict(config),
         "protocol": config.protocol,
@@ -253,8 +282,10 @@ def evaluate(config):
         "dataset": dataset,
         "epsilon": epsilon,
         "threat_model": threat,
+        "cache_dir": cache_dir,
         "results": results,
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
         "examples_per_second": results["examples"] / seconds,
     }
     if config.sanity_checks:
@@ -299,15 +330,18 @@ def main(argv):
     except ValueError as error:
         sys.exit(f"error: {error}")
     print(describe(output))
+    if output["cache_dir"]:
+        print(f"Finished chunks are in {output['cache_dir']}: the same command resumes there.")
     name = os.path.basename(config.model or config.weights)
     print(keras_lfr.evaluation.markdown_table({name: output["results"]}))
     print(
-        f"{output['examples_per_second']:.1f} examples/s "
-        f"({output['seconds']:.0f} s for {output['results']['examples']} examples)"
+        f"{output['examples_per_second']:.1f} examples/s ({output['seconds']:.0f} s, "
+        f"{output['cpu_seconds']:.0f} CPU-s for {output['results']['examples']} examples)"
     )
-    per_attack = output["results"].get("seconds")
-    if per_attack:
-        print("seconds: " + ", ".join(f"{n} {value:.0f}" for n, value in per_attack.items()))
+    for timer in ("seconds", "cpu_seconds"):  # summed over the chunks, cached ones included
+        per_attack = output["results"].get(timer, {})
+        if per_attack:
+            print(f"{timer}: " + ", ".join(f"{n} {v:.0f}" for n, v in per_attack.items()))
     if "flatness" in output:
         flat = output["flatness"]
         print(

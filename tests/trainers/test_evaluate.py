@@ -1,9 +1,11 @@
 """`trainers.evaluate`: model sources, protocols, defaults from the model, the command line."""
 
 import json
+import os
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 from conftest import REFERENCE_WEIGHTS, REPO, needs_reference_weights
@@ -25,6 +27,7 @@ def test_evaluate_script_on_npz_and_savedmodel_agree(tmp_path):
     )
     from_npz = evaluate.evaluate(config)["results"]
     assert set(from_npz.pop("seconds")) == {"clean", "fgsm", "pgd40", "mi_fgsm", "ddn"}
+    assert set(from_npz.pop("cpu_seconds")) == {"clean", "fgsm", "pgd40", "mi_fgsm", "ddn"}
     assert from_npz["clean"] > 0.95 and from_npz["pgd40"] <= from_npz["clean"]
     cnn = evaluate.load_model(config)
     keras_lfr.export(cnn, tmp_path / "saved")
@@ -37,7 +40,7 @@ def test_evaluate_script_on_npz_and_savedmodel_agree(tmp_path):
         verbose=0,
     )
     from_saved = evaluate.evaluate(config)["results"]
-    del from_saved["seconds"]
+    del from_saved["seconds"], from_saved["cpu_seconds"]
     assert from_saved == pytest.approx(from_npz, abs=1 / 64)
 
 
@@ -82,8 +85,8 @@ def test_evaluate_runs_a_chosen_subset_and_rejects_unknown_attacks():
         verbose=0,
     )
     results = evaluate.evaluate(config)["results"]
-    assert set(results) == {"clean", "pgd40", "worst_case", "examples", "seconds"}
-    assert set(results["seconds"]) == {"clean", "pgd40"}
+    assert set(results) == {"clean", "pgd40", "worst_case", "examples", "seconds", "cpu_seconds"}
+    assert set(results["seconds"]) == set(results["cpu_seconds"]) == {"clean", "pgd40"}
     # --flatness: γ and the confidence on the same 16 images, as computed directly.
     config.flatness = True
     flat = evaluate.evaluate(config)["flatness"]
@@ -198,7 +201,6 @@ def test_a_model_without_a_run_directory_gets_its_datasets_standard_epsilon(tmp_
 
 def test_a_killed_chunked_evaluation_resumes_with_the_same_results(fashion_run, tmp_path):
     """`--cache_dir`: killed mid-run (SIGKILL), the same command continues and agrees."""
-    import os
     import signal
 
     cache = tmp_path / "cache"
@@ -238,10 +240,54 @@ def test_a_killed_chunked_evaluation_resumes_with_the_same_results(fashion_run, 
             verbose=0,
         )
     )["results"]
-    assert json.loads(out.read_text())["results"] == straight
+    resumed = json.loads(out.read_text())["results"]
+    for timer in ("seconds", "cpu_seconds"):  # the chunks' times, measured in two processes
+        assert set(resumed.pop(timer)) == set(straight.pop(timer)) == {"clean", "apgd_ce"}
+    assert resumed == straight
     assert straight["examples"] == 24 and set(straight) == {
         "clean",
         "apgd_ce",
         "worst_case",
         "examples",
     }
+
+
+def test_the_default_chunk_cache_is_one_folder_per_model_and_setting(tmp_path):
+    path = tmp_path / "a.keras"
+    keras_lfr.models.small_cnn().save(path)
+    config = evaluate.EvalConfig(model=str(path))
+    threat = evaluate.threat_model(config)
+    folder = evaluate.chunk_cache(config, threat)
+    assert folder.startswith(os.environ["KERAS_LFR_CACHE_DIR"])
+    assert evaluate.chunk_cache(evaluate.EvalConfig(model=str(path)), threat) == folder
+    changed = [
+        evaluate.chunk_cache(evaluate.EvalConfig(model=str(path), queries=100), threat),
+        evaluate.chunk_cache(evaluate.EvalConfig(model=str(path), batch_size=100), threat),
+        evaluate.chunk_cache(config, {**threat, "epsilon": 0.2}),
+    ]
+    keras.utils.set_random_seed(1)
+    keras_lfr.models.small_cnn().save(path)  # retrained: other bytes
+    changed.append(evaluate.chunk_cache(config, threat))
+    assert len({folder, *changed}) == 5
+    given = evaluate.EvalConfig(model=str(path), cache_dir=str(tmp_path / "mine"))
+    assert evaluate.chunk_cache(given, threat) == str(tmp_path / "mine")
+
+
+def test_a_rerun_reads_the_cached_chunks_and_nocache_evaluates_afresh(tmp_path, monkeypatch):
+    path = tmp_path / "m.keras"
+    keras_lfr.models.small_cnn().save(path)
+    kwargs = dict(model=str(path), protocol="paper", attacks=("fgsm",), examples=12, batch_size=8)
+    first = evaluate.evaluate(evaluate.EvalConfig(**kwargs, verbose=0))
+    assert sorted(os.listdir(first["cache_dir"])) == ["chunk-000000.json", "chunk-000008.json"]
+    calls = []
+    real = evaluation.robust_accuracy
+    monkeypatch.setattr(
+        evaluation, "robust_accuracy", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    again = evaluate.evaluate(evaluate.EvalConfig(**kwargs, verbose=0))
+    assert calls == [] and again["results"] == first["results"]
+    afresh = evaluate.evaluate(evaluate.EvalConfig(**kwargs, cache=False, verbose=0))
+    assert len(calls) == 2 and afresh["cache_dir"] is None
+    for timer in ("seconds", "cpu_seconds"):
+        del afresh["results"][timer], first["results"][timer]
+    assert afresh["results"] == first["results"]
