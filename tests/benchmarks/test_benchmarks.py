@@ -36,8 +36,13 @@ from conftest import REPO
             + ["--dtypes=float32"],
             "| lfr | 1 | float32 |",
         ),
+        (
+            "benchmarks.forward",
+            ["--batch_size=4", "--calls=1", "--repeats=1"],
+            "| bfloat16 |",
+        ),
     ],
-    ids=["train_step", "train_step_awp", "data_pipeline", "compare_versions"],
+    ids=["train_step", "train_step_awp", "data_pipeline", "compare_versions", "forward"],
 )
 def test_benchmark_runs_and_prints_its_table(module, args, expected):
     completed = subprocess.run(
