@@ -3,7 +3,10 @@
 import dataclasses
 import functools
 import json
+import math
+import numbers
 import os
+import statistics
 import time
 
 import keras
@@ -141,7 +144,9 @@ def _variables(model):
     return getattr(model, "variables", ())
 
 
-def robust_accuracy(model, dataset, attacks_by_name, *, cascade=False, verbose=1):
+def robust_accuracy(
+    model, dataset, attacks_by_name, *, cascade=False, verbose=1, per_example=False
+):
     """Accuracy on clean inputs, under each attack, and under all of them at once.
 
     By default every attack runs on every example (also on ones that are
@@ -164,6 +169,9 @@ def robust_accuracy(model, dataset, attacks_by_name, *, cascade=False, verbose=1
             `protocol("paper")`.
         cascade: Attack only the examples still robust. Defaults to `False`.
         verbose: 1 for a progress bar, 0 for none. Defaults to `1`.
+        per_example: Also return, under `"per_example"`, each example's
+            worst-case verdict as a string of `"1"` (robust) and `"0"`, in
+            the data's order (for `paired_comparison`). Defaults to `False`.
 
     Returns:
         A dict with `clean`, each attack's name, `worst_case` (fractions),
@@ -220,10 +228,13 @@ def robust_accuracy(model, dataset, attacks_by_name, *, cascade=False, verbose=1
             seconds[name] += time.perf_counter() - start
             cpu_seconds[name] += time.process_time() - cpu_start
         progbar.update(step + 1, [(n, np.mean(np.concatenate(c))) for n, c in correct.items()])
-    per_example = {name: np.concatenate(c) for name, c in correct.items()}
-    results = {name: float(np.mean(c)) for name, c in per_example.items()}
-    results["worst_case"] = float(np.mean(np.all(np.stack(list(per_example.values())), axis=0)))
-    results["examples"] = int(len(per_example["clean"]))
+    verdicts = {name: np.concatenate(c) for name, c in correct.items()}
+    results = {name: float(np.mean(c)) for name, c in verdicts.items()}
+    robust = np.all(np.stack(list(verdicts.values())), axis=0)
+    results["worst_case"] = float(np.mean(robust))
+    results["examples"] = int(len(verdicts["clean"]))
+    if per_example:
+        results["per_example"] = flags_to_string(robust)
     results["seconds"] = seconds
     results["cpu_seconds"] = cpu_seconds
     return results
@@ -264,9 +275,10 @@ def resumable_robust_accuracy(
             running accuracies and the time left), 0 for none. Defaults to `1`.
 
     Returns:
-        A dict like `robust_accuracy`'s; `seconds` and `cpu_seconds` sum
-        the chunks' times, including those of chunks read from the cache
-        (and are left out if a cached chunk has none).
+        A dict like `robust_accuracy(..., per_example=True)`'s; `seconds`
+        and `cpu_seconds` sum the chunks' times and `per_example` joins
+        their verdicts, cached chunks included (each is left out if a cached
+        chunk, written by an earlier version, has none).
     """
     n_examples = _validation.positive_int("n_examples", n_examples)
     chunk_size = _validation.positive_int("chunk_size", chunk_size)
@@ -276,7 +288,7 @@ def resumable_robust_accuracy(
     counts = dict.fromkeys((*names, "examples"), 0)
     timers = ("seconds", "cpu_seconds")
     seconds = {t: dict.fromkeys(("clean", *attacks_by_name), 0.0) for t in timers}
-    timed = True
+    timed, flags = True, []
     bar = _ChunkProgress(n_examples, verbose)
     for start in range(0, n_examples, chunk_size):
         stop = min(start + chunk_size, n_examples)
@@ -287,12 +299,17 @@ def resumable_robust_accuracy(
                 chunk = json.load(f)
         else:
             result = robust_accuracy(
-                model, load_chunk(start, stop), attacks_by_name, cascade=cascade, verbose=0
+                model,
+                load_chunk(start, stop),
+                attacks_by_name,
+                cascade=cascade,
+                verbose=0,
+                per_example=True,
             )
             n = result["examples"]
             chunk = {name: int(round(result[name] * n)) for name in names}
             chunk["examples"] = n
-            chunk.update({t: result[t] for t in timers})
+            chunk.update({t: result[t] for t in (*timers, "per_example")})
             if path is not None:
                 with open(f"{path}.tmp", "w") as f:
                     json.dump(chunk, f)
@@ -300,12 +317,16 @@ def resumable_robust_accuracy(
         for key in counts:
             counts[key] += chunk[key]
         timed = timed and all(t in chunk for t in timers)
+        if flags is not None:
+            flags = [*flags, chunk["per_example"]] if "per_example" in chunk else None
         for t in timers if timed else ():
             for key in seconds[t]:
                 seconds[t][key] += chunk[t][key]
         bar.update(counts, evaluated=not cached)
     total = counts.pop("examples")
     results = {name: value / total for name, value in counts.items()}
+    if flags is not None:
+        results["per_example"] = "".join(flags)
     return {**results, "examples": total, **(seconds if timed else {})}
 
 
@@ -340,6 +361,72 @@ class _ChunkProgress:
             left = seconds / self.evaluated * (self.n_examples - self.done)
             line += f"; about {left / 60:.0f} min left"
         print(line, flush=True)
+
+
+def flags_to_string(robust):
+    """Per-example verdicts (booleans) as a string of `"1"` (robust) and `"0"`."""
+    return "".join("1" if r else "0" for r in np.asarray(robust, bool))
+
+
+def paired_comparison(a, b, confidence=0.95):
+    """Compares two models' per-example verdicts on the same images.
+
+    The difference of two robust accuracies measured on the same images is
+    decided by the images on which the two disagree: an exact two-sided
+    McNemar (sign) test on those discordant images, and a normal confidence
+    interval of the difference from the paired variance.
+
+    Args:
+        a: Model A's verdicts: booleans, or a string of `"1"`/`"0"` (as in
+            `robust_accuracy(..., per_example=True)["per_example"]`).
+        b: Model B's, on the same images in the same order.
+        confidence: Level of the interval. Defaults to `0.95`.
+
+    Returns:
+        A dict with `accuracy_a`, `accuracy_b`, `difference` (A − B),
+        `interval` (its confidence interval), `only_a` and `only_b` (images
+        robust for one model only), `p_value` (exact McNemar) and `examples`.
+
+    Raises:
+        ValueError: If the two have different lengths or are empty.
+
+    Example:
+
+    >>> paired_comparison("1101", "1001")["difference"]
+    0.25
+    """
+    a, b = (_as_verdicts(v) for v in (a, b))
+    if len(a) != len(b) or not len(a):
+        raise ValueError(
+            "Invalid values for arguments `a` and `b`. Received: verdicts of "
+            f"{len(a)} and {len(b)} examples. Expected the same, non-zero number of examples."
+        )
+    n = len(a)
+    only_a, only_b = int(np.sum(a & ~b)), int(np.sum(~a & b))
+    difference = (only_a - only_b) / n
+    # Paired variance of the mean of d_i = a_i - b_i, each in {-1, 0, 1}.
+    variance = ((only_a + only_b) / n - difference**2) / n
+    z = statistics.NormalDist().inv_cdf(0.5 + confidence / 2)
+    half = z * np.sqrt(max(variance, 0.0))
+    discordant = only_a + only_b
+    tail = sum(math.comb(discordant, k) for k in range(min(only_a, only_b) + 1))
+    p_value = min(1.0, 2 * tail / 2**discordant) if discordant else 1.0
+    return {
+        "accuracy_a": float(np.mean(a)),
+        "accuracy_b": float(np.mean(b)),
+        "difference": float(difference),
+        "interval": (float(difference - half), float(difference + half)),
+        "only_a": only_a,
+        "only_b": only_b,
+        "p_value": float(p_value),
+        "examples": n,
+    }
+
+
+def _as_verdicts(verdicts):
+    if isinstance(verdicts, str):
+        return np.frombuffer(verdicts.encode(), np.uint8) == ord("1")
+    return np.asarray(verdicts, bool)
 
 
 def _correct(logits, labels):
@@ -498,8 +585,11 @@ def markdown_table(results_by_model):
     """Formats `{model name: robust_accuracy results}` as a markdown table (in %)."""
     columns = []
     for results in results_by_model.values():
+        # The accuracies: not the count, the timers or the per-example verdicts.
         columns.extend(
-            k for k in results if k not in ("examples", "seconds", "cpu_seconds", *columns)
+            k
+            for k, v in results.items()
+            if isinstance(v, numbers.Real) and k not in ("examples", *columns)
         )
     lines = [
         "| model | " + " | ".join(columns) + " | examples |",

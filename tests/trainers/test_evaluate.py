@@ -85,7 +85,15 @@ def test_evaluate_runs_a_chosen_subset_and_rejects_unknown_attacks():
         verbose=0,
     )
     results = evaluate.evaluate(config)["results"]
-    assert set(results) == {"clean", "pgd40", "worst_case", "examples", "seconds", "cpu_seconds"}
+    assert set(results) == {
+        "clean",
+        "pgd40",
+        "worst_case",
+        "examples",
+        "seconds",
+        "cpu_seconds",
+    } | {"per_example"}
+    assert len(results["per_example"]) == 16
     assert set(results["seconds"]) == set(results["cpu_seconds"]) == {"clean", "pgd40"}
     # --flatness: γ and the confidence on the same 16 images, as computed directly.
     config.flatness = True
@@ -249,6 +257,7 @@ def test_a_killed_chunked_evaluation_resumes_with_the_same_results(fashion_run, 
         "apgd_ce",
         "worst_case",
         "examples",
+        "per_example",
     }
 
 
