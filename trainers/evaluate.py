@@ -154,17 +154,13 @@ def chunk_cache(config, threat):
     """
     if config.cache_dir:
         return config.cache_dir
-    digest = hashlib.sha256()
     path = config.model or config.weights
     files = (
         sorted(os.path.join(d, f) for d, _, names in os.walk(path) for f in names)
         if os.path.isdir(path)
         else [path]
     )
-    for name in files:
-        with open(name, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
+    digest = hashlib.sha256("".join(keras_lfr.zoo.sha256(name) for name in files).encode())
     settings = {
         **{
             k: getattr(config, k)

@@ -243,7 +243,10 @@ def benchmark(
 
     Returns:
         The `evaluation` part of a zoo record (see `SCHEMA`), without the
-        `command` and `hardware` fields, which the caller knows.
+        `command` and `hardware` fields, which the caller knows, and with
+        `per_example`: each image's worst-case verdict, a string of `"1"`
+        (robust) and `"0"` that `evaluation.paired_comparison` compares with
+        another model's on the same images.
     """
     from keras_lfr.robust_model import RobustModel
 
@@ -279,4 +282,7 @@ def benchmark(
         "per_attack": {name: result[name] for name in attacks},
         "cascade": True,
         "square_queries": queries,
+        # Each image's verdict ("1" robust), for paired comparisons; absent
+        # when a cached chunk was written before chunks kept them.
+        **({"per_example": result["per_example"]} if "per_example" in result else {}),
     }

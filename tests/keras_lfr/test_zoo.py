@@ -140,6 +140,8 @@ def test_benchmark_resumes_from_its_cache_with_the_same_counts(released, tmp_pat
     resumed = zoo.benchmark(model, cache_dir=cache, **kwargs)
     assert first == resumed
     assert first["epsilon"] == 0.3 and first["examples"] == 12
+    assert len(first["per_example"]) == 12
+    assert first["per_example"].count("1") == round(12 * first["robust"])
     assert first["protocol"] == "strong" and list(first["per_attack"]) == [
         "apgd_ce",
         "apgd_t",
