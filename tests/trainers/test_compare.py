@@ -1,0 +1,113 @@
+"""`trainers.compare`: groups evaluations by setting, averages seeds, pairs same-seed runs."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import REPO
+
+from keras_lfr import evaluation
+from trainers import compare, runs
+
+BASE = {"method": "pgd_at", "epochs": 20, "epsilon_warmup_shape": "linear"}
+
+
+def write_evaluation(tmp_path, name, config, verdicts, clean=0.99, protocol="autoattack"):
+    """A run directory with `run.json` and the JSON `trainers.evaluate --output` writes."""
+    run = runs.RunDir(tmp_path / name)
+    (tmp_path / name).mkdir()
+    runs.write_json(run.run_file, config)
+    verdicts = evaluation.flags_to_string(verdicts)
+    output = {
+        "config": {"model": run.model},
+        "protocol": protocol,
+        "dataset": "mnist",
+        "epsilon": 0.3,
+        "results": {
+            "clean": clean,
+            "worst_case": verdicts.count("1") / len(verdicts),
+            "examples": len(verdicts),
+            "per_example": verdicts,
+        },
+    }
+    path = tmp_path / name / "autoattack.json"
+    path.write_text(json.dumps(output))
+    return str(path)
+
+
+@pytest.fixture
+def study(tmp_path):
+    """Two settings of three seeds each (LFR's with a cosine ramp) on 200 images."""
+    rng = np.random.default_rng(0)
+    verdicts, paths = {}, []
+    for seed in range(3):
+        for method, extra in (("pgd_at", {}), ("lfr", {"epsilon_warmup_shape": "cosine"})):
+            v = rng.uniform(size=200) < (0.92 if method == "pgd_at" else 0.89)
+            verdicts[method, seed] = v
+            config = {**BASE, "method": method, **extra, "seed": seed}
+            paths.append(
+                write_evaluation(tmp_path, f"{method}_s{seed}", config, v, 0.99 - seed / 100)
+            )
+    # A second LFR setting, one seed: its label names the setting that differs.
+    config = {**BASE, "method": "lfr", "epochs": 24, "epsilon_warmup_shape": "cosine", "seed": 0}
+    paths.append(write_evaluation(tmp_path, "lfr_e24", config, verdicts["lfr", 0]))
+    return paths, verdicts
+
+
+def test_seeds_are_averaged_per_setting(study):
+    paths, verdicts = study
+    groups = compare.group([compare.load(p) for p in paths])
+    assert sorted(groups) == ["lfr (epochs=20)", "lfr (epochs=24)", "pgd_at"]
+    rows = compare.summary(groups)
+    robust = [verdicts["pgd_at", s].mean() for s in range(3)]
+    assert rows["pgd_at"]["seeds"] == [0, 1, 2]
+    assert rows["pgd_at"]["robust"] == pytest.approx((np.mean(robust), np.std(robust, ddof=1)))
+    assert rows["pgd_at"]["clean"] == pytest.approx((0.98, 0.01))
+    assert rows["lfr (epochs=24)"]["robust"][1] == 0.0  # one seed: no spread
+
+
+def test_pairs_join_the_runs_of_equal_seeds(study):
+    paths, verdicts = study
+    comparisons = compare.paired(compare.group([compare.load(p) for p in paths]))
+    pair = next(c for c in comparisons if {c["a"], c["b"]} == {"pgd_at", "lfr (epochs=20)"})
+    a = np.concatenate(
+        [verdicts["pgd_at" if pair["a"] == "pgd_at" else "lfr", s] for s in range(3)]
+    )
+    b = np.concatenate(
+        [verdicts["lfr" if pair["a"] == "pgd_at" else "pgd_at", s] for s in range(3)]
+    )
+    expected = evaluation.paired_comparison(a, b)
+    assert pair["seeds"] == [0, 1, 2] and pair["examples"] == 600
+    assert pair["only_a"] == expected["only_a"] == int(np.sum(a & ~b))
+    assert pair["difference"] == pytest.approx(a.mean() - b.mean())
+    e24 = [c for c in comparisons if "lfr (epochs=24)" in (c["a"], c["b"])]
+    assert all(c["seeds"] == [0] and c["examples"] == 200 for c in e24)
+
+
+def test_evaluations_of_different_protocols_or_repeated_seeds_are_refused(tmp_path):
+    v = np.ones(10, bool)
+    first = write_evaluation(tmp_path, "a", {**BASE, "seed": 0}, v)
+    other = write_evaluation(tmp_path, "b", {**BASE, "seed": 1}, v, protocol="strong")
+    with pytest.raises(ValueError, match="differ in `protocol`"):
+        compare.group([compare.load(p) for p in (first, other)])
+    again = write_evaluation(tmp_path, "c", {**BASE, "seed": 0}, v)
+    with pytest.raises(ValueError, match=r"one setting has seeds \[0, 0\]"):
+        compare.group([compare.load(p) for p in (first, again)])
+
+
+def test_command_line_prints_both_tables(study):
+    paths, _ = study
+    completed = subprocess.run(
+        [sys.executable, "-m", "trainers.compare", *paths],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    lines = completed.stdout.splitlines()
+    assert lines[0] == "| setting | seeds | clean | robust |"
+    assert lines[2].startswith("| pgd_at | 0, 1, 2 | 98.00 ± 1.00 | ")  # most robust first
+    assert "| robust A − B | 95% interval |" in completed.stdout

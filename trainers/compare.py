@@ -1,0 +1,188 @@
+r"""Compares trained models' evaluations: mean ± std over seeds, and paired differences.
+
+    python -m trainers.evaluate --model=runs/seeds/pgd_at_s0/model.keras --protocol=autoattack \
+        --examples=1000 --output=runs/seeds/pgd_at_s0/autoattack.json      # one per run
+    python -m trainers.compare runs/seeds/*/autoattack.json
+
+Each argument is the JSON that `trainers.evaluate --output` writes for a
+model in a run directory. Runs whose configurations (`run.json`) differ only
+in the seed form one group, named by its method and the settings that set it
+apart from the other groups of that method. For each group it prints the
+seeds and the mean ± standard deviation of clean and robust (worst-case)
+accuracy; for each pair of groups, the difference of their robust accuracies
+with its 95% interval and an exact McNemar p-value, from the images each
+pair of same-seed runs classifies differently
+(`keras_lfr.evaluation.paired_comparison`, with the runs of equal seeds
+joined one after another). All evaluations must share protocol, dataset, ε
+and images.
+"""
+
+import itertools
+import json
+import os
+import sys
+
+import numpy as np
+from absl import app
+
+from keras_lfr import evaluation
+
+from . import runs
+
+# What the evaluations compared must share.
+SHARED = ("protocol", "dataset", "epsilon", "examples")
+
+
+def load(path):
+    """One evaluation's group settings, seed and results.
+
+    Returns:
+        A dict with `config` (the run's configuration without its seed),
+        `seed`, `clean`, `robust`, `per_example` (`None` if the evaluation has
+        none) and the `SHARED` settings.
+
+    Raises:
+        ValueError: If the evaluation's model has no run directory.
+    """
+    with open(path) as f:
+        output = json.load(f)
+    model = output["config"]["model"]
+    run = runs.RunDir.of_model(model) if model else None
+    if run is None:
+        raise ValueError(
+            f"Invalid evaluation {path!r}: its model {model!r} has no run directory "
+            "(run.json beside model.keras). Expected an evaluation of a trainers.train model."
+        )
+    config = dict(run.stored_config())
+    results = output["results"]
+    return {
+        "path": path,
+        "config": {k: v for k, v in config.items() if k != "seed"},
+        "seed": config.get("seed", 0),
+        "clean": results["clean"],
+        "robust": results["worst_case"],
+        "per_example": results.get("per_example"),
+        "protocol": output["protocol"],
+        "dataset": output["dataset"],
+        "epsilon": output["epsilon"],
+        "examples": results["examples"],
+    }
+
+
+def group(evaluations):
+    """`{label: [evaluation, ...]}`, runs that differ only in the seed together, by seed.
+
+    Raises:
+        ValueError: If the evaluations do not share `SHARED`, or a group has
+            the same seed twice.
+    """
+    for key in SHARED:
+        values = sorted({str(e[key]) for e in evaluations})
+        if len(values) > 1:
+            raise ValueError(
+                f"Invalid evaluations: they differ in `{key}` ({', '.join(values)}). Expected "
+                "evaluations of the same protocol, dataset, ε and images."
+            )
+    groups = {}
+    for e in evaluations:
+        groups.setdefault(json.dumps(e["config"], sort_keys=True), []).append(e)
+    labelled = {}
+    for members in groups.values():
+        seeds = [e["seed"] for e in members]
+        if len(set(seeds)) != len(seeds):
+            paths = ", ".join(e["path"] for e in members)
+            raise ValueError(f"Invalid evaluations: one setting has seeds {seeds} ({paths}).")
+        labelled[_label(members[0]["config"], groups)] = sorted(members, key=lambda e: e["seed"])
+    return labelled
+
+
+def _label(config, groups):
+    """The method, and the settings in which this group differs from its method's others."""
+    others = [
+        json.loads(key)
+        for key in groups
+        if json.loads(key)["method"] == config["method"] and json.loads(key) != config
+    ]
+    differing = sorted({k for other in others for k in config if other.get(k) != config[k]})
+    if not differing:
+        return config["method"]
+    return f"{config['method']} ({', '.join(f'{k}={config[k]}' for k in differing)})"
+
+
+def summary(groups):
+    """Per group: its seeds, and each accuracy's mean and standard deviation (ddof 1)."""
+    rows = {}
+    for label, members in groups.items():
+        row = {"seeds": [e["seed"] for e in members]}
+        for key in ("clean", "robust"):
+            values = np.array([e[key] for e in members])
+            row[key] = (float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0)
+        rows[label] = row
+    return rows
+
+
+def paired(groups):
+    """For each pair of groups, the paired comparison over their runs of equal seeds.
+
+    Returns:
+        A list of dicts with `a`, `b`, `seeds` (those both have) and the
+        fields of `keras_lfr.evaluation.paired_comparison`, over the runs of
+        those seeds joined one after another; pairs without a common seed or
+        without per-image verdicts are left out.
+    """
+    comparisons = []
+    for a, b in itertools.combinations(groups, 2):
+        by_seed = {e["seed"]: e for e in groups[b]}
+        matched = [(e, by_seed[e["seed"]]) for e in groups[a] if e["seed"] in by_seed]
+        verdicts = [(x["per_example"], y["per_example"]) for x, y in matched]
+        if not matched or any(x is None or y is None for x, y in verdicts):
+            continue
+        result = evaluation.paired_comparison(
+            "".join(x for x, _ in verdicts), "".join(y for _, y in verdicts)
+        )
+        comparisons.append({"a": a, "b": b, "seeds": [x["seed"] for x, _ in matched], **result})
+    return comparisons
+
+
+def markdown(rows, comparisons):
+    """The two tables, in %."""
+    lines = ["| setting | seeds | clean | robust |", "|---|---|---|---|"]
+    for label, row in sorted(rows.items(), key=lambda item: -item[1]["robust"][0]):
+        cells = [f"{100 * row[k][0]:.2f} ± {100 * row[k][1]:.2f}" for k in ("clean", "robust")]
+        lines.append(
+            f"| {label} | {', '.join(map(str, row['seeds']))} | " + " | ".join(cells) + " |"
+        )
+    if comparisons:
+        lines += [
+            "",
+            "| A | B | seeds | robust A − B | 95% interval | only A | only B | McNemar p |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for c in comparisons:
+            low, high = c["interval"]
+            lines.append(
+                f"| {c['a']} | {c['b']} | {', '.join(map(str, c['seeds']))} | "
+                f"{100 * c['difference']:+.2f} | [{100 * low:+.2f}, {100 * high:+.2f}] | "
+                f"{c['only_a']} | {c['only_b']} | {c['p_value']:.3g} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv):
+    paths = argv[1:]
+    if not paths:
+        sys.exit("usage: python -m trainers.compare EVALUATION.json [EVALUATION.json ...]")
+    try:
+        groups = group([load(os.fspath(path)) for path in paths])
+    except (OSError, ValueError) as error:  # json.JSONDecodeError is a ValueError
+        sys.exit(f"error: {error}")
+    print(markdown(summary(groups), paired(groups)))
+
+
+def run():
+    """The `keras-lfr-compare` console script."""
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
