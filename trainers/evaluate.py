@@ -14,7 +14,10 @@ and the output says which values were used and where they came from.
 
 `--model` is a `.keras` file or a SavedModel directory (as written by
 `keras_lfr.export`); `--weights` is an `.npz` of SmallCNN weights by layer name.
-Prints a markdown table and writes the results as JSON to `--output`.
+Evaluates in chunks of `--batch_size` images, each finished chunk cached
+(`chunk_cache`: one folder per model file and setting), so the same command
+resumes a killed evaluation; prints a progress bar after each chunk, then a
+markdown table, and writes the results as JSON to `--output`.
 """
 
 import dataclasses
