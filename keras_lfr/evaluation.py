@@ -287,7 +287,7 @@ def resumable_robust_accuracy(
     names = ("clean", *attacks_by_name, "worst_case")
     counts = dict.fromkeys((*names, "examples"), 0)
     timers = ("seconds", "cpu_seconds")
-    seconds = {t: dict.fromkeys(("clean", *attacks_by_name), 0.0) for t in timers}
+    times = {t: dict.fromkeys(("clean", *attacks_by_name), 0.0) for t in timers}
     timed, flags = True, []
     bar = _ChunkProgress(n_examples, verbose)
     for start in range(0, n_examples, chunk_size):
@@ -317,17 +317,19 @@ def resumable_robust_accuracy(
         for key in counts:
             counts[key] += chunk[key]
         timed = timed and all(t in chunk for t in timers)
-        if flags is not None:
-            flags = [*flags, chunk["per_example"]] if "per_example" in chunk else None
+        if "per_example" not in chunk:
+            flags = None
+        elif flags is not None:
+            flags.append(chunk["per_example"])
         for t in timers if timed else ():
-            for key in seconds[t]:
-                seconds[t][key] += chunk[t][key]
+            for key in times[t]:
+                times[t][key] += chunk[t][key]
         bar.update(counts, evaluated=not cached)
     total = counts.pop("examples")
     results = {name: value / total for name, value in counts.items()}
     if flags is not None:
         results["per_example"] = "".join(flags)
-    return {**results, "examples": total, **(seconds if timed else {})}
+    return {**results, "examples": total, **(times if timed else {})}
 
 
 class _ChunkProgress:
@@ -365,7 +367,7 @@ class _ChunkProgress:
 
 def flags_to_string(robust):
     """Per-example verdicts (booleans) as a string of `"1"` (robust) and `"0"`."""
-    return "".join("1" if r else "0" for r in np.asarray(robust, bool))
+    return "".join(np.where(np.asarray(robust, bool), "1", "0"))
 
 
 def paired_comparison(a, b, confidence=0.95):
