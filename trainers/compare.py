@@ -86,23 +86,20 @@ def group(evaluations):
     groups = {}
     for e in evaluations:
         groups.setdefault(json.dumps(e["config"], sort_keys=True), []).append(e)
+    configs = [members[0]["config"] for members in groups.values()]
     labelled = {}
     for members in groups.values():
         seeds = [e["seed"] for e in members]
         if len(set(seeds)) != len(seeds):
             paths = ", ".join(e["path"] for e in members)
             raise ValueError(f"Invalid evaluations: one setting has seeds {seeds} ({paths}).")
-        labelled[_label(members[0]["config"], groups)] = sorted(members, key=lambda e: e["seed"])
+        labelled[_label(members[0]["config"], configs)] = sorted(members, key=lambda e: e["seed"])
     return labelled
 
 
-def _label(config, groups):
+def _label(config, configs):
     """The method, and the settings in which this group differs from its method's others."""
-    others = [
-        json.loads(key)
-        for key in groups
-        if json.loads(key)["method"] == config["method"] and json.loads(key) != config
-    ]
+    others = [c for c in configs if c["method"] == config["method"] and c != config]
     differing = sorted({k for other in others for k in config if other.get(k) != config[k]})
     if not differing:
         return config["method"]
