@@ -14,10 +14,10 @@ import keras_lfr
 SCRIPT = HELPERS / "mirrored_step.py"
 
 
-def run_step(tmp_path, replicas, jit, method):
-    out = tmp_path / f"{method}_{replicas}_{jit}.npz"
+def run_step(tmp_path, replicas, jit, method, examples="0:16"):
+    out = tmp_path / f"{method}_{replicas}_{jit}_{examples.replace(':', '-')}.npz"
     subprocess.run(
-        [sys.executable, str(SCRIPT), str(replicas), str(int(jit)), method, str(out)],
+        [sys.executable, str(SCRIPT), str(replicas), str(int(jit)), method, str(out), examples],
         check=True,
         capture_output=True,
         text=True,
@@ -38,6 +38,23 @@ def test_two_replicas_match_one(tmp_path, method, jit):
     assert len(weights_1) == len(weights_2) == 14
     for w1, w2 in zip(weights_1, weights_2, strict=True):
         np.testing.assert_allclose(w2, w1, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["adr", "lsp"])
+def test_batch_wide_terms_are_per_replica(tmp_path, method):
+    """ADR's global compactness and LSP's structure term see each replica's own examples.
+
+    Under N replicas, a step equals the mean of N one-device steps on the
+    replicas' slices of the global batch (SGD without momentum), not the
+    one-device step on the whole batch (docs/methods.md says so).
+    """
+    loss_2, weights_2 = run_step(tmp_path, 2, False, method)
+    loss_1, weights_1 = run_step(tmp_path, 1, False, method)
+    halves = [run_step(tmp_path, 1, False, method, examples) for examples in ("0:8", "8:16")]
+    np.testing.assert_allclose(loss_2, np.mean([loss for loss, _ in halves]), rtol=1e-4)
+    for w2, *w_halves in zip(weights_2, *(weights for _, weights in halves), strict=True):
+        np.testing.assert_allclose(w2, np.mean(w_halves, axis=0), rtol=1e-4, atol=1e-6)
+    assert abs(loss_2 - loss_1) > 5e-3 * abs(loss_1)
 
 
 def awp_run(loop):
