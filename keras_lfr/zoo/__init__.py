@@ -21,6 +21,7 @@ import json
 import os
 import pathlib
 
+import keras
 import numpy as np
 
 from keras_lfr import _validation, data, defaults, evaluation, models
@@ -202,6 +203,16 @@ def clean_accuracy(model, dataset, n_examples=1000):
 PROTOCOL_VERSIONS = {"autoattack": 1, "strong": 2}
 
 
+def _cache_key(model, *settings):
+    """16 hex digits of the sha256 of the model's weights, the settings and keras_lfr's version."""
+    from keras_lfr import __version__
+
+    digest = hashlib.sha256(json.dumps([__version__, *settings]).encode())
+    for weight in model.weights:
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
+    return digest.hexdigest()[:16]
+
+
 def benchmark(
     model,
     dataset,
@@ -235,8 +246,11 @@ def benchmark(
         protocol: `"autoattack"` or `"strong"` (the same without FAB-T).
             Defaults to `"autoattack"`.
         chunk_size: Images per chunk (and attack batch). Defaults to `500`.
-        cache_dir: Directory for the per-chunk results; `None` for none.
-            Defaults to `None`.
+        cache_dir: Directory for the per-chunk results, in a folder named
+            after the protocol, ε, the queries and a digest of the model's
+            weights, the settings and keras_lfr's version (so a retrained
+            model or another version never reads these counts); `None` for
+            none. Defaults to `None`.
         queries: Square attack queries. Defaults to `5000`.
         verbose: 1 for a line per chunk with the running robust accuracy
             and the time left, 0 for none. Defaults to `1`.
@@ -257,8 +271,12 @@ def benchmark(
     _validation.one_of("protocol", protocol, tuple(PROTOCOL_VERSIONS))
     attacks = evaluation.protocol(protocol, epsilon=epsilon, queries=queries)
     if cache_dir is not None:
-        # One cache per protocol, radius and query budget: never mix them.
-        cache_dir = os.path.join(cache_dir, f"{protocol}-eps{epsilon:g}-q{queries}")
+        # One cache per protocol, radius, query budget, model and version: never mix them.
+        cache_dir = os.path.join(
+            cache_dir,
+            f"{protocol}-eps{epsilon:g}-q{queries}-"
+            + _cache_key(model, dataset, chunk_size, protocol, epsilon, queries),
+        )
 
     def load_chunk(start, stop):
         return data.load(dataset, f"test[{start}:{stop}]", batch_size=stop - start)

@@ -131,8 +131,8 @@ def test_benchmark_resumes_from_its_cache_with_the_same_counts(released, tmp_pat
     )
     cache = tmp_path / "cache"
     first = zoo.benchmark(model, cache_dir=cache, **kwargs)
-    (folder,) = cache.iterdir()  # one folder per protocol, radius and query budget
-    assert folder.name == "strong-eps0.3-q20"
+    (folder,) = cache.iterdir()  # one folder per protocol, radius, query budget and model
+    assert folder.name.startswith("strong-eps0.3-q20-")
     chunks = sorted(folder.iterdir())
     assert [chunk.name for chunk in chunks] == ["chunk-000000.json", "chunk-000008.json"]
     # As if killed after the first chunk: the rerun evaluates the second.
@@ -147,6 +147,11 @@ def test_benchmark_resumes_from_its_cache_with_the_same_counts(released, tmp_pat
         "apgd_t",
         "square",
     ]
+    # Other weights (a retrained model in the same run directory) never read these counts.
+    bias = model.trainable_weights[-1]
+    bias.assign(bias + 1.0)
+    zoo.benchmark(model, cache_dir=cache, **{**kwargs, "n_examples": 8})
+    assert len(list(cache.iterdir())) == 2
 
 
 def test_leaderboard_puts_our_rows_beside_the_published_ones_by_robust_accuracy(released):
