@@ -1,6 +1,7 @@
 r"""What one attack query costs: SmallCNN's forward pass in float32 and bfloat16.
 
     python -m benchmarks.forward                   # batch 500, as the evaluations' chunks
+    python -m benchmarks.forward --threads=1       # one core: the per-core rate
     python -m benchmarks.forward --batch_size=8 --calls=1 --repeats=1   # a smoke run
 
 Square spends nearly all of its time in forward passes (5,000 per image still
@@ -8,7 +9,8 @@ robust), so their cost bounds the `autoattack` protocol's. This times a
 compiled (graph-mode) forward pass of a batch of MNIST-sized images, in wall
 and in CPU seconds of this process, and converts the CPU time into GFLOP/s
 (SmallCNN: 19.9 MFLOP per image). The best of `--repeats` rounds of
-`--calls` calls is reported.
+`--calls` calls is reported. `--threads` caps TensorFlow's thread pools
+(0: its default, one thread per core).
 """
 
 import time
@@ -49,6 +51,10 @@ def forward_seconds(dtype, batch_size, calls, repeats):
 
 def main(argv):
     del argv
+    if FLAGS.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
+    print(f"TensorFlow threads: {FLAGS.threads or 'default'}")
     print(f"| dtype | wall ms / batch of {FLAGS.batch_size} | CPU ms | GFLOP/s per CPU-s |")
     print("|---|---|---|---|")
     for dtype in FLAGS.dtypes:
@@ -61,5 +67,6 @@ if __name__ == "__main__":
     flags.DEFINE_integer("batch_size", 500, "Images per forward pass.")
     flags.DEFINE_integer("calls", 20, "Forward passes per round.")
     flags.DEFINE_integer("repeats", 5, "Rounds; the best is reported.")
+    flags.DEFINE_integer("threads", 0, "TensorFlow's intra- and inter-op threads; 0: default.")
     flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "Compute dtypes of the model.")
     app.run(main)
