@@ -164,7 +164,7 @@ def test_leaderboard_puts_our_rows_beside_the_published_ones_by_robust_accuracy(
     robust = [float(row.split(" | ")[2]) for row in rows[1:]]
     assert robust == sorted(robust, reverse=True) and len(rows) == 1 + 1 + 9
     ours = next(row for row in rows if "mnist/linf-0.3/tiny" in row)
-    assert "| 91.00 | autoattack, 24 images |" in ours
+    assert "| 91.00 | autoattack, 24 images (s.e. 5.84 pp) |" in ours  # √(.91·.09/24)
     assert rows.index(ours) == 6  # after the header and 5 published rows above 91.00
 
 
