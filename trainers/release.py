@@ -290,10 +290,11 @@ def main(argv):
     if FLAGS.leaderboard:
         text = leaderboard([zoo.info(name) for name in zoo.available()])
         begin, end = "<!-- leaderboard:begin -->", "<!-- leaderboard:end -->"
-        with open(FLAGS.leaderboard) as f:
-            head, _, rest = f.read().partition(begin)
-        with open(FLAGS.leaderboard, "w") as f:
-            f.write(f"{head}{begin}\n{text}{end}{rest.partition(end)[2]}")
+        for path in FLAGS.leaderboard:
+            with open(path) as f:
+                head, _, rest = f.read().partition(begin)
+            with open(path, "w") as f:
+                f.write(f"{head}{begin}\n{text}{end}{rest.partition(end)[2]}")
         print(text)
         return
     if not (FLAGS.model_dir and FLAGS.name):
@@ -338,11 +339,11 @@ def define_flags():
     flags.DEFINE_string(
         "command", None, "The training command, for a run directory without a training record."
     )
-    flags.DEFINE_string(
+    flags.DEFINE_list(
         "leaderboard",
         None,
-        "Only rewrite the leaderboard between its markers in this markdown file "
-        "(docs/ZOO.md) from the zoo's records.",
+        "Only rewrite the leaderboard between its markers in these markdown files "
+        "(docs/ZOO.md,docs/RESULTS.md) from the zoo's records.",
     )
 
 

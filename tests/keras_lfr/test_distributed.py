@@ -49,7 +49,7 @@ def test_batch_wide_terms_are_per_replica(tmp_path, method):
     one-device step on the whole batch (docs/methods.md says so).
     """
     loss_2, weights_2 = run_step(tmp_path, 2, False, method)
-    loss_1, weights_1 = run_step(tmp_path, 1, False, method)
+    loss_1, _ = run_step(tmp_path, 1, False, method)
     halves = [run_step(tmp_path, 1, False, method, examples) for examples in ("0:8", "8:16")]
     np.testing.assert_allclose(loss_2, np.mean([loss for loss, _ in halves]), rtol=1e-4)
     for w2, *w_halves in zip(weights_2, *(weights for _, weights in halves), strict=True):
