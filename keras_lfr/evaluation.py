@@ -2,6 +2,7 @@
 
 import dataclasses
 import functools
+import hashlib
 import json
 import math
 import numbers
@@ -259,8 +260,8 @@ def resumable_robust_accuracy(
     rerun after a kill evaluates only the chunks not yet saved. The attacks'
     randomness depends on the chunk alone (stateless seeds), so a resumed
     evaluation gives exactly the counts of an uninterrupted one. Use one
-    `cache_dir` per model, protocol and setting: the cache knows only chunk
-    positions.
+    `cache_dir` per model, protocol and setting (`cache_key`): the cache
+    knows only chunk positions.
 
     Args:
         model: A Keras model or any callable returning logits.
@@ -330,6 +331,40 @@ def resumable_robust_accuracy(
     if flags is not None:
         results["per_example"] = "".join(flags)
     return {**results, "examples": total, **(times if timed else {})}
+
+
+def cache_key(model, *settings):
+    """Names the cached chunks of one evaluation: its model's weights and settings.
+
+    Use it in the name of `resumable_robust_accuracy`'s `cache_dir`: the
+    cache knows only chunk positions, so a retrained model, a changed setting
+    or another keras_lfr version must write to another folder.
+
+    Args:
+        model: The evaluated model: anything with `weights` (a Keras model or
+            layer, e.g. a `TFSMLayer` of a SavedModel).
+        *settings: Every JSON-serialisable setting the counts depend on
+            (protocol, ε, queries, chunk size, dataset, ...).
+
+    Returns:
+        16 hex digits of the sha256 of keras_lfr's version, the settings and
+        the model's weights in order.
+
+    Raises:
+        ValueError: If `model` has no weights to identify it by.
+    """
+    from keras_lfr import __version__
+
+    weights = getattr(model, "weights", None)
+    if not weights:
+        raise ValueError(
+            f"Invalid value for argument `model`. Received: model={model!r}, with no "
+            "`weights`. Expected a Keras model or layer whose weights identify it."
+        )
+    digest = hashlib.sha256(json.dumps([__version__, *settings], default=list).encode())
+    for weight in weights:
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
+    return digest.hexdigest()[:16]
 
 
 class _ChunkProgress:

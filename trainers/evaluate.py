@@ -15,13 +15,12 @@ and the output says which values were used and where they came from.
 `--model` is a `.keras` file or a SavedModel directory (as written by
 `keras_lfr.export`); `--weights` is an `.npz` of SmallCNN weights by layer name.
 Evaluates in chunks of `--batch_size` images, each finished chunk cached
-(`chunk_cache`: one folder per model file and setting), so the same command
+(`chunk_cache`: one folder per model and setting), so the same command
 resumes a killed evaluation; prints a progress bar after each chunk, then a
 markdown table, and writes the results as JSON to `--output`.
 """
 
 import dataclasses
-import hashlib
 import json
 import os
 import sys
@@ -97,7 +96,7 @@ class EvalConfig:
         None,
         "Where each finished chunk of --batch_size images saves its counts, so that rerunning "
         "the same command after a kill continues (default: a folder named after the model "
-        "file's sha256 and these settings under $KERAS_LFR_CACHE_DIR, else "
+        "and a digest of its weights and these settings under $KERAS_LFR_CACHE_DIR, else "
         "~/.cache/keras_lfr/evaluations).",
     )
     cache: bool = option(True, "Cache finished chunks (--nocache: evaluate everything afresh).")
@@ -147,37 +146,29 @@ def threat_model(config):
     }
 
 
-def chunk_cache(config, threat):
+def chunk_cache(config, threat, model):
     """The folder of an evaluation's chunk results: `--cache_dir`, else one per model and setting.
 
-    The default folder is named after the model's bytes (sha256 of the
-    `.keras`/`.npz` file or of the SavedModel directory's files) and every
-    setting the counts depend on, including keras_lfr's version, so a
-    retrained model or a changed setting never reads another's counts.
+    The default folder is named after the model file and
+    `keras_lfr.evaluation.cache_key` of the loaded model's weights and every
+    setting the counts depend on, so a retrained model or a changed setting
+    never reads another's counts.
     """
     if config.cache_dir:
         return config.cache_dir
-    path = config.model or config.weights
-    files = (
-        sorted(os.path.join(d, f) for d, _, names in os.walk(path) for f in names)
-        if os.path.isdir(path)
-        else [path]
-    )
-    digest = hashlib.sha256("".join(keras_lfr.zoo.sha256(name) for name in files).encode())
     settings = {
         **{
             k: getattr(config, k)
             for k in ("protocol", "attacks", "batch_size", "queries", "cascade")
         },
         **{k: threat[k] for k in ("dataset", "epsilon", "clip_min", "clip_max")},
-        "keras_lfr": keras_lfr.__version__,
     }
-    digest.update(json.dumps(settings, sort_keys=True, default=list).encode())
+    key = keras_lfr.evaluation.cache_key(model, json.dumps(settings, sort_keys=True, default=list))
     root = os.environ.get("KERAS_LFR_CACHE_DIR") or os.path.join(
         os.path.expanduser("~"), ".cache", "keras_lfr"
     )
-    name = os.path.basename(os.path.normpath(path))
-    return os.path.join(root, "evaluations", f"{name}-{config.protocol}-{digest.hexdigest()[:16]}")
+    name = os.path.basename(os.path.normpath(config.model or config.weights))
+    return os.path.join(root, "evaluations", f"{name}-{config.protocol}-{key}")
 
 
 def load_model(config, dataset=defaults.DATASET):
@@ -196,14 +187,27 @@ def load_model(config, dataset=defaults.DATASET):
         cnn = keras_lfr.models.small_cnn(info.image_shape, info.num_classes)
         return keras_lfr.models.load_weights_npz(cnn, config.weights)
     if os.path.isdir(config.model):
-        served = keras.layers.TFSMLayer(config.model, call_endpoint="serving_default")
-        return lambda x, training=False: served(tf.cast(x, tf.float32))["logits"]
+        return ServedLogits(config.model)
     if not os.path.isfile(config.model):
         raise ValueError(
             f"Invalid value for argument `model`. Received: model={config.model!r}. "
             "Expected an existing .keras file or SavedModel directory."
         )
     return load_classifier(config.model)
+
+
+class ServedLogits:
+    """A SavedModel's `serving_default` as a classifier: `(x, training=False) -> logits`.
+
+    Its `weights` are the SavedModel's variables (which name its cached chunks).
+    """
+
+    def __init__(self, path):
+        self.layer = keras.layers.TFSMLayer(path, call_endpoint="serving_default")
+        self.weights = self.layer.weights
+
+    def __call__(self, x, training=False):
+        return self.layer(tf.cast(x, tf.float32))["logits"]
 
 
 def test_batch(dataset, count, data_dir=None):
@@ -255,7 +259,7 @@ def evaluate(config):
         .cardinality()
         .numpy()
     )
-    cache_dir = chunk_cache(config, threat) if config.cache else None
+    cache_dir = chunk_cache(config, threat, model) if config.cache else None
 
     def load_chunk(first, stop):
         return keras_lfr.data.load(

@@ -21,7 +21,6 @@ import json
 import os
 import pathlib
 
-import keras
 import numpy as np
 
 from keras_lfr import _validation, data, defaults, evaluation, models
@@ -203,16 +202,6 @@ def clean_accuracy(model, dataset, n_examples=1000):
 PROTOCOL_VERSIONS = {"autoattack": 1, "strong": 2}
 
 
-def _cache_key(model, *settings):
-    """16 hex digits of the sha256 of the model's weights, the settings and keras_lfr's version."""
-    from keras_lfr import __version__
-
-    digest = hashlib.sha256(json.dumps([__version__, *settings]).encode())
-    for weight in model.weights:
-        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
-    return digest.hexdigest()[:16]
-
-
 def benchmark(
     model,
     dataset,
@@ -275,7 +264,7 @@ def benchmark(
         cache_dir = os.path.join(
             cache_dir,
             f"{protocol}-eps{epsilon:g}-q{queries}-"
-            + _cache_key(model, dataset, chunk_size, protocol, epsilon, queries),
+            + evaluation.cache_key(model, dataset, chunk_size, protocol, epsilon, queries),
         )
 
     def load_chunk(start, stop):

@@ -1,6 +1,7 @@
 """Robust accuracy, protocols, sanity checks and the attack-evaluation callback."""
 
 import functools
+import hashlib
 import json
 
 import keras
@@ -62,6 +63,20 @@ def test_chunked_evaluation_joins_the_chunks_verdicts_and_reports_its_progress(t
     )
     assert "per_example" not in again
     assert again["worst_case"] == results["worst_case"]
+
+
+def test_cache_key_digests_the_version_settings_and_weights():
+    model = tiny_model()
+    expected = hashlib.sha256(json.dumps([keras_lfr.__version__, "mnist", 0.3]).encode())
+    for weight in model.weights:
+        expected.update(keras.ops.convert_to_numpy(weight).tobytes())
+    key = evaluation.cache_key(model, "mnist", 0.3)
+    assert key == expected.hexdigest()[:16]
+    assert evaluation.cache_key(model, "mnist", 0.2) != key
+    model.weights[0].assign(model.weights[0] + 1e-3)
+    assert evaluation.cache_key(model, "mnist", 0.3) != key
+    with pytest.raises(ValueError, match="model=.*weights"):
+        evaluation.cache_key(lambda x, training=False: x, "mnist", 0.3)
 
 
 @pytest.mark.parametrize(

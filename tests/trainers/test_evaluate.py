@@ -266,20 +266,38 @@ def test_the_default_chunk_cache_is_one_folder_per_model_and_setting(tmp_path):
     keras_lfr.models.small_cnn().save(path)
     config = evaluate.EvalConfig(model=str(path))
     threat = evaluate.threat_model(config)
-    folder = evaluate.chunk_cache(config, threat)
+
+    def folder_of(config, threat=threat):
+        return evaluate.chunk_cache(config, threat, evaluate.load_model(config))
+
+    folder = folder_of(config)
     assert folder.startswith(os.environ["KERAS_LFR_CACHE_DIR"])
-    assert evaluate.chunk_cache(evaluate.EvalConfig(model=str(path)), threat) == folder
+    assert folder_of(evaluate.EvalConfig(model=str(path))) == folder
     changed = [
-        evaluate.chunk_cache(evaluate.EvalConfig(model=str(path), queries=100), threat),
-        evaluate.chunk_cache(evaluate.EvalConfig(model=str(path), batch_size=100), threat),
-        evaluate.chunk_cache(config, {**threat, "epsilon": 0.2}),
+        folder_of(evaluate.EvalConfig(model=str(path), queries=100)),
+        folder_of(evaluate.EvalConfig(model=str(path), batch_size=100)),
+        folder_of(config, {**threat, "epsilon": 0.2}),
     ]
     keras.utils.set_random_seed(1)
-    keras_lfr.models.small_cnn().save(path)  # retrained: other bytes
-    changed.append(evaluate.chunk_cache(config, threat))
+    keras_lfr.models.small_cnn().save(path)  # retrained: other weights
+    changed.append(folder_of(config))
     assert len({folder, *changed}) == 5
     given = evaluate.EvalConfig(model=str(path), cache_dir=str(tmp_path / "mine"))
-    assert evaluate.chunk_cache(given, threat) == str(tmp_path / "mine")
+    assert folder_of(given) == str(tmp_path / "mine")
+
+
+def test_a_savedmodel_names_its_chunk_cache_by_its_weights_as_its_keras_file_does(tmp_path):
+    keras.utils.set_random_seed(2)
+    cnn = keras_lfr.models.small_cnn()
+    cnn.save(tmp_path / "m.keras")
+    keras_lfr.export(cnn, tmp_path / "m")
+    folders = {}
+    for source in ("m.keras", "m"):
+        config = evaluate.EvalConfig(model=str(tmp_path / source), dataset="mnist")
+        model = evaluate.load_model(config)
+        folders[source] = evaluate.chunk_cache(config, evaluate.threat_model(config), model)
+    # The same weights, however stored, give the same key (the names differ only by the file).
+    assert folders["m.keras"].split("-")[-1] == folders["m"].split("-")[-1]
 
 
 def test_a_rerun_reads_the_cached_chunks_and_nocache_evaluates_afresh(tmp_path, monkeypatch):
