@@ -293,3 +293,60 @@ def benchmark(
         # when a cached chunk was written before chunks kept them.
         **({"per_example": result["per_example"]} if "per_example" in result else {}),
     }
+
+
+def compare(a, b, confidence=0.95):
+    """Compares two entries' robustness on the test images both were evaluated on.
+
+    A paired comparison (`keras_lfr.evaluation.paired_comparison`) of the
+    two records' per-image verdicts: the images on which the two disagree
+    decide the difference, far more tightly than two independent accuracies
+    would. Evaluations always start at the first test image, so one on
+    10,000 images is compared with one on 1,000 on those 1,000.
+
+    Args:
+        a: Name of the first entry.
+        b: Name of the second.
+        confidence: Level of the difference's interval. Defaults to `0.95`.
+
+    Returns:
+        `paired_comparison`'s dict (`difference` is a's robust accuracy
+        minus b's) on the first `examples` test images.
+
+    Raises:
+        ValueError: If a name is unknown, if a record keeps no per-image
+            verdicts (records released before they were kept), or if the two
+            were evaluated on different datasets, radii or protocols.
+
+    Example:
+
+    >>> keras_lfr.zoo.compare("mnist/linf-0.3/pgd-at-fast", "mnist/linf-0.3/lfr-fast")
+    {'accuracy_a': ..., 'difference': ..., 'interval': ..., 'p_value': ..., ...}
+    """
+    records = [info(a), info(b)]
+    for name, record in zip((a, b), records, strict=True):
+        if "per_example" not in record["evaluation"]:
+            raise ValueError(
+                f"Invalid entry {name!r}: its record has no per-image verdicts "
+                "(`evaluation.per_example`). Expected an entry released with them: rerun "
+                "its release command."
+            )
+    first, second = records
+    for key, got, want in [
+        ("dataset", second["dataset"], first["dataset"]),
+        *(
+            (f"evaluation.{k}", second["evaluation"][k], first["evaluation"][k])
+            for k in ("epsilon", "protocol", "protocol_version")
+        ),
+    ]:
+        if got != want:
+            raise ValueError(
+                f"Invalid entries: {a!r} has {key}={want!r} and {b!r} has {key}={got!r}. "
+                "Expected two evaluations of the same threat model under the same protocol."
+            )
+    n = min(first["evaluation"]["examples"], second["evaluation"]["examples"])
+    return evaluation.paired_comparison(
+        first["evaluation"]["per_example"][:n],
+        second["evaluation"]["per_example"][:n],
+        confidence=confidence,
+    )

@@ -121,6 +121,54 @@ def test_records_are_validated(released, change, message):
         zoo.validate(record)
 
 
+def _write_entries(root, records):
+    for name, record in records.items():
+        folder = root.joinpath(*name.split("/"))
+        folder.mkdir(parents=True)
+        (folder / zoo.RECORD).write_text(json.dumps({**record, "name": name}))
+
+
+def test_compare_pairs_two_entries_verdicts_on_their_common_images(released, tmp_path, monkeypatch):
+    record = json.loads(json.dumps(released[0]))
+    a, b = "1101101111" * 3, "1001111" * 2  # 30 images and 14: compared on the first 14
+    monkeypatch.setattr(zoo, "MODELS", tmp_path)
+    _write_entries(
+        tmp_path,
+        {
+            f"mnist/linf-0.3/{name}": {
+                **record,
+                "evaluation": {**record["evaluation"], "examples": len(v), "per_example": v},
+            }
+            for name, v in (("a", a), ("b", b))
+        },
+    )
+    result = zoo.compare("mnist/linf-0.3/a", "mnist/linf-0.3/b")
+    only_a = sum(x == "1" and y == "0" for x, y in zip(a[:14], b, strict=True))
+    only_b = sum(x == "0" and y == "1" for x, y in zip(a[:14], b, strict=True))
+    assert (result["examples"], result["only_a"], result["only_b"]) == (14, only_a, only_b)
+    assert result["difference"] == pytest.approx((a[:14].count("1") - b.count("1")) / 14)
+    assert zoo.compare("mnist/linf-0.3/a", "mnist/linf-0.3/a")["difference"] == 0
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda e: e.pop("per_example"), "'mnist/linf-0.3/b': its record has no per-image"),
+        (lambda e: e.update(epsilon=0.2), "evaluation.epsilon=0.2"),
+        (lambda e: e.update(protocol="strong"), "evaluation.protocol='strong'"),
+    ],
+    ids=["no_verdicts", "epsilon", "protocol"],
+)
+def test_compare_refuses_entries_it_cannot_pair(released, tmp_path, monkeypatch, change, message):
+    record = json.loads(json.dumps(released[0]))
+    other = json.loads(json.dumps(record))
+    change(other["evaluation"])
+    monkeypatch.setattr(zoo, "MODELS", tmp_path)
+    _write_entries(tmp_path, {"mnist/linf-0.3/a": record, "mnist/linf-0.3/b": other})
+    with pytest.raises(ValueError, match=message):
+        zoo.compare("mnist/linf-0.3/a", "mnist/linf-0.3/b")
+
+
 def test_benchmark_resumes_from_its_cache_with_the_same_counts(released, tmp_path):
     _, workdir = released
     import keras
