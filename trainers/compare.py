@@ -5,8 +5,8 @@ r"""Compares trained models' evaluations: mean ± std over seeds, and paired dif
     python -m trainers.compare runs/seeds/*/autoattack.json
 
 Each argument is the JSON that `trainers.evaluate --output` writes for a
-model in a run directory. Runs whose configurations (`run.json`) differ only
-in the seed form one group, named by its method and the settings that set it
+model in a run directory. Runs whose configurations (`run.json`, read as
+the setting it trained: `setting`) differ only in the seed form one group, named by its method and the settings that set it
 apart from the other groups of that method. For each group it prints the
 seeds and the mean ± standard deviation of clean and robust (worst-case)
 accuracy; for each pair of groups, the difference of their robust accuracies
@@ -27,6 +27,7 @@ from absl import app
 
 from keras_lfr import evaluation
 
+from . import config as config_lib
 from . import runs
 
 # What the evaluations compared must share.
@@ -53,7 +54,7 @@ def load(path):
             f"Invalid evaluation {path!r}: its model {model!r} has no run directory "
             "(run.json beside model.keras). Expected an evaluation of a trainers.train model."
         )
-    config = dict(run.stored_config())
+    config = setting(run.stored_config())
     results = output["results"]
     return {
         "path": path,
@@ -67,6 +68,20 @@ def load(path):
         "epsilon": output["epsilon"],
         "examples": results["examples"],
     }
+
+
+def setting(stored):
+    """A run's `run.json` as the setting it trained: what groups it with its other seeds.
+
+    Fields that an older keras_lfr did not record take their defaults, and ε
+    and the inner step are resolved (`config.threat_model`), so a step given
+    as 0.1 and the same step given as 1/3 of ε = 0.3 are one setting.
+    """
+    config = config_lib.TrainConfig(**stored)
+    epsilon, step_size = config_lib.threat_model(config)
+    fields = runs.identity(config)
+    fields.update(epsilon=epsilon, step_size=step_size, step_fraction=None)
+    return runs.normalise(fields)
 
 
 def group(evaluations):

@@ -41,12 +41,13 @@ RESUMABLE_FIELDS = frozenset(
 )
 
 
-def _identity(config):
+def identity(config):
+    """The fields of a config that define its run: all but `RESUMABLE_FIELDS`."""
     fields = dataclasses.asdict(config)
     return {k: v for k, v in fields.items() if k not in RESUMABLE_FIELDS}
 
 
-def _normalise(value):
+def normalise(value):
     """JSON round trip, so that tuples and lists compare equal."""
     return json.loads(json.dumps(value, default=str))
 
@@ -190,7 +191,7 @@ class RunDir:
                 is `False`, naming the fields that differ.
         """
         os.makedirs(self.path, exist_ok=True)
-        identity = _normalise(_identity(config))
+        fields = normalise(identity(config))
         if fresh:
             for name in self.OUTPUTS:
                 target = self._file(name)
@@ -201,9 +202,9 @@ class RunDir:
         elif os.path.exists(self.run_file):
             stored = self.stored_config()
             differences = [
-                f"{key}={stored.get(key)!r} (stored) vs {identity.get(key)!r} (now)"
-                for key in sorted(set(stored) | set(identity))
-                if stored.get(key) != identity.get(key)
+                f"{key}={stored.get(key)!r} (stored) vs {fields.get(key)!r} (now)"
+                for key in sorted(set(stored) | set(fields))
+                if stored.get(key) != fields.get(key)
             ]
             if differences:
                 raise ValueError(
@@ -219,7 +220,7 @@ class RunDir:
                 "(written by an older keras_lfr), so it cannot tell whether they belong to "
                 "this run. Use another model_dir, or start over with `trainers.train --fresh`."
             )
-        write_json(self.run_file, identity)
+        write_json(self.run_file, fields)
 
     def latest(self):
         """`(epoch, state)` of the latest complete checkpoint, or `(0, None)`.

@@ -11,7 +11,7 @@ from conftest import REPO
 from keras_lfr import evaluation
 from trainers import compare, runs
 
-BASE = {"method": "pgd_at", "epochs": 20, "epsilon_warmup_shape": "linear"}
+BASE = {"method": "pgd_at", "steps": 5, "epsilon_warmup_shape": "linear"}
 
 
 def write_evaluation(tmp_path, name, config, verdicts, clean=0.99, protocol="autoattack"):
@@ -51,27 +51,27 @@ def study(tmp_path):
                 write_evaluation(tmp_path, f"{method}_s{seed}", config, v, 0.99 - seed / 100)
             )
     # A second LFR setting, one seed: its label names the setting that differs.
-    config = {**BASE, "method": "lfr", "epochs": 24, "epsilon_warmup_shape": "cosine", "seed": 0}
-    paths.append(write_evaluation(tmp_path, "lfr_e24", config, verdicts["lfr", 0]))
+    config = {**BASE, "method": "lfr", "steps": 10, "epsilon_warmup_shape": "cosine", "seed": 0}
+    paths.append(write_evaluation(tmp_path, "lfr_k10", config, verdicts["lfr", 0]))
     return paths, verdicts
 
 
 def test_seeds_are_averaged_per_setting(study):
     paths, verdicts = study
     groups = compare.group([compare.load(p) for p in paths])
-    assert sorted(groups) == ["lfr (epochs=20)", "lfr (epochs=24)", "pgd_at"]
+    assert sorted(groups) == ["lfr (steps=10)", "lfr (steps=5)", "pgd_at"]
     rows = compare.summary(groups)
     robust = [verdicts["pgd_at", s].mean() for s in range(3)]
     assert rows["pgd_at"]["seeds"] == [0, 1, 2]
     assert rows["pgd_at"]["robust"] == pytest.approx((np.mean(robust), np.std(robust, ddof=1)))
     assert rows["pgd_at"]["clean"] == pytest.approx((0.98, 0.01))
-    assert rows["lfr (epochs=24)"]["robust"][1] == 0.0  # one seed: no spread
+    assert rows["lfr (steps=10)"]["robust"][1] == 0.0  # one seed: no spread
 
 
 def test_pairs_join_the_runs_of_equal_seeds(study):
     paths, verdicts = study
     comparisons = compare.paired(compare.group([compare.load(p) for p in paths]))
-    pair = next(c for c in comparisons if {c["a"], c["b"]} == {"pgd_at", "lfr (epochs=20)"})
+    pair = next(c for c in comparisons if {c["a"], c["b"]} == {"pgd_at", "lfr (steps=5)"})
     a = np.concatenate(
         [verdicts["pgd_at" if pair["a"] == "pgd_at" else "lfr", s] for s in range(3)]
     )
@@ -82,8 +82,8 @@ def test_pairs_join_the_runs_of_equal_seeds(study):
     assert pair["seeds"] == [0, 1, 2] and pair["examples"] == 600
     assert pair["only_a"] == expected["only_a"] == int(np.sum(a & ~b))
     assert pair["difference"] == pytest.approx(a.mean() - b.mean())
-    e24 = [c for c in comparisons if "lfr (epochs=24)" in (c["a"], c["b"])]
-    assert all(c["seeds"] == [0] and c["examples"] == 200 for c in e24)
+    k10 = [c for c in comparisons if "lfr (steps=10)" in (c["a"], c["b"])]
+    assert all(c["seeds"] == [0] and c["examples"] == 200 for c in k10)
 
 
 def test_evaluations_of_different_protocols_or_repeated_seeds_are_refused(tmp_path):
@@ -95,6 +95,23 @@ def test_evaluations_of_different_protocols_or_repeated_seeds_are_refused(tmp_pa
     again = write_evaluation(tmp_path, "c", {**BASE, "seed": 0}, v)
     with pytest.raises(ValueError, match=r"one setting has seeds \[0, 0\]"):
         compare.group([compare.load(p) for p in (first, again)])
+
+
+def test_a_run_of_an_older_version_joins_its_setting(tmp_path):
+    """A run.json without later fields, its step given absolutely: the same setting."""
+    v = np.ones(10, bool)
+    older = {"method": "lfr", "step_size": 0.1, "steps": 5, "seed": 0}  # ε = 0.3: 1/3 of it
+    newer = {"method": "lfr", "step_size": None, "step_fraction": 1 / 3, "steps": 5, "seed": 1}
+    other = {**newer, "step_fraction": 1 / 4, "seed": 2}
+    paths = [
+        write_evaluation(tmp_path, name, config, v)
+        for name, config in (("old", older), ("new", newer), ("other", other))
+    ]
+    groups = compare.group([compare.load(p) for p in paths])
+    assert {label: [e["seed"] for e in members] for label, members in groups.items()} == {
+        "lfr (step_size=0.1)": [0, 1],
+        "lfr (step_size=0.075)": [2],
+    }
 
 
 def test_command_line_prints_both_tables(study):
