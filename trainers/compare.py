@@ -6,8 +6,9 @@ r"""Compares trained models' evaluations: mean ± std over seeds, and paired dif
 
 Each argument is the JSON that `trainers.evaluate --output` writes for a
 model in a run directory. Runs whose configurations (`run.json`, read as
-the setting it trained: `setting`) differ only in the seed form one group, named by its method and the settings that set it
-apart from the other groups of that method. For each group it prints the
+the setting it trained: `setting`) differ only in the seed form one group,
+named by its method and the settings that set it apart from the other
+groups of that method. For each group it prints the
 seeds and the mean ± standard deviation of clean and robust (worst-case)
 accuracy; for each pair of groups, the difference of their robust accuracies
 with its 95% interval and an exact McNemar p-value, from the images each
