@@ -163,7 +163,7 @@ def chunk_cache(config, threat, model):
         },
         **{k: threat[k] for k in ("dataset", "epsilon", "clip_min", "clip_max")},
     }
-    key = keras_lfr.evaluation.cache_key(model, json.dumps(settings, sort_keys=True, default=list))
+    key = keras_lfr.evaluation.cache_key(model, settings)
     root = os.environ.get("KERAS_LFR_CACHE_DIR") or os.path.join(
         os.path.expanduser("~"), ".cache", "keras_lfr"
     )
