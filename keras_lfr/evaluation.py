@@ -185,13 +185,25 @@ def robust_accuracy(
     >>> results = keras_lfr.evaluation.robust_accuracy(
     ...     model, test_ds, keras_lfr.evaluation.protocol("paper"))
     """
+    return _robust_accuracy(
+        model, _compile(model, attacks_by_name), dataset, cascade, verbose, per_example
+    )
+
+
+def _compile(model, attacks_by_name):
+    """`(logits_fn, {name: correct_under(model, attack)})`: compile once, evaluate many batches."""
     if not attacks_by_name:
         raise ValueError(
             "Invalid value for argument `attacks_by_name`. Received: "
             f"attacks_by_name={attacks_by_name!r}. Expected a non-empty dict."
         )
-    logits_fn = _as_logits_fn(model)
     compiled = {name: correct_under(model, attack) for name, attack in attacks_by_name.items()}
+    return _as_logits_fn(model), compiled
+
+
+def _robust_accuracy(model, steps, dataset, cascade, verbose, per_example):
+    """`robust_accuracy` with its compiled steps (`_compile`) given."""
+    logits_fn, compiled = steps
     correct = {name: [] for name in ("clean", *compiled)}
     seconds = dict.fromkeys(correct, 0.0)
     cpu_seconds = dict.fromkeys(correct, 0.0)
@@ -291,6 +303,7 @@ def resumable_robust_accuracy(
     times = {t: dict.fromkeys(("clean", *attacks_by_name), 0.0) for t in timers}
     timed, flags = True, []
     bar = _ChunkProgress(n_examples, verbose)
+    steps = None  # compiled at the first chunk evaluated, then reused (no retracing per chunk)
     for start in range(0, n_examples, chunk_size):
         stop = min(start + chunk_size, n_examples)
         path = None if cache_dir is None else os.path.join(cache_dir, f"chunk-{start:06d}.json")
@@ -299,13 +312,9 @@ def resumable_robust_accuracy(
             with open(path) as f:
                 chunk = json.load(f)
         else:
-            result = robust_accuracy(
-                model,
-                load_chunk(start, stop),
-                attacks_by_name,
-                cascade=cascade,
-                verbose=0,
-                per_example=True,
+            steps = steps or _compile(model, attacks_by_name)
+            result = _robust_accuracy(
+                model, steps, load_chunk(start, stop), cascade, verbose=0, per_example=True
             )
             n = result["examples"]
             chunk = {name: int(round(result[name] * n)) for name in names}

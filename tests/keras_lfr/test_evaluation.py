@@ -168,7 +168,7 @@ def test_cascade_finds_the_same_worst_case_and_reports_cumulative_accuracy(train
     assert cascade["clean"] >= cascade["fgsm"] >= cascade["pgd"] == cascade["worst_case"]
 
 
-def test_each_attack_is_traced_once_whatever_the_batch_sizes():
+def test_each_attack_is_traced_once_whatever_the_batch_sizes_and_chunks():
     # A cascade hands each attack a different number of survivors per batch;
     # tracing APGD or Square once per size would cost seconds each time.
     model = tiny_model()
@@ -189,6 +189,18 @@ def test_each_attack_is_traced_once_whatever_the_batch_sizes():
         clean = np.argmax(model(x), axis=1) == y
         robust = np.argmax(model(attacks.fgsm(model, x, y, epsilon=0.1)), axis=1) == y
         assert results["worst_case"] == pytest.approx((clean & robust).mean())
+    # A chunked evaluation compiles once for all its chunks, not once per chunk.
+    traces.clear()
+    chunked = evaluation.resumable_robust_accuracy(
+        model,
+        lambda start, stop: ds.unbatch().skip(start).take(stop - start).batch(stop - start),
+        {"fgsm": counting},
+        23,
+        chunk_size=10,
+        verbose=0,
+    )
+    assert traces == [None]
+    assert chunked["worst_case"] == pytest.approx((clean & robust).mean())
 
 
 def test_progress_bar_ends_on_the_totals(capsys):

@@ -307,9 +307,9 @@ def test_a_rerun_reads_the_cached_chunks_and_nocache_evaluates_afresh(tmp_path, 
     first = evaluate.evaluate(evaluate.EvalConfig(**kwargs, verbose=0))
     assert sorted(os.listdir(first["cache_dir"])) == ["chunk-000000.json", "chunk-000008.json"]
     calls = []
-    real = evaluation.robust_accuracy
+    real = evaluation._robust_accuracy
     monkeypatch.setattr(
-        evaluation, "robust_accuracy", lambda *a, **k: calls.append(1) or real(*a, **k)
+        evaluation, "_robust_accuracy", lambda *a, **k: calls.append(1) or real(*a, **k)
     )
     again = evaluate.evaluate(evaluate.EvalConfig(**kwargs, verbose=0))
     assert calls == [] and again["results"] == first["results"]
