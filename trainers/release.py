@@ -16,6 +16,7 @@ record (validated against `keras_lfr.zoo.SCHEMA`) to the zoo entry's folder.
 import dataclasses
 import datetime
 import os
+import re
 import subprocess
 import sys
 
@@ -47,6 +48,31 @@ def commit():
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head + ("+dirty" if dirty else "")
+
+
+def version_at(revision, root=None):
+    """keras_lfr's version at a git `revision`, or `"unknown"` if git cannot say.
+
+    Args:
+        revision: A commit (or any git revision).
+        root: The repository. Defaults to `None`: this checkout.
+
+    Returns:
+        The `__version__` that `keras_lfr/__init__.py` held at `revision`.
+    """
+    root = root or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        source = subprocess.run(
+            ["git", "show", f"{revision}:keras_lfr/__init__.py"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    found = re.search(r"^__version__ = [\"']([^\"']+)[\"']", source, re.MULTILINE)
+    return found.group(1) if found else "unknown"
 
 
 def hardware():
@@ -157,7 +183,9 @@ def release(
         config = dataclasses.replace(config, epochs=len(history["loss"]))
         record = training_record(config, history, command)
         if training_commit:
-            record["training"]["commit"] = training_commit
+            record["training"].update(
+                commit=training_commit, keras_lfr_version=version_at(training_commit)
+            )
     classifier = evaluate.load_classifier(run.model)
     epsilon = record["threat_model"]["epsilon"]
     evaluated = zoo.benchmark(

@@ -1,0 +1,45 @@
+"""trainers.release's provenance helpers (the release itself is tested in test_zoo)."""
+
+import subprocess
+
+import pytest
+
+from trainers import release
+
+
+@pytest.fixture
+def repository(tmp_path):
+    """A git repository whose two commits hold keras_lfr versions 0.1.0 and 0.2.0."""
+
+    def git(*args):
+        return subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+
+    git("init", "-q")
+    (tmp_path / "keras_lfr").mkdir()
+    commits = []
+    for version in ("0.1.0", "0.2.0"):
+        source = f'"""Doc."""\n\n__version__ = "{version}"\n'
+        (tmp_path / "keras_lfr" / "__init__.py").write_text(source)
+        git("add", ".")
+        git("commit", "-q", "-m", version)
+        commits.append(git("rev-parse", "HEAD"))
+    return tmp_path, commits
+
+
+def test_version_at_reads_the_version_a_commit_held(repository):
+    root, (first, second) = repository
+    assert release.version_at(first, root=str(root)) == "0.1.0"
+    assert release.version_at(second, root=str(root)) == "0.2.0"
+    assert release.version_at(first[:7], root=str(root)) == "0.1.0"
+
+
+@pytest.mark.parametrize("revision", ["0" * 40, "no-such-branch"])
+def test_version_at_an_unknown_revision_is_unknown(repository, revision):
+    root, _ = repository
+    assert release.version_at(revision, root=str(root)) == "unknown"
