@@ -29,18 +29,19 @@ from . import config as config_lib
 from . import evaluate, runs
 
 FLAGS = flags.FLAGS
+# The repository this module runs from (for its git provenance).
+_CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def commit():
     """The git commit of this checkout (with `+dirty` if it has changes), or `"unknown"`."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:
         head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+            ["git", "rev-parse", "HEAD"], cwd=_CHECKOUT, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
+            cwd=_CHECKOUT,
             capture_output=True,
             text=True,
             check=True,
@@ -60,7 +61,7 @@ def version_at(revision, root=None):
     Returns:
         The `__version__` that `keras_lfr/__init__.py` held at `revision`.
     """
-    root = root or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = root or _CHECKOUT
     try:
         source = subprocess.run(
             ["git", "show", f"{revision}:keras_lfr/__init__.py"],
