@@ -33,19 +33,18 @@ FLAGS = flags.FLAGS
 _CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _git(*args, root=_CHECKOUT):
+    """The output of `git ARGS` in `root` (raises `OSError` or `CalledProcessError`)."""
+    return subprocess.run(
+        ["git", *args], cwd=root, capture_output=True, text=True, check=True
+    ).stdout
+
+
 def commit():
     """The git commit of this checkout (with `+dirty` if it has changes), or `"unknown"`."""
     try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=_CHECKOUT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=_CHECKOUT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        head = _git("rev-parse", "HEAD").strip()
+        dirty = _git("status", "--porcelain", "--untracked-files=no").strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head + ("+dirty" if dirty else "")
@@ -61,15 +60,8 @@ def version_at(revision, root=None):
     Returns:
         The `__version__` that `keras_lfr/__init__.py` held at `revision`.
     """
-    root = root or _CHECKOUT
     try:
-        source = subprocess.run(
-            ["git", "show", f"{revision}:keras_lfr/__init__.py"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
+        source = _git("show", f"{revision}:keras_lfr/__init__.py", root=root or _CHECKOUT)
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     found = re.search(r"^__version__ = [\"']([^\"']+)[\"']", source, re.MULTILINE)
