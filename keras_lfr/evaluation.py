@@ -306,7 +306,9 @@ def resumable_robust_accuracy(
     steps = None  # compiled at the first chunk evaluated, then reused (no retracing per chunk)
     for start in range(0, n_examples, chunk_size):
         stop = min(start + chunk_size, n_examples)
-        path = None if cache_dir is None else os.path.join(cache_dir, f"chunk-{start:06d}.json")
+        # Named by its first and last image: a shorter last chunk of a smaller
+        # evaluation is never read back as the full chunk of a larger one.
+        path = None if cache_dir is None else os.path.join(cache_dir, _chunk_file(start, stop))
         cached = path is not None and os.path.exists(path)
         if cached:
             with open(path) as f:
@@ -340,6 +342,11 @@ def resumable_robust_accuracy(
     if flags is not None:
         results["per_example"] = "".join(flags)
     return {**results, "examples": total, **(times if timed else {})}
+
+
+def _chunk_file(start, stop):
+    """The cached counts of images `start` to `stop`: `chunk-000500-001000.json`."""
+    return f"chunk-{start:06d}-{stop:06d}.json"
 
 
 def cache_key(model, *settings):

@@ -3,14 +3,20 @@ r"""Releases a trained model into the zoo: weights, evaluation and record under 
     python -m trainers.release --model_dir=runs/fast/lfr --name=mnist/linf-0.3/lfr-fast \
         --examples=10000
     keras-lfr-release --model_dir=... --name=... --examples=1000   # a smaller sample
+    python -m trainers.release --name=mnist/linf-0.3/lfr-fast --examples=10000  # from the entry
 
 Reads the run directory that `trainers.train` wrote (`trainers.runs.RunDir`:
 its configuration, the training part of its record with the command and
-time, its model),
-evaluates the model with `keras_lfr.zoo.benchmark` (resumable: the chunks
-are cached in the run directory, so rerunning the same command after a kill
-continues), runs the sanity checks, and writes the float32 weights and the
-record (validated against `keras_lfr.zoo.SCHEMA`) to the zoo entry's folder.
+time, its model), or, without `--model_dir`, the existing entry's weights
+and training record; evaluates the model with `keras_lfr.zoo.benchmark` and
+runs the sanity checks, and writes the float32 weights and the record
+(validated against `keras_lfr.zoo.SCHEMA`) to the entry's folder. The
+evaluation is resumable: its results per chunk of images and the checks'
+are kept in the entry's `evaluation/` folder, so rerunning the same command
+after a kill continues, and a release with fewer `--examples` writes the
+record of what is done. An evaluation that outlasts a machine is committed
+that way (weights, partial record, `evaluation/`) and continued from the
+entry on the next one.
 """
 
 import dataclasses
@@ -23,7 +29,7 @@ import sys
 from absl import app, flags, logging
 
 import keras_lfr
-from keras_lfr import zoo
+from keras_lfr import evaluation, zoo
 
 from . import config as config_lib
 from . import evaluate, runs
@@ -120,6 +126,32 @@ def training_record(config, history, command):
     }
 
 
+# The record's fields that describe the training: kept when an entry is evaluated again.
+TRAINING_FIELDS = (
+    "dataset",
+    "threat_model",
+    "method",
+    "hyperparameters",
+    "architecture",
+    "training",
+)
+
+
+def _sanity_checks(classifier, dataset, epsilon, examples, queries, cache_dir):
+    """The sanity checks' results as dicts, computed once per model and setting (cached)."""
+    key = evaluation.cache_key(classifier, dataset, examples, epsilon, queries)
+    path = os.path.join(cache_dir, f"sanity-checks-{key}.json")
+    if os.path.exists(path):
+        return runs.read_json(path)
+    x, y = evaluate.test_batch(dataset, examples)
+    checks = evaluation.sanity_checks(
+        classifier, x, y, epsilon=epsilon, queries=queries, verbose=False
+    )
+    results = [dataclasses.asdict(check) for check in checks]
+    runs.write_json(path, results)
+    return results
+
+
 def release(
     model_dir,
     name,
@@ -131,10 +163,19 @@ def release(
     training_commit=None,
     verbose=1,
 ):
-    """Evaluates a run's model and writes it into the zoo as `name`.
+    """Evaluates a run's model, or an entry's, and writes it into the zoo as `name`.
+
+    The evaluation's results, per chunk of test images and for the sanity
+    checks, are kept in the entry's `keras_lfr.zoo.EVALUATION_CACHE` folder,
+    so the same command resumes after a kill; and releasing with fewer
+    `examples` than planned writes a valid record of the images evaluated so
+    far. Committed with the entry, that folder lets a later machine continue
+    the evaluation from the entry alone (`model_dir=None`).
 
     Args:
-        model_dir: The run directory `trainers.train` wrote.
+        model_dir: The run directory `trainers.train` wrote; `None` to
+            evaluate the model and keep the training record of the existing
+            entry `name` (e.g. on more images).
         name: The zoo name, `<dataset>/linf-<ε>/<name>`.
         examples: Test images of the evaluation. Defaults to `10000`.
         command: The training command, when the run directory has no
@@ -154,76 +195,82 @@ def release(
 
     Raises:
         ValueError: If the run is incomplete, the name does not match the
-            run's dataset and ε, or the record is invalid.
+            run's dataset and ε, there is no entry `name` to evaluate again,
+            or the record is invalid.
     """
+    if model_dir is None:
+        previous = zoo.info(name)
+        record = {field: previous[field] for field in TRAINING_FIELDS}
+        classifier = zoo.load(name)
+    else:
+        record = _training_part(model_dir, command, training_commit)
+        classifier = evaluate.load_classifier(runs.RunDir(model_dir).model)
+    dataset, epsilon = record["dataset"], record["threat_model"]["epsilon"]
+    entry = zoo.entry_dir(name)
+    cache_dir = entry / zoo.EVALUATION_CACHE
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    evaluated = zoo.benchmark(
+        classifier,
+        dataset,
+        epsilon,
+        examples,
+        protocol=protocol,
+        cache_dir=cache_dir,
+        queries=queries,
+        verbose=verbose,
+    )
+    evaluated.update(
+        sanity_checks=_sanity_checks(
+            classifier, dataset, epsilon, check_examples, queries, str(cache_dir)
+        ),
+        command=" ".join(
+            ["python -m trainers.release"]
+            + ([f"--model_dir={model_dir}"] if model_dir is not None else [])
+            + [f"--name={name}", f"--examples={examples}", f"--check_examples={check_examples}"]
+            + [f"--queries={queries}", f"--protocol={protocol}"]
+        ),
+        hardware=hardware(),
+    )
+    weights = entry / zoo.WEIGHTS
+    if model_dir is not None:
+        classifier.save_weights(weights)
+    record = {
+        "name": name,
+        **record,
+        "weights": {"file": zoo.WEIGHTS, "sha256": zoo.sha256(weights)},
+        "evaluation": evaluated,
+        "clean_first_1000": zoo.clean_accuracy(classifier, dataset, 1000),
+        "date": datetime.date.today().isoformat(),
+    }
+    zoo.validate(record)
+    runs.write_json(str(entry / zoo.RECORD), record)
+    return record
+
+
+def _training_part(model_dir, command, training_commit):
+    """The training fields of a run's zoo record (`TRAINING_FIELDS`), from its directory."""
     run = runs.RunDir(model_dir)
     if not os.path.exists(run.model):
         raise ValueError(
             f"Invalid value for argument `model_dir`. Received: model_dir={model_dir!r}, "
             f"which holds no finished run (no {runs.RunDir.MODEL})."
         )
-    config = config_lib.TrainConfig(**run.stored_config())
     if os.path.exists(run.record):
-        record = runs.read_json(run.record)
-    else:
-        if not command:
-            raise ValueError(
-                f"The run {model_dir!r} has no {runs.RunDir.RECORD}; pass the command that "
-                "trained it (`command`, `--command`)."
-            )
-        history = run.history()
-        # `epochs` may grow between a run's invocations, so run.json omits it.
-        config = dataclasses.replace(config, epochs=len(history["loss"]))
-        record = training_record(config, history, command)
-        if training_commit:
-            record["training"].update(
-                commit=training_commit, keras_lfr_version=version_at(training_commit)
-            )
-    classifier = evaluate.load_classifier(run.model)
-    epsilon = record["threat_model"]["epsilon"]
-    evaluated = zoo.benchmark(
-        classifier,
-        config.dataset,
-        epsilon,
-        examples,
-        protocol=protocol,
-        cache_dir=run.zoo_evaluation,
-        queries=queries,
-        verbose=verbose,
-    )
-    x, y = next(
-        iter(
-            keras_lfr.data.load(
-                config.dataset, "test", batch_size=check_examples, num_examples=check_examples
-            )
+        return runs.read_json(run.record)
+    if not command:
+        raise ValueError(
+            f"The run {model_dir!r} has no {runs.RunDir.RECORD}; pass the command that "
+            "trained it (`command`, `--command`)."
         )
-    )
-    checks = keras_lfr.evaluation.sanity_checks(
-        classifier, x, y, epsilon=epsilon, queries=queries, verbose=False
-    )
-    evaluated.update(
-        sanity_checks=[dataclasses.asdict(check) for check in checks],
-        command=" ".join(
-            ["python -m trainers.release", f"--model_dir={model_dir}", f"--name={name}"]
-            + [f"--examples={examples}", f"--check_examples={check_examples}"]
-            + [f"--queries={queries}", f"--protocol={protocol}"]
-        ),
-        hardware=hardware(),
-    )
-    entry = zoo.MODELS.joinpath(*name.split("/"))
-    entry.mkdir(parents=True, exist_ok=True)
-    weights = entry / zoo.WEIGHTS
-    classifier.save_weights(weights)
-    record = {
-        "name": name,
-        **record,
-        "weights": {"file": zoo.WEIGHTS, "sha256": zoo.sha256(weights)},
-        "evaluation": evaluated,
-        "clean_first_1000": zoo.clean_accuracy(classifier, config.dataset, 1000),
-        "date": datetime.date.today().isoformat(),
-    }
-    zoo.validate(record)
-    runs.write_json(str(entry / zoo.RECORD), record)
+    config = config_lib.TrainConfig(**run.stored_config())
+    history = run.history()
+    # `epochs` may grow between a run's invocations, so run.json omits it.
+    config = dataclasses.replace(config, epochs=len(history["loss"]))
+    record = training_record(config, history, command)
+    if training_commit:
+        record["training"].update(
+            commit=training_commit, keras_lfr_version=version_at(training_commit)
+        )
     return record
 
 
@@ -318,8 +365,8 @@ def main(argv):
                 f.write(f"{head}{begin}\n{text}{end}{rest.partition(end)[2]}")
         print(text)
         return
-    if not (FLAGS.model_dir and FLAGS.name):
-        sys.exit("error: pass --model_dir and --name (or --leaderboard).")
+    if not FLAGS.name:
+        sys.exit("error: pass --name, with --model_dir for a new entry (or --leaderboard).")
     try:
         record = release(
             FLAGS.model_dir,
@@ -343,7 +390,12 @@ def main(argv):
 
 def define_flags():
     """Defines the command-line flags."""
-    flags.DEFINE_string("model_dir", None, "The run directory trainers.train wrote.")
+    flags.DEFINE_string(
+        "model_dir",
+        None,
+        "The run directory trainers.train wrote; omit it to evaluate the entry --name again "
+        "(e.g. on more images, resuming from its evaluation folder).",
+    )
     flags.DEFINE_string("name", None, "Zoo name, e.g. mnist/linf-0.3/lfr-fast.")
     flags.DEFINE_integer("examples", 10000, "Test images of the evaluation.")
     flags.DEFINE_integer("check_examples", 500, "Test images of the sanity checks.")

@@ -6,8 +6,7 @@ completed epoch (the latest is kept, also when the run finishes, so that
 asking for more epochs continues it); `model.keras`, `export/`,
 `metrics.json` and `tensorboard/` are the training's outputs, and
 `evaluation.json` caches `trainers.reproduce`'s evaluation; `record.json`
-is the training's part of a zoo record and `zoo_evaluation/` the release
-evaluation's cache (`trainers.release`). Only this module
+is the training's part of a zoo record (`trainers.release`). Only this module
 knows these names. Every write goes to a temporary name first and is then
 renamed into place (`os.replace`, atomic on POSIX), so a run killed at any
 moment leaves either the old file or the new one, never a partial one.
@@ -88,12 +87,10 @@ class RunDir:
     EXPORT = "export"
     TENSORBOARD = "tensorboard"
     EVALUATION = "evaluation.json"
-    # The training's part of a zoo record (`trainers.release`), and the
-    # release evaluation's per-chunk cache.
+    # The training's part of a zoo record (`trainers.release`).
     RECORD = zoo.RECORD
-    ZOO_EVALUATION = "zoo_evaluation"
     # What `claim(fresh=True)` deletes: everything a run writes.
-    OUTPUTS = (CHECKPOINTS, MODEL, METRICS, EXPORT, EVALUATION, RECORD, ZOO_EVALUATION, RUN)
+    OUTPUTS = (CHECKPOINTS, MODEL, METRICS, EXPORT, EVALUATION, RECORD, RUN)
 
     def __init__(self, path):
         self.path = os.fspath(path)
@@ -135,10 +132,6 @@ class RunDir:
     @property
     def record(self):
         return self._file(self.RECORD)
-
-    @property
-    def zoo_evaluation(self):
-        return self._file(self.ZOO_EVALUATION)
 
     @classmethod
     def of_model(cls, model_path):

@@ -28,6 +28,11 @@ from keras_lfr import _validation, data, defaults, evaluation, models
 MODELS = pathlib.Path(__file__).resolve().parent / "models"
 RECORD = "record.json"
 WEIGHTS = "model.weights.h5"
+# An entry's folder of evaluation results, per chunk of test images and for
+# its sanity checks (`trainers.release`): kept beside the entry in the
+# repository, so that an evaluation longer than a machine's life resumes
+# where it stopped, but not package data.
+EVALUATION_CACHE = "evaluation"
 # The architectures an entry may name, by their `keras_lfr.models` function.
 ARCHITECTURES = {"small_cnn": models.small_cnn, "preact_resnet18": models.preact_resnet18}
 
@@ -66,7 +71,8 @@ SCHEMA = {
 }
 
 
-def _entry_dir(name):
+def entry_dir(name):
+    """The folder of the entry `name` (whether or not it exists yet)."""
     return MODELS.joinpath(*name.split("/"))
 
 
@@ -96,7 +102,7 @@ def info(name):
     Raises:
         ValueError: If there is no entry of that name (the message lists them).
     """
-    path = _entry_dir(name) / RECORD
+    path = entry_dir(name) / RECORD
     if "/" not in str(name) or not path.is_file():
         raise ValueError(
             f"Invalid value for argument `name`. Received: name={name!r}. Expected one of "
@@ -134,7 +140,7 @@ def load(name):
             match its checksum (a corrupted or replaced file).
     """
     record = info(name)
-    path = _entry_dir(name) / record["weights"]["file"]
+    path = entry_dir(name) / record["weights"]["file"]
     found = sha256(path)
     if found != record["weights"]["sha256"]:
         raise ValueError(

@@ -55,7 +55,7 @@ def test_chunked_evaluation_joins_the_chunks_verdicts_and_reports_its_progress(t
     assert done == ["8/20 images", "16/20 images", "20/20 images"]
     assert lines[-1].endswith("; about 0 min left") and "[" + "=" * 30 + "]" in lines[-1]
     # A chunk written by an earlier version has no verdicts: the join is left out.
-    first = tmp_path / "chunk-000000.json"
+    first = tmp_path / "chunk-000000-000008.json"
     old = {k: v for k, v in json.loads(first.read_text()).items() if k != "per_example"}
     first.write_text(json.dumps(old))
     again = evaluation.resumable_robust_accuracy(
@@ -63,6 +63,32 @@ def test_chunked_evaluation_joins_the_chunks_verdicts_and_reports_its_progress(t
     )
     assert "per_example" not in again
     assert again["worst_case"] == results["worst_case"]
+
+
+def test_a_larger_evaluation_never_reads_a_smaller_ones_short_last_chunk(tmp_path):
+    model = tiny_model()
+    x, y = tiny_batch(batch=16)
+    chosen = {"fgsm": functools.partial(attacks.fgsm, epsilon=0.1)}
+
+    def load_chunk(start, stop):
+        return tf.data.Dataset.from_tensor_slices((x[start:stop], y[start:stop])).batch(8)
+
+    def evaluate(n, cache_dir):
+        return evaluation.resumable_robust_accuracy(
+            model, load_chunk, chosen, n, chunk_size=8, cache_dir=cache_dir, verbose=0
+        )
+
+    evaluate(12, str(tmp_path))  # its last chunk holds images 8 to 12 only
+    grown = evaluate(16, str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "chunk-000000-000008.json",
+        "chunk-000008-000012.json",
+        "chunk-000008-000016.json",
+    ]
+    fresh = evaluate(16, None)
+    assert grown["examples"] == 16 and len(grown["per_example"]) == 16
+    assert grown["per_example"] == fresh["per_example"]
+    assert grown["worst_case"] == fresh["worst_case"]
 
 
 def test_cache_key_digests_the_version_settings_and_weights():

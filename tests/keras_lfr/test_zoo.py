@@ -2,6 +2,7 @@
 
 import json
 import pathlib
+import shutil
 
 import numpy as np
 import pytest
@@ -89,6 +90,41 @@ def test_release_writes_a_valid_record_that_loads_back(released, monkeypatch):
     assert (
         zoo.clean_accuracy(zoo.load("mnist/linf-0.3/tiny"), "mnist") == (record["clean_first_1000"])
     )
+
+
+def test_a_release_resumes_from_the_entry_alone(released, tmp_path, monkeypatch):
+    """What a later machine does with a committed entry: no run directory, no attack rerun."""
+    from keras_lfr import evaluation
+    from trainers import release
+
+    record, workdir = released
+    models = tmp_path / "models"
+    shutil.copytree(pathlib.Path(workdir).parent / "models", models)
+    monkeypatch.setattr(zoo, "MODELS", models)
+    name = "mnist/linf-0.3/tiny"
+    kept = zoo.entry_dir(name) / zoo.EVALUATION_CACHE
+    assert sorted(p.name.split("-")[0] for p in kept.iterdir()) == ["autoattack", "sanity"]
+
+    def not_again(*args, **kwargs):
+        raise AssertionError("evaluated again instead of reading the entry's results")
+
+    monkeypatch.setattr(evaluation, "_robust_accuracy", not_again)
+    monkeypatch.setattr(evaluation, "sanity_checks", not_again)
+    again = release.release(None, name, examples=24, check_examples=8, queries=20, verbose=0)
+    assert again["evaluation"].pop("command") == (
+        "python -m trainers.release --name=mnist/linf-0.3/tiny --examples=24 "
+        "--check_examples=8 --queries=20 --protocol=autoattack"
+    )
+    expected = json.loads(json.dumps(record))
+    assert (
+        expected["evaluation"]
+        .pop("command")
+        .startswith(f"python -m trainers.release --model_dir={workdir} --name={name}")
+    )
+    assert again.pop("date") and expected.pop("date")
+    assert again == expected
+    with pytest.raises(ValueError, match=r"name='mnist/linf-0.3/other'. Expected one of"):
+        release.release(None, "mnist/linf-0.3/other", examples=24, verbose=0)
 
 
 def test_a_corrupted_weights_file_fails_its_checksum(released, monkeypatch):
@@ -182,7 +218,10 @@ def test_benchmark_resumes_from_its_cache_with_the_same_counts(released, tmp_pat
     (folder,) = cache.iterdir()  # one folder per protocol, radius, query budget and model
     assert folder.name.startswith("strong-eps0.3-q20-")
     chunks = sorted(folder.iterdir())
-    assert [chunk.name for chunk in chunks] == ["chunk-000000.json", "chunk-000008.json"]
+    assert [chunk.name for chunk in chunks] == [
+        "chunk-000000-000008.json",
+        "chunk-000008-000012.json",
+    ]
     # As if killed after the first chunk: the rerun evaluates the second.
     chunks[1].unlink()
     resumed = zoo.benchmark(model, cache_dir=cache, **kwargs)

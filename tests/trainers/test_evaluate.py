@@ -231,7 +231,7 @@ def test_a_killed_chunked_evaluation_resumes_with_the_same_results(fashion_run, 
             break
     process.wait(timeout=600)
     assert process.returncode == -signal.SIGKILL
-    assert [p.name for p in sorted(cache.iterdir())] == ["chunk-000000.json"]
+    assert [p.name for p in sorted(cache.iterdir())] == ["chunk-000000-000008.json"]
     out = tmp_path / "resumed.json"
     resumed = subprocess.run(
         [*args, f"--output={out}"], cwd=REPO, capture_output=True, text=True, timeout=600
@@ -305,7 +305,10 @@ def test_a_rerun_reads_the_cached_chunks_and_nocache_evaluates_afresh(tmp_path, 
     keras_lfr.models.small_cnn().save(path)
     kwargs = dict(model=str(path), protocol="paper", attacks=("fgsm",), examples=12, batch_size=8)
     first = evaluate.evaluate(evaluate.EvalConfig(**kwargs, verbose=0))
-    assert sorted(os.listdir(first["cache_dir"])) == ["chunk-000000.json", "chunk-000008.json"]
+    assert sorted(os.listdir(first["cache_dir"])) == [
+        "chunk-000000-000008.json",
+        "chunk-000008-000012.json",
+    ]
     calls = []
     real = evaluation._robust_accuracy
     monkeypatch.setattr(
