@@ -88,6 +88,24 @@ def hardware():
     )
 
 
+def hyperparameters(config):
+    """Every hyperparameter of a run's training objective, the method's defaults included.
+
+    The method's full configuration (e.g. TRADES' `beta` when the run left it
+    at its default), then AWP's and the ε ramp's settings.
+    """
+    method = keras_lfr.methods.get_method(
+        config.method, **config_lib.method_hyperparameters(config)
+    )
+    return {
+        **method.get_config(),
+        "awp_gamma": config.awp_gamma,
+        "awp_warmup": config.awp_warmup,
+        "epsilon_warmup_epochs": config.epsilon_warmup_epochs,
+        "epsilon_warmup_shape": config.epsilon_warmup_shape,
+    }
+
+
 def training_record(config, history, command):
     """What a zoo record says of a training run; `trainers.train` writes it beside the model.
 
@@ -107,12 +125,7 @@ def training_record(config, history, command):
         "dataset": config.dataset,
         "threat_model": {"norm": "linf", "epsilon": float(epsilon)},
         "method": config.method,
-        "hyperparameters": {
-            **config_lib.method_hyperparameters(config),
-            "awp_gamma": config.awp_gamma,
-            "epsilon_warmup_epochs": config.epsilon_warmup_epochs,
-            "epsilon_warmup_shape": config.epsilon_warmup_shape,
-        },
+        "hyperparameters": hyperparameters(config),
         "architecture": builders.architecture(config),
         "training": {
             "command": command,

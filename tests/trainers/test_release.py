@@ -4,6 +4,7 @@ import subprocess
 
 import pytest
 
+from trainers import config as config_lib
 from trainers import release
 
 
@@ -43,3 +44,34 @@ def test_version_at_reads_the_version_a_commit_held(repository):
 def test_version_at_an_unknown_revision_is_unknown(repository, revision):
     root, _ = repository
     assert release.version_at(revision, root=str(root)) == "unknown"
+
+
+@pytest.mark.parametrize(
+    "method, overrides, expected",
+    [
+        ("trades", {}, {"beta": 1.0, "random_start": "normal_unclipped"}),  # its defaults
+        (
+            "trades",
+            {"beta": 6.0, "awp_gamma": 0.005, "awp_warmup": 5},
+            {"beta": 6.0, "random_start": "normal_unclipped"},
+        ),
+        ("lfr", {}, {"lam": 0.02, "random_start": "normal"}),
+        ("pgd_at", {"epsilon_warmup_shape": "cosine"}, {"clean_weight": 0.0}),
+    ],
+    ids=["trades_default", "trades_awp", "lfr", "pgd_at"],
+)
+def test_the_record_holds_every_hyperparameter_of_the_objective(method, overrides, expected):
+    config = config_lib.make("fast", method=method, **overrides)
+    found = release.hyperparameters(config)
+    assert found == {
+        "epsilon": 0.3,
+        "step_size": 0.1,
+        "steps": 5,
+        "clip_min": 0.0,
+        "clip_max": 1.0,
+        **expected,
+        "awp_gamma": overrides.get("awp_gamma", 0.0),
+        "awp_warmup": overrides.get("awp_warmup", 0),
+        "epsilon_warmup_epochs": config.epsilon_warmup_epochs,
+        "epsilon_warmup_shape": overrides.get("epsilon_warmup_shape", "linear"),
+    }
