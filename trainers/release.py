@@ -310,6 +310,12 @@ def _sample(evaluation):
     return f"{evaluation['protocol']}, {n} images (s.e. {error:.2f} pp)"
 
 
+def _method(record):
+    """'trades + AWP': the record's method, and AWP when it trained with it."""
+    awp = record["hyperparameters"].get("awp_gamma", 0.0) > 0
+    return record["method"] + (" + AWP" if awp else "")
+
+
 def leaderboard(records):
     """The zoo's leaderboard in markdown: per dataset and threat model, sorted by robust accuracy.
 
@@ -336,7 +342,7 @@ def leaderboard(records):
         rows = [
             (
                 record["evaluation"]["robust"] * 100,
-                f"| `{record['name']}` (keras_lfr, {record['method']}) | "
+                f"| `{record['name']}` (keras_lfr, {_method(record)}) | "
                 f"{record['evaluation']['clean'] * 100:.2f} | "
                 f"{record['evaluation']['robust'] * 100:.2f} | "
                 f"{_sample(record['evaluation'])} | "

@@ -253,6 +253,9 @@ def test_leaderboard_puts_our_rows_beside_the_published_ones_by_robust_accuracy(
     ours = next(row for row in rows if "mnist/linf-0.3/tiny" in row)
     assert "| 91.00 | autoattack, 24 images (s.e. 5.84 pp) |" in ours  # √(.91·.09/24)
     assert rows.index(ours) == 6  # after the header and 5 published rows above 91.00
+    assert "(keras_lfr, pgd_at) |" in ours
+    record["hyperparameters"]["awp_gamma"] = 0.005
+    assert "(keras_lfr, pgd_at + AWP) |" in release.leaderboard([record])
 
 
 @pytest.mark.parametrize("name", zoo.available()[:1])
