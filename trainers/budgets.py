@@ -91,10 +91,10 @@ class Budget:
         """The `trainers.config.TrainConfig` of one model under this budget."""
         return config_lib.make(self.recipe, **{**self.train_fields(method, dataset), **overrides})
 
-    def train_command(self, method, dataset, model_dir):
-        """The `trainers.train` command that trains one model of this budget by itself."""
+    def train_command(self, method, dataset, model_dir, **overrides):
+        """The `trainers.train` command of `train_config` with the same arguments."""
         args = [f"--recipe={self.recipe}"] if self.recipe else []
-        for name, value in self.train_fields(method, dataset).items():
+        for name, value in {**self.train_fields(method, dataset), **overrides}.items():
             if isinstance(value, tuple | list):
                 value = ",".join(map(str, value))
             args.append(f"--{name}={value}")

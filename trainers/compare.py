@@ -1,12 +1,14 @@
 r"""Compares trained models' evaluations: mean ± std over seeds, and paired differences.
 
     python -m trainers.evaluate --model=runs/seeds/pgd_at_s0/model.keras --protocol=autoattack \
-        --examples=1000 --output=runs/seeds/pgd_at_s0/autoattack.json      # one per run
-    python -m trainers.compare runs/seeds/*/autoattack.json
+        --examples=1000 --output=results/seeds/pgd_at_s0.json      # one per run
+    python -m trainers.compare results/seeds/*.json
 
 Each argument is the JSON that `trainers.evaluate --output` writes for a
-model in a run directory. Runs whose configurations (`run.json`, read as
-the setting it trained: `setting`) differ only in the seed form one group,
+model in a run directory; it holds the run's configuration (`run`, its
+`run.json`), so it compares after the run is gone (`trainers.seeds` writes
+one per run, to commit). Runs whose configurations (read as the setting
+they trained: `setting`) differ only in the seed form one group,
 named by its method and the settings that set it apart from the other
 groups of that method. For each group it prints the
 seeds and the mean ± standard deviation of clean and robust (worst-case)
@@ -44,18 +46,23 @@ def load(path):
         none) and the `SHARED` settings.
 
     Raises:
-        ValueError: If the evaluation's model has no run directory.
+        ValueError: If the evaluation holds no run configuration and its
+            model has no run directory.
     """
     with open(path) as f:
         output = json.load(f)
-    model = output["config"]["model"]
-    run = runs.RunDir.of_model(model) if model else None
-    if run is None:
-        raise ValueError(
-            f"Invalid evaluation {path!r}: its model {model!r} has no run directory "
-            "(run.json beside model.keras). Expected an evaluation of a trainers.train model."
-        )
-    config = setting(run.stored_config())
+    stored = output.get("run")
+    if stored is None:  # written before evaluations held their run's configuration
+        model = output["config"]["model"]
+        run = runs.RunDir.of_model(model) if model else None
+        if run is None:
+            raise ValueError(
+                f"Invalid evaluation {path!r}: it holds no run configuration (`run`) and "
+                f"its model {model!r} has no run directory (run.json beside model.keras). "
+                "Expected an evaluation of a trainers.train model."
+            )
+        stored = run.stored_config()
+    config = setting(stored)
     results = output["results"]
     return {
         "path": path,

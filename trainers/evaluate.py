@@ -235,8 +235,9 @@ def evaluate(config):
     Returns:
         A dict with the `config`, the resolved `protocol`, `dataset`,
         `epsilon` and `threat_model` (pixel range and where each value came
-        from), the `results`, the timing and, if asked for, the
-        `sanity_checks` and `flatness`.
+        from), the `results`, the timing, for a model in a training run's
+        directory that run's configuration (`run`, its `run.json`) and, if
+        asked for, the `sanity_checks` and `flatness`.
     """
     threat = threat_model(config)
     dataset, epsilon = threat["dataset"], threat["epsilon"]
@@ -291,6 +292,11 @@ def evaluate(config):
         "cpu_seconds": cpu_seconds,
         "examples_per_second": results["examples"] / seconds,
     }
+    run = runs.RunDir.of_model(config.model) if config.model else None
+    if run is not None:
+        # The training run's configuration, so the evaluation alone says what
+        # it evaluated (`trainers.compare` groups by it once the run is gone).
+        output["run"] = run.stored_config()
     if config.sanity_checks:
         x, y = test_batch(dataset, config.check_examples, config.data_dir)
         checks = keras_lfr.evaluation.sanity_checks(

@@ -178,6 +178,7 @@ def test_a_keras_lfr_model_is_attacked_at_its_own_dataset_and_epsilon(fashion_ru
     # The attack ran at ε = 0.1 on Fashion-MNIST's first 8 test images: an
     # untrained model (all-zero logits) is wrong on all of them.
     assert output["results"]["examples"] == 8
+    assert output["run"] == fashion_run.stored_config()  # what it evaluated, kept with it
     assert "on fashion_mnist (the model's run directory) at ε = 0.1" in evaluate.describe(output)
     assert "Note" not in evaluate.describe(output)
 

@@ -1,0 +1,70 @@
+"""`trainers.seeds`: the README's runs from several seeds, resumable, comparable without them."""
+
+import dataclasses
+import json
+import shutil
+
+import pytest
+from test_reproduce import parsed_command
+
+from trainers import budgets, compare, seeds, train
+
+
+@pytest.mark.parametrize("method", seeds.METHODS)
+@pytest.mark.parametrize("seed", [0, 2])
+def test_each_printed_command_trains_exactly_its_runs_config(method, seed):
+    command = seeds.train_command(method, seed, "/runs")
+    assert command.endswith(f" --seed={seed} --model_dir=/runs/{method}_s{seed}")
+    assert parsed_command(command) == seeds.BUDGET.train_config(method, "mnist", seed=seed)
+
+
+def test_the_runs_are_the_readmes_commands():
+    assert seeds.train_command("lfr_cos10_e24", 1, "runs/seeds") == (
+        "python -m trainers.train --recipe=fast --method=lfr --epochs=24 "
+        "--epsilon_warmup_epochs=10 --epsilon_warmup_shape=cosine --seed=1 "
+        "--model_dir=runs/seeds/lfr_cos10_e24_s1"
+    )
+    for method in seeds.METHODS:  # the fast budget's rows, less the per-epoch curve
+        fast = budgets.BUDGETS["fast"].train_config(method)
+        assert seeds.BUDGET.train_config(method) == dataclasses.replace(
+            fast, attack_eval_examples=0
+        )
+
+
+def test_unknown_methods_are_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"methods=\['lfr'\].*Expected names from"):
+        seeds.run_seeds(["lfr"], [0], str(tmp_path / "runs"), str(tmp_path / "results"))
+
+
+def test_runs_are_evaluated_once_and_compared_from_their_results_alone(tmp_path, monkeypatch):
+    monkeypatch.setattr(
+        seeds, "BUDGET", dataclasses.replace(budgets.BUDGETS["smoke_fast"], curve_examples=0)
+    )
+    model_dir, results_dir = str(tmp_path / "runs"), str(tmp_path / "results")
+    paths = seeds.run_seeds(["pgd_at", "trades"], [0, 1], model_dir, results_dir, 4, verbose=0)
+    assert [p.rsplit("/", 1)[1] for p in paths] == [
+        "pgd_at_s0.json",
+        "trades_s0.json",
+        "pgd_at_s1.json",
+        "trades_s1.json",
+    ]
+    output = json.loads(open(paths[3]).read())
+    assert (output["protocol"], output["results"]["examples"]) == ("autoattack", 4)
+    assert (output["run"]["method"], output["run"]["seed"]) == ("trades", 1)
+    assert output["train_command"] == seeds.train_command("trades", 1, model_dir)
+    # With the models gone, the results still group by setting and pair by seed.
+    shutil.rmtree(model_dir)
+    groups = compare.group([compare.load(p) for p in paths])
+    assert {label: [e["seed"] for e in runs] for label, runs in groups.items()} == {
+        "pgd_at": [0, 1],
+        "trades": [0, 1],
+    }
+    (pair,) = compare.paired(groups)
+    assert pair["seeds"] == [0, 1] and pair["examples"] == 8
+
+    # A second call trains and evaluates nothing: every result is there.
+    def refuse(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(train, "train_and_evaluate", refuse)
+    assert seeds.run_seeds(["pgd_at", "trades"], [0, 1], model_dir, results_dir, 4) == paths
