@@ -7,7 +7,7 @@ import shutil
 import pytest
 from test_reproduce import parsed_command
 
-from trainers import budgets, compare, seeds, train
+from trainers import budgets, compare, evaluate, seeds, train
 
 
 @pytest.mark.parametrize("method", seeds.METHODS)
@@ -41,14 +41,9 @@ def test_runs_are_evaluated_once_and_compared_from_their_results_alone(tmp_path,
         seeds, "BUDGET", dataclasses.replace(budgets.BUDGETS["smoke_fast"], curve_examples=0)
     )
     model_dir, results_dir = str(tmp_path / "runs"), str(tmp_path / "results")
-    paths = seeds.run_seeds(["pgd_at", "trades"], [0, 1], model_dir, results_dir, 4, verbose=0)
-    assert [p.rsplit("/", 1)[1] for p in paths] == [
-        "pgd_at_s0.json",
-        "trades_s0.json",
-        "pgd_at_s1.json",
-        "trades_s1.json",
-    ]
-    output = json.loads(open(paths[3]).read())
+    paths = seeds.run_seeds(["pgd_at", "trades"], [1], model_dir, results_dir, 4, verbose=0)
+    assert [p.rsplit("/", 1)[1] for p in paths] == ["pgd_at_s1.json", "trades_s1.json"]
+    output = json.loads(open(paths[1]).read())
     assert (output["protocol"], output["results"]["examples"]) == ("autoattack", 4)
     assert (output["run"]["method"], output["run"]["seed"]) == ("trades", 1)
     assert output["train_command"] == seeds.train_command("trades", 1, model_dir)
@@ -56,15 +51,39 @@ def test_runs_are_evaluated_once_and_compared_from_their_results_alone(tmp_path,
     shutil.rmtree(model_dir)
     groups = compare.group([compare.load(p) for p in paths])
     assert {label: [e["seed"] for e in runs] for label, runs in groups.items()} == {
-        "pgd_at": [0, 1],
-        "trades": [0, 1],
+        "pgd_at": [1],
+        "trades": [1],
     }
     (pair,) = compare.paired(groups)
-    assert pair["seeds"] == [0, 1] and pair["examples"] == 8
+    assert pair["seeds"] == [1] and pair["examples"] == 4
 
     # A second call trains and evaluates nothing: every result is there.
     def refuse(*args, **kwargs):
         raise AssertionError("trained again")
 
     monkeypatch.setattr(train, "train_and_evaluate", refuse)
-    assert seeds.run_seeds(["pgd_at", "trades"], [0, 1], model_dir, results_dir, 4) == paths
+    assert seeds.run_seeds(["pgd_at", "trades"], [1], model_dir, results_dir, 4) == paths
+
+
+def test_runs_go_seed_by_seed_and_a_killed_study_continues_at_the_first_missing_run(
+    tmp_path, monkeypatch
+):
+    trained = []
+
+    def fake_train(config, directory, command=None):
+        trained.append((config.method, config.seed))
+        if len(trained) == 3:
+            raise KeyboardInterrupt  # killed during the third run
+
+    monkeypatch.setattr(train, "train_and_evaluate", fake_train)
+    monkeypatch.setattr(evaluate, "evaluate", lambda config: {"model": config.model})
+    args = (["pgd_at", "trades"], [0, 1], str(tmp_path / "runs"), str(tmp_path / "results"))
+    with pytest.raises(KeyboardInterrupt):
+        seeds.run_seeds(*args)
+    assert trained == [("pgd_at", 0), ("trades", 0), ("pgd_at", 1)]
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == [
+        "pgd_at_s0.json",
+        "trades_s0.json",
+    ]
+    seeds.run_seeds(*args)
+    assert trained[3:] == [("pgd_at", 1), ("trades", 1)]
