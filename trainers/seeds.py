@@ -34,20 +34,24 @@ METHODS = ("pgd_at", "trades", "lfr_cos10_e24")
 DATASET = "mnist"
 
 
-def run_name(method, seed):
-    """A run's directory and results file name: `<method>_s<seed>`."""
-    return f"{method}_s{seed}"
+def run_dir(model_dir, method, seed):
+    """A run's directory: `model_dir/<method>_s<seed>`."""
+    return os.path.join(model_dir, f"{method}_s{seed}")
+
+
+def result_path(results_dir, method, seed):
+    """A run's evaluation: `results_dir/<method>_s<seed>.json`."""
+    return os.path.join(results_dir, f"{method}_s{seed}.json")
 
 
 def train_command(method, seed, model_dir):
     """The `trainers.train` command that trains one run by itself."""
-    directory = os.path.join(model_dir, run_name(method, seed))
-    return BUDGET.train_command(method, DATASET, directory, seed=seed)
+    return BUDGET.train_command(method, DATASET, run_dir(model_dir, method, seed), seed=seed)
 
 
 def evaluation_config(model_dir, method, seed, examples, verbose=1):
     """The `trainers.evaluate.EvalConfig` of one run: `autoattack` on the first `examples`."""
-    model = runs.RunDir(os.path.join(model_dir, run_name(method, seed))).model
+    model = runs.RunDir(run_dir(model_dir, method, seed)).model
     return evaluate.EvalConfig(
         model=model, protocol="autoattack", examples=examples, verbose=verbose
     )
@@ -56,7 +60,7 @@ def evaluation_config(model_dir, method, seed, examples, verbose=1):
 def evaluate_command(method, seed, model_dir, results_dir, examples):
     """The `trainers.evaluate` command that evaluates one run by itself."""
     config = evaluation_config(model_dir, method, seed, examples)
-    output = os.path.join(results_dir, run_name(method, seed) + ".json")
+    output = result_path(results_dir, method, seed)
     return (
         f"python -m trainers.evaluate --model={config.model} --protocol={config.protocol} "
         f"--examples={examples} --output={output}"
@@ -92,14 +96,13 @@ def run_seeds(methods, seeds, model_dir, results_dir, examples=1000, verbose=1):
     paths = []
     for seed in seeds:
         for method in methods:
-            path = os.path.join(results_dir, run_name(method, seed) + ".json")
+            path = result_path(results_dir, method, seed)
             paths.append(path)
             if os.path.exists(path):
                 continue
-            directory = os.path.join(model_dir, run_name(method, seed))
             config = BUDGET.train_config(method, DATASET, seed=seed, verbose=verbose)
             command = train_command(method, seed, model_dir)
-            train.train_and_evaluate(config, directory, command=command)
+            train.train_and_evaluate(config, run_dir(model_dir, method, seed), command=command)
             config = evaluation_config(model_dir, method, seed, examples, verbose=int(verbose > 0))
             output = evaluate.evaluate(config)
             output["command"] = evaluate_command(method, seed, model_dir, results_dir, examples)
