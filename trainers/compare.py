@@ -130,13 +130,17 @@ def _label(config, configs):
 
 
 def summary(groups):
-    """Per group: its seeds, and each accuracy's mean and standard deviation (ddof 1)."""
+    """Per group: its seeds, and each accuracy's mean and standard deviation (ddof 1).
+
+    A group of one run has no spread: its standard deviation is `None`.
+    """
     rows = {}
     for label, members in groups.items():
         row = {"seeds": [e["seed"] for e in members]}
         for key in ("clean", "robust"):
             values = np.array([e[key] for e in members])
-            row[key] = (float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0)
+            std = float(values.std(ddof=1)) if len(values) > 1 else None
+            row[key] = (float(values.mean()), std)
         rows[label] = row
     return rows
 
@@ -164,11 +168,16 @@ def paired(groups):
     return comparisons
 
 
+def _percent(mean, std):
+    """`mean ± std` in %, or the mean alone when there is no spread (one run)."""
+    return f"{100 * mean:.2f}" if std is None else f"{100 * mean:.2f} ± {100 * std:.2f}"
+
+
 def markdown(rows, comparisons):
     """The two tables, in %."""
     lines = ["| setting | seeds | clean | robust |", "|---|---|---|---|"]
     for label, row in sorted(rows.items(), key=lambda item: -item[1]["robust"][0]):
-        cells = [f"{100 * row[k][0]:.2f} ± {100 * row[k][1]:.2f}" for k in ("clean", "robust")]
+        cells = [_percent(*row[k]) for k in ("clean", "robust")]
         lines.append(
             f"| {label} | {', '.join(map(str, row['seeds']))} | " + " | ".join(cells) + " |"
         )

@@ -65,7 +65,10 @@ def test_seeds_are_averaged_per_setting(study):
     assert rows["pgd_at"]["seeds"] == [0, 1, 2]
     assert rows["pgd_at"]["robust"] == pytest.approx((np.mean(robust), np.std(robust, ddof=1)))
     assert rows["pgd_at"]["clean"] == pytest.approx((0.98, 0.01))
-    assert rows["lfr (steps=10)"]["robust"][1] == 0.0  # one seed: no spread
+    assert rows["lfr (steps=10)"]["robust"][1] is None  # one seed: no spread
+    table = compare.markdown(rows, [])
+    assert f"| lfr (steps=10) | 0 | 99.00 | {100 * verdicts['lfr', 0].mean():.2f} |" in table
+    assert f"| pgd_at | 0, 1, 2 | 98.00 ± 1.00 | {100 * np.mean(robust):.2f} ± " in table
 
 
 def test_pairs_join_the_runs_of_equal_seeds(study):
