@@ -34,14 +34,19 @@ METHODS = ("pgd_at", "trades", "lfr_cos10_e24")
 DATASET = "mnist"
 
 
+def _run_name(method, seed):
+    """The name of a run's directory and of its evaluation's file: `<method>_s<seed>`."""
+    return f"{method}_s{seed}"
+
+
 def run_dir(model_dir, method, seed):
     """A run's directory: `model_dir/<method>_s<seed>`."""
-    return os.path.join(model_dir, f"{method}_s{seed}")
+    return os.path.join(model_dir, _run_name(method, seed))
 
 
 def result_path(results_dir, method, seed):
     """A run's evaluation: `results_dir/<method>_s<seed>.json`."""
-    return os.path.join(results_dir, f"{method}_s{seed}.json")
+    return os.path.join(results_dir, _run_name(method, seed) + ".json")
 
 
 def train_command(method, seed, model_dir):
