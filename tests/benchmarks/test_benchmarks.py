@@ -27,13 +27,13 @@ from conftest import REPO
         ),
         (
             "benchmarks.data_pipeline",
-            ["--batch_size=6000", "--epochs=2"],
+            ["--batch_size=6000", "--epochs=1"],
             "| resumable stream (trainers.train) |",
         ),
         (
             "benchmarks.compare_versions",
             [f"--before={REPO}", "--steps=1", "--batch_size=8", "--repeats=1"]
-            + ["--dtypes=float32"],
+            + ["--dtypes=float32", "--methods=lfr"],
             "| lfr | 1 | float32 |",
         ),
         (

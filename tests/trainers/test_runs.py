@@ -70,20 +70,14 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_run(tmp_path):
     assert finished.returncode == 0, finished.stderr[-3000:]
     straight = run_training(tmp_path / "straight")
     assert straight.returncode == 0, straight.stderr[-3000:]
-    again = run_training(tmp_path / "again")
-    assert again.returncode == 0, again.stderr[-3000:]
     model = keras.models.load_model(resumed / "model.keras")
     assert int(model.optimizer.iterations) == 3 * 4  # 3 epochs of 4 batches, none lost or repeated
     history = json.loads((resumed / "metrics.json").read_text())["history"]
     assert len(history["loss"]) == 3  # the whole run's history, across the resumes
-    for r, s, a in zip(
-        final_weights(resumed),
-        final_weights(tmp_path / "straight"),
-        final_weights(tmp_path / "again"),
-        strict=True,
-    ):
-        np.testing.assert_array_equal(s, a)  # determinism: two runs, identical weights
-        np.testing.assert_array_equal(r, s)  # resume: identical to the uninterrupted run
+    # Bit-identical to the uninterrupted run (which also shows the training is
+    # deterministic: the resumed run drew its data and noise in seven processes).
+    for r, s in zip(final_weights(resumed), final_weights(tmp_path / "straight"), strict=True):
+        np.testing.assert_array_equal(r, s)
     served = tf.saved_model.load(str(resumed / "export"))
     x = tf.zeros([2, 28, 28, 1])
     np.testing.assert_allclose(
