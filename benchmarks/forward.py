@@ -1,4 +1,4 @@
-r"""What one attack query costs: SmallCNN's forward pass in float32 and bfloat16.
+r"""What one attack query costs, and the least CPU time the `autoattack` protocol can take.
 
     python -m benchmarks.forward                   # batch 500, as the evaluations' chunks
     python -m benchmarks.forward --threads=1       # one core: the per-core rate
@@ -11,6 +11,15 @@ and in CPU seconds of this process, and converts the CPU time into GFLOP/s
 (SmallCNN: 19.9 MFLOP per image). The best of `--repeats` rounds of
 `--calls` calls is reported. `--threads` caps TensorFlow's thread pools
 (0: its default, one thread per core).
+
+It then times the float32 input gradient (a forward and a backward pass to
+the input, as APGD and FAB take at each step) and prices the protocol at
+these two rates alone: per image entering each attack, the passes its
+settings in `keras_lfr.evaluation.autoattack_protocol` imply
+(`protocol_passes`), times `--entering` images per attack. Nothing else
+(projections, bookkeeping, smaller batches) is counted, so the total is a
+floor under any float32 implementation of the protocol on these cores at
+these rates.
 """
 
 import time
@@ -20,8 +29,11 @@ import tensorflow as tf
 from absl import app, flags
 
 import keras_lfr
+from keras_lfr import evaluation
 
 FLAGS = flags.FLAGS
+# The `autoattack` protocol's attacks, in their cascade's order.
+ATTACKS = ("apgd_ce", "apgd_t", "fab_t", "square")
 # Multiply-adds of SmallCNN per 28x28x1 image: four 3x3 convolutions, three dense layers.
 MACS = (
     26 * 26 * 32 * 9
@@ -34,33 +46,103 @@ MACS = (
 )
 
 
-def forward_seconds(dtype, batch_size, calls, repeats):
-    """(wall, CPU) seconds of one compiled forward pass of `batch_size` images, best round."""
-    model = keras_lfr.models.small_cnn(dtype=dtype)
+def _best_seconds(fn, batch_size, calls, repeats):
+    """(wall, CPU) seconds of one call of the compiled `fn` on `batch_size` images, best round."""
     x = tf.constant(np.random.default_rng(0).uniform(size=(batch_size, 28, 28, 1)), "float32")
-    forward = tf.function(lambda images: model(tf.cast(images, dtype), training=False))
-    forward(x).numpy()  # trace and warm up
+    fn(x).numpy()  # trace and warm up
     rounds = []
     for _ in range(repeats):
         wall, cpu = time.perf_counter(), time.process_time()
         for _ in range(calls):
-            forward(x).numpy()
+            fn(x).numpy()
         rounds.append(((time.perf_counter() - wall) / calls, (time.process_time() - cpu) / calls))
     return min(rounds)
 
 
+def forward_seconds(dtype, batch_size, calls, repeats):
+    """(wall, CPU) seconds of one compiled forward pass of `batch_size` images, best round."""
+    model = keras_lfr.models.small_cnn(dtype=dtype)
+    forward = tf.function(lambda images: model(tf.cast(images, dtype), training=False))
+    return _best_seconds(forward, batch_size, calls, repeats)
+
+
+def input_gradient_seconds(batch_size, calls, repeats):
+    """(wall, CPU) seconds of one compiled float32 input gradient of `batch_size` images."""
+    model = keras_lfr.models.small_cnn()
+
+    @tf.function
+    def gradient(images):
+        with tf.GradientTape() as tape:
+            tape.watch(images)
+            logits = model(images, training=False)
+            gap = tf.reduce_sum(logits[:, 1] - logits[:, 0])
+        return tape.gradient(gap, images)
+
+    return _best_seconds(gradient, batch_size, calls, repeats)
+
+
+def protocol_passes(attacks):
+    """Per image entering each attack of the `autoattack` protocol: (input gradients, forwards).
+
+    APGD takes a gradient at its start and after each of its `steps`, once
+    per target; FAB-T takes a gradient and a forward pass per step and
+    target, and ranks the targets with one forward pass; Square makes
+    `queries` forward passes (its stripes and the rest). Every attack's
+    verdict is one more forward pass.
+
+    Args:
+        attacks: `keras_lfr.evaluation.autoattack_protocol()`.
+
+    Returns:
+        A dict mapping each attack's name to `(gradients, forwards)`.
+    """
+    ce, t, fab, square = (attacks[name].keywords for name in ATTACKS)
+    return {
+        "apgd_ce": (ce["steps"] + 1, 1),
+        "apgd_t": (t["num_targets"] * (t["steps"] + 1), 2),
+        "fab_t": (fab["num_targets"] * fab["steps"], fab["num_targets"] * fab["steps"] + 2),
+        "square": (0, square["queries"] + 1),
+    }
+
+
 def main(argv):
     del argv
+    if len(FLAGS.entering) != len(ATTACKS) or not all(n.isdigit() for n in FLAGS.entering):
+        raise app.UsageError(
+            f"Invalid value for flag --entering. Received: {','.join(FLAGS.entering)!r}. "
+            f"Expected {len(ATTACKS)} image counts, one per attack: {', '.join(ATTACKS)}."
+        )
     if FLAGS.threads:
         tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
         tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
     print(f"TensorFlow threads: {FLAGS.threads or 'default'}")
     print(f"| dtype | wall ms / batch of {FLAGS.batch_size} | CPU ms | GFLOP/s per CPU-s |")
     print("|---|---|---|---|")
+    calls = (FLAGS.batch_size, FLAGS.calls, FLAGS.repeats)
+    cpu_seconds = {}
     for dtype in FLAGS.dtypes:
-        wall, cpu = forward_seconds(dtype, FLAGS.batch_size, FLAGS.calls, FLAGS.repeats)
-        rate = 2 * MACS * FLAGS.batch_size / cpu / 1e9
-        print(f"| {dtype} | {1e3 * wall:.1f} | {1e3 * cpu:.1f} | {rate:.0f} |")
+        wall, cpu_seconds[dtype] = forward_seconds(dtype, *calls)
+        rate = 2 * MACS * FLAGS.batch_size / cpu_seconds[dtype] / 1e9
+        print(f"| {dtype} | {1e3 * wall:.1f} | {1e3 * cpu_seconds[dtype]:.1f} | {rate:.0f} |")
+    if "float32" not in cpu_seconds:
+        cpu_seconds["float32"] = forward_seconds("float32", *calls)[1]
+    forward = cpu_seconds["float32"] / FLAGS.batch_size
+    gradient = input_gradient_seconds(*calls)[1] / FLAGS.batch_size
+    print(
+        f"\nfloat32 CPU ms per image: forward {1e3 * forward:.4f}, input gradient "
+        f"{1e3 * gradient:.4f} ({gradient / forward:.2f} forwards)"
+    )
+    passes = protocol_passes(evaluation.autoattack_protocol())
+    print("| attack | images entering | gradients / image | forwards / image | floor, CPU s |")
+    print("|---|---|---|---|---|")
+    total = 0.0
+    for name, entering in zip(ATTACKS, FLAGS.entering, strict=True):
+        gradients, forwards = passes[name]
+        floor = int(entering) * (gradients * gradient + forwards * forward)
+        total += floor
+        print(f"| {name} | {entering} | {gradients} | {forwards} | {floor:,.0f} |")
+    print(f"| total | | | | **{total:,.0f}** |")
+    print(f"The floor is {total / forward / 1e6:.2f} million forward passes' CPU time.")
 
 
 if __name__ == "__main__":
@@ -69,4 +151,10 @@ if __name__ == "__main__":
     flags.DEFINE_integer("repeats", 5, "Rounds; the best is reported.")
     flags.DEFINE_integer("threads", 0, "TensorFlow's intra- and inter-op threads; 0: default.")
     flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "Compute dtypes of the model.")
+    flags.DEFINE_list(
+        "entering",
+        ["994", "940", "938", "938"],
+        "Images entering APGD-CE, APGD-T, FAB-T and Square: by default the `autoattack` "
+        "cascade's on the LFR authors' model, first 1,000 test images (docs/RESULTS.md).",
+    )
     app.run(main)
