@@ -16,12 +16,16 @@ accuracy; for each pair of groups, the difference of their robust accuracies
 with its 95% interval and an exact McNemar p-value, from the images each
 pair of same-seed runs classifies differently
 (`keras_lfr.evaluation.paired_comparison`, with the runs of equal seeds
-joined one after another). All evaluations must share protocol, dataset, ε
-and images.
+joined one after another), and, where the two share two seeds or more, the
+mean of the same-seed differences with a Student-t 95% interval over the
+seeds (`over_seeds`): the first interval counts only the images' sampling
+error, the second the seeds' spread as well, so a ranking rests on the
+second. All evaluations must share protocol, dataset, ε and images.
 """
 
 import itertools
 import json
+import math
 import os
 import sys
 
@@ -149,10 +153,11 @@ def paired(groups):
     """For each pair of groups, the paired comparison over their runs of equal seeds.
 
     Returns:
-        A list of dicts with `a`, `b`, `seeds` (those both have) and the
-        fields of `keras_lfr.evaluation.paired_comparison`, over the runs of
-        those seeds joined one after another; pairs without a common seed or
-        without per-image verdicts are left out.
+        A list of dicts with `a`, `b`, `seeds` (those both have), the fields
+        of `keras_lfr.evaluation.paired_comparison` over the runs of those
+        seeds joined one after another, `per_seed` (each seed's robust A − B)
+        and `over_seeds` (`over_seeds(per_seed)`); pairs without a common seed
+        or without per-image verdicts are left out.
     """
     comparisons = []
     for a, b in itertools.combinations(groups, 2):
@@ -164,13 +169,92 @@ def paired(groups):
         result = evaluation.paired_comparison(
             "".join(x for x, _ in verdicts), "".join(y for _, y in verdicts)
         )
-        comparisons.append({"a": a, "b": b, "seeds": [x["seed"] for x, _ in matched], **result})
+        per_seed = [x["robust"] - y["robust"] for x, y in matched]
+        comparisons.append(
+            {
+                "a": a,
+                "b": b,
+                "seeds": [x["seed"] for x, _ in matched],
+                **result,
+                "per_seed": per_seed,
+                "over_seeds": over_seeds(per_seed),
+            }
+        )
     return comparisons
+
+
+def over_seeds(differences, confidence=0.95):
+    """The mean of same-seed differences and its Student-t interval over the seeds.
+
+    Each seed's difference carries that seed's training noise and its images'
+    sampling error, so the interval counts both.
+
+    Args:
+        differences: One difference per seed.
+        confidence: Level of the interval. Defaults to `0.95`.
+
+    Returns:
+        A dict with `mean`, `std` (ddof 1) and `interval` (mean ± t · std /
+        √n, t with n − 1 degrees of freedom), or `None` for fewer than two
+        differences.
+    """
+    n = len(differences)
+    if n < 2:
+        return None
+    values = np.asarray(differences, float)
+    mean, std = float(values.mean()), float(values.std(ddof=1))
+    half = t_quantile(confidence, n - 1) * std / math.sqrt(n)
+    return {"mean": mean, "std": std, "interval": (mean - half, mean + half)}
+
+
+def t_quantile(confidence, df):
+    """The t with P(|T| ≤ t) = `confidence` for Student's T with integer `df`.
+
+    Inverts, by bisection, the closed form of P(|T| ≤ t) for integer degrees
+    of freedom (Abramowitz & Stegun 26.7.3 and 26.7.4).
+    """
+    if not 0 < confidence < 1 or df < 1 or int(df) != df:
+        raise ValueError(
+            f"Invalid values for arguments `confidence` and `df`. Received: {confidence} and "
+            f"{df}. Expected 0 < confidence < 1 and a positive integer df."
+        )
+    low, high = 0.0, 1.0
+    while _two_sided_cdf(high, df) < confidence:
+        high *= 2
+    for _ in range(200):
+        middle = (low + high) / 2
+        low, high = (middle, high) if _two_sided_cdf(middle, df) < confidence else (low, middle)
+    return (low + high) / 2
+
+
+def _two_sided_cdf(t, df):
+    """P(|T| ≤ t), t ≥ 0, for Student's T with integer `df`."""
+    theta = math.atan(t / math.sqrt(df))
+    cos2 = math.cos(theta) ** 2
+    # Sum of the series' terms: each is the last times cos² θ and a ratio of odd and even.
+    term, total = 1.0, 1.0
+    if df % 2:
+        for k in range(1, (df - 1) // 2):  # 1 + 2/3 cos² + 2·4/(3·5) cos⁴ + …
+            term *= cos2 * (2 * k) / (2 * k + 1)
+            total += term
+        if df == 1:
+            return 2 * theta / math.pi
+        return 2 / math.pi * (theta + math.sin(theta) * math.cos(theta) * total)
+    for k in range(1, df // 2):  # 1 + 1/2 cos² + 1·3/(2·4) cos⁴ + …
+        term *= cos2 * (2 * k - 1) / (2 * k)
+        total += term
+    return math.sin(theta) * total
 
 
 def _percent(mean, std):
     """`mean ± std` in %, or the mean alone when there is no spread (one run)."""
     return f"{100 * mean:.2f}" if std is None else f"{100 * mean:.2f} ± {100 * std:.2f}"
+
+
+def _interval(interval):
+    """`[low, high]` in %, signed."""
+    low, high = interval
+    return f"[{100 * low:+.2f}, {100 * high:+.2f}]"
 
 
 def markdown(rows, comparisons):
@@ -184,15 +268,17 @@ def markdown(rows, comparisons):
     if comparisons:
         lines += [
             "",
-            "| A | B | seeds | robust A − B | 95% interval | only A | only B | McNemar p |",
-            "|---|---|---|---|---|---|---|---|",
+            "| A | B | seeds | robust A − B | 95% interval (images) | only A | only B "
+            "| McNemar p | 95% interval (seeds) |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for c in comparisons:
-            low, high = c["interval"]
+            spread = c["over_seeds"]
             lines.append(
                 f"| {c['a']} | {c['b']} | {', '.join(map(str, c['seeds']))} | "
-                f"{100 * c['difference']:+.2f} | [{100 * low:+.2f}, {100 * high:+.2f}] | "
-                f"{c['only_a']} | {c['only_b']} | {c['p_value']:.3g} |"
+                f"{100 * c['difference']:+.2f} | {_interval(c['interval'])} | "
+                f"{c['only_a']} | {c['only_b']} | {c['p_value']:.3g} | "
+                f"{'–' if spread is None else _interval(spread['interval'])} |"
             )
     return "\n".join(lines)
 

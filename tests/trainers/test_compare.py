@@ -89,6 +89,55 @@ def test_pairs_join_the_runs_of_equal_seeds(study):
     assert all(c["seeds"] == [0] and c["examples"] == 200 for c in k10)
 
 
+def test_pairs_carry_an_interval_over_their_seeds(study):
+    """Mean of the same-seed differences ± t(0.975, 2) · std / √3; one seed: none."""
+    paths, verdicts = study
+    comparisons = compare.paired(compare.group([compare.load(p) for p in paths]))
+    pair = next(c for c in comparisons if {c["a"], c["b"]} == {"pgd_at", "lfr (steps=5)"})
+    sign = 1 if pair["a"] == "pgd_at" else -1
+    d = [sign * (verdicts["pgd_at", s].mean() - verdicts["lfr", s].mean()) for s in range(3)]
+    assert pair["per_seed"] == pytest.approx(d)
+    half = 4.302652729749 * np.std(d, ddof=1) / np.sqrt(3)  # t table, 2 degrees of freedom
+    spread = pair["over_seeds"]
+    assert spread["mean"] == pytest.approx(np.mean(d)) == pytest.approx(pair["difference"])
+    assert spread["interval"] == pytest.approx((np.mean(d) - half, np.mean(d) + half))
+    k10 = next(c for c in comparisons if "lfr (steps=10)" in (c["a"], c["b"]))
+    assert k10["over_seeds"] is None
+    table = compare.markdown(
+        compare.summary(compare.group([compare.load(p) for p in paths])), [k10, pair]
+    )
+    low, high = (100 * x for x in spread["interval"])
+    assert table.splitlines()[-2].endswith(" | – |")
+    assert table.splitlines()[-1].endswith(f" | [{low:+.2f}, {high:+.2f}] |")
+
+
+@pytest.mark.parametrize(
+    "confidence, df, expected",  # Student's t table
+    [
+        (0.95, 1, 12.7062),
+        (0.95, 2, 4.3027),
+        (0.95, 3, 3.1824),
+        (0.95, 4, 2.7764),
+        (0.95, 9, 2.2622),
+        (0.95, 30, 2.0423),
+        (0.99, 2, 9.9248),
+        (0.90, 5, 2.0150),
+    ],
+)
+def test_t_quantile_matches_the_table(confidence, df, expected):
+    assert compare.t_quantile(confidence, df) == pytest.approx(expected, abs=1e-4)
+
+
+def test_t_quantile_approaches_the_normal_one():
+    assert compare.t_quantile(0.95, 2000) == pytest.approx(1.95996, abs=2e-3)
+
+
+@pytest.mark.parametrize("confidence, df", [(0.95, 0), (1.0, 3), (0.0, 3), (0.95, 2.5)])
+def test_t_quantile_refuses_invalid_arguments(confidence, df):
+    with pytest.raises(ValueError, match="Expected 0 < confidence < 1 and a positive integer df"):
+        compare.t_quantile(confidence, df)
+
+
 def test_evaluations_of_different_protocols_or_repeated_seeds_are_refused(tmp_path):
     v = np.ones(10, bool)
     first = write_evaluation(tmp_path, "a", {**BASE, "seed": 0}, v)
@@ -130,4 +179,4 @@ def test_command_line_prints_both_tables(study):
     lines = completed.stdout.splitlines()
     assert lines[0] == "| setting | seeds | clean | robust |"
     assert lines[2].startswith("| pgd_at | 0, 1, 2 | 98.00 ± 1.00 | ")  # most robust first
-    assert "| robust A − B | 95% interval |" in completed.stdout
+    assert "| robust A − B | 95% interval (images) |" in completed.stdout
