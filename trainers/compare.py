@@ -230,6 +230,8 @@ def t_quantile(confidence, df):
 def _two_sided_cdf(t, df):
     """P(|T| ≤ t), t ≥ 0, for Student's T with integer `df`."""
     theta = math.atan(t / math.sqrt(df))
+    if df == 1:
+        return 2 * theta / math.pi
     cos2 = math.cos(theta) ** 2
     # Sum of the series' terms: each is the last times cos² θ and a ratio of odd and even.
     term, total = 1.0, 1.0
@@ -237,8 +239,6 @@ def _two_sided_cdf(t, df):
         for k in range(1, (df - 1) // 2):  # 1 + 2/3 cos² + 2·4/(3·5) cos⁴ + …
             term *= cos2 * (2 * k) / (2 * k + 1)
             total += term
-        if df == 1:
-            return 2 * theta / math.pi
         return 2 / math.pi * (theta + math.sin(theta) * math.cos(theta) * total)
     for k in range(1, df // 2):  # 1 + 1/2 cos² + 1·3/(2·4) cos⁴ + …
         term *= cos2 * (2 * k - 1) / (2 * k)
