@@ -27,6 +27,38 @@ needs_reference_weights = pytest.mark.skipif(
 )
 
 
+# The files that take minutes (training, helper processes, attack traces),
+# slowest first: per-file totals of `pytest --durations=0` on 2 cores,
+# 2026-12-01. With `--no-loadscope-reorder` pytest-xdist hands files to its
+# workers in collection order, so both workers start on these and end
+# together on the short files (longest first), instead of one finishing a
+# long file alone (xdist's own order, most tests first, leaves one worker
+# idle for about a minute when those totals are scheduled in it).
+SLOWEST_FILES = (
+    "tests/keras_lfr/methods/test_methods.py",
+    "tests/trainers/test_reproduce.py",
+    "tests/keras_lfr/test_backends.py",
+    "tests/keras_lfr/test_distributed.py",
+    "tests/benchmarks/test_benchmarks.py",
+    "tests/keras_lfr/attacks/test_attacks.py",
+    "tests/trainers/test_runs.py",
+    "tests/trainers/test_evaluate.py",
+    "tests/trainers/test_train.py",
+    "tests/keras_lfr/test_evaluation.py",
+    "tests/trainers/test_cli.py",
+    "tests/keras_lfr/test_zoo.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    """Puts the tests of `SLOWEST_FILES` first, in that order; the rest keep theirs."""
+    missing = [path for path in SLOWEST_FILES if not (REPO / path).is_file()]
+    if missing:
+        raise pytest.UsageError(f"conftest.SLOWEST_FILES names files that do not exist: {missing}")
+    rank = {path: i for i, path in enumerate(SLOWEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.relative_to(REPO).as_posix(), len(rank)))
+
+
 def tiny_model(input_shape=(8, 8, 1), num_classes=10, seed=0, activation="relu"):
     """A small CNN with non-zero weights everywhere (no BN, no dropout)."""
     keras.utils.set_random_seed(seed)
