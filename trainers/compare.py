@@ -20,7 +20,8 @@ joined one after another), and, where the two share two seeds or more, the
 mean of the same-seed differences with a Student-t 95% interval over the
 seeds (`over_seeds`): the first interval counts only the images' sampling
 error, the second the seeds' spread as well, so a ranking rests on the
-second. All evaluations must share protocol, dataset, ε and images.
+second, and the last line states the order it gives (`ranking`). All
+evaluations must share protocol, dataset, ε and images.
 """
 
 import itertools
@@ -207,6 +208,29 @@ def over_seeds(differences, confidence=0.95):
     return {"mean": mean, "std": std, "interval": (mean - half, mean + half)}
 
 
+def ranking(comparisons):
+    """Each pair's order over the seeds, decided where its seeds' interval excludes zero.
+
+    Args:
+        comparisons: As `paired` returns them.
+
+    Returns:
+        One `(higher, lower, decided)` per pair with an interval over seeds
+        (`over_seeds`): `higher` is the setting with the larger mean robust
+        accuracy over the shared seeds, and `decided` is whether the interval
+        of the difference lies wholly above or below zero.
+    """
+    order = []
+    for c in comparisons:
+        spread = c["over_seeds"]
+        if spread is None:
+            continue
+        low, high = spread["interval"]
+        higher, lower = (c["a"], c["b"]) if spread["mean"] >= 0 else (c["b"], c["a"])
+        order.append((higher, lower, low > 0 or high < 0))
+    return order
+
+
 def t_quantile(confidence, df):
     """The t with P(|T| ≤ t) = `confidence` for Student's T with integer `df`.
 
@@ -258,7 +282,7 @@ def _interval(interval):
 
 
 def markdown(rows, comparisons):
-    """The two tables, in %."""
+    """The two tables, in %, and the pairs' order over the seeds (`ranking`)."""
     lines = ["| setting | seeds | clean | robust |", "|---|---|---|---|"]
     for label, row in sorted(rows.items(), key=lambda item: -item[1]["robust"][0]):
         cells = [_percent(*row[k]) for k in ("clean", "robust")]
@@ -280,6 +304,14 @@ def markdown(rows, comparisons):
                 f"{c['only_a']} | {c['only_b']} | {c['p_value']:.3g} | "
                 f"{'–' if spread is None else _interval(spread['interval'])} |"
             )
+    order = ranking(comparisons)
+    if order:
+        pairs = [f"{a} {'>' if decided else '≈'} {b}" for a, b, decided in order]
+        lines += [
+            "",
+            "Over the seeds (95%): " + " · ".join(pairs) + " (>: the seeds' interval "
+            "excludes 0; ≈: it holds 0, the higher mean first)",
+        ]
     return "\n".join(lines)
 
 

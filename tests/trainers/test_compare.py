@@ -105,10 +105,53 @@ def test_pairs_carry_an_interval_over_their_seeds(study):
     assert spread["interval"] == pytest.approx((np.mean(d) - half, np.mean(d) + half))
     k10 = next(c for c in comparisons if "lfr (steps=10)" in (c["a"], c["b"]))
     assert k10["over_seeds"] is None
-    table = compare.markdown(compare.summary(groups), [k10, pair])
+    table = compare.markdown(compare.summary(groups), [k10, pair]).splitlines()
     low, high = (100 * x for x in spread["interval"])
-    assert table.splitlines()[-2].endswith(" | – |")
-    assert table.splitlines()[-1].endswith(f" | [{low:+.2f}, {high:+.2f}] |")
+    rows = [line for line in table if line.startswith(f"| {pair['a']} | {pair['b']} |")]
+    rows += [line for line in table if line.startswith(f"| {k10['a']} | {k10['b']} |")]
+    assert rows[0].endswith(f" | [{low:+.2f}, {high:+.2f}] |")
+    assert rows[1].endswith(" | – |")
+    # The last line orders the one pair with an interval over seeds.
+    decided = low > 0 or high < 0
+    higher, lower = (pair["a"], pair["b"]) if np.mean(d) >= 0 else (pair["b"], pair["a"])
+    assert table[-1].startswith(
+        f"Over the seeds (95%): {higher} {'>' if decided else '≈'} {lower} ("
+    )
+
+
+def comparison(a, b, interval):
+    """A pair as `compare.paired` gives it, with `interval` over the seeds (`None`: one seed)."""
+    spread = None if interval is None else {"mean": sum(interval) / 2, "interval": interval}
+    images = {"difference": 0.0, "interval": (0.0, 0.0), "only_a": 0, "only_b": 0, "p_value": 1.0}
+    return {"a": a, "b": b, "seeds": [0, 1], **images, "over_seeds": spread}
+
+
+@pytest.mark.parametrize(
+    "interval, expected",
+    [
+        ((0.01, 0.03), [("A", "B", True)]),  # wholly above zero: A ranks higher
+        ((-0.03, -0.01), [("B", "A", True)]),  # wholly below: B
+        ((-0.01, 0.03), [("A", "B", False)]),  # holds zero: A's mean is higher, undecided
+        ((-0.03, 0.01), [("B", "A", False)]),
+        ((0.0, 0.02), [("A", "B", False)]),  # touching zero is not excluding it
+        (None, []),  # one shared seed: no interval, no order
+    ],
+)
+def test_ranking_follows_the_seeds_interval(interval, expected):
+    assert compare.ranking([comparison("A", "B", interval)]) == expected
+
+
+def test_ranking_line_names_every_pair_with_an_interval():
+    pairs = [
+        comparison("pgd_at", "lfr", (0.01, 0.04)),
+        comparison("lfr", "trades", (-0.04, 0.01)),
+        comparison("pgd_at", "other", None),
+    ]
+    table = compare.markdown({}, pairs)
+    assert table.splitlines()[-1].startswith(
+        "Over the seeds (95%): pgd_at > lfr · trades ≈ lfr (>: "
+    )
+    assert "other" not in table.splitlines()[-1]
 
 
 @pytest.mark.parametrize(
