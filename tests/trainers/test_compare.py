@@ -223,3 +223,11 @@ def test_command_line_prints_both_tables(study):
     assert lines[0] == "| setting | seeds | clean | robust |"
     assert lines[2].startswith("| pgd_at | 0, 1, 2 | 98.00 ± 1.00 | ")  # most robust first
     assert "| robust A − B | 95% interval (images) |" in completed.stdout
+
+
+def test_the_seed_tables_in_the_docs_are_the_committed_evaluations():
+    paths = sorted((REPO / "results" / "seeds").glob("*.json"))
+    assert paths, "results/seeds/ holds no evaluation"
+    groups = compare.group([compare.load(str(path)) for path in paths])
+    tables = compare.markdown(compare.summary(groups), compare.paired(groups))
+    assert tables in (REPO / "docs" / "RESULTS.md").read_text()
