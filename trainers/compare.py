@@ -315,15 +315,32 @@ def markdown(rows, comparisons):
     return "\n".join(lines)
 
 
+def tables(paths):
+    """The command's output: both tables and the ranking line of the evaluations at `paths`.
+
+    Args:
+        paths: Paths of `trainers.evaluate --output` files.
+
+    Returns:
+        The markdown text `python -m trainers.compare PATHS` prints.
+
+    Raises:
+        OSError, ValueError: A file cannot be read or its evaluations cannot
+            be compared (see `load` and `group`).
+    """
+    groups = group([load(os.fspath(path)) for path in paths])
+    return markdown(summary(groups), paired(groups))
+
+
 def main(argv):
     paths = argv[1:]
     if not paths:
         sys.exit("usage: python -m trainers.compare EVALUATION.json [EVALUATION.json ...]")
     try:
-        groups = group([load(os.fspath(path)) for path in paths])
+        text = tables(paths)
     except (OSError, ValueError) as error:  # json.JSONDecodeError is a ValueError
         sys.exit(f"error: {error}")
-    print(markdown(summary(groups), paired(groups)))
+    print(text)
 
 
 def run():
