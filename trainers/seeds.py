@@ -134,7 +134,7 @@ def main(argv):
     )
     # The tables of every evaluation there, these runs' and earlier ones'.
     results = sorted(glob.glob(os.path.join(FLAGS.results_dir, "*.json")))
-    compare.main(["trainers.compare", *results])
+    print(compare.tables(results))
 
 
 def define_flags():
