@@ -1,9 +1,11 @@
-"""trainers.release's provenance helpers (the release itself is tested in test_zoo)."""
+"""trainers.release: provenance helpers, the docs' leaderboards (the release: test_zoo)."""
 
 import subprocess
 
 import pytest
+from conftest import REPO
 
+from keras_lfr import zoo
 from trainers import config as config_lib
 from trainers import release
 
@@ -75,3 +77,12 @@ def test_the_record_holds_every_hyperparameter_of_the_objective(method, override
         "epsilon_warmup_epochs": config.epsilon_warmup_epochs,
         "epsilon_warmup_shape": overrides.get("epsilon_warmup_shape", "linear"),
     }
+
+
+@pytest.mark.parametrize("doc", ["ZOO.md", "RESULTS.md"])
+def test_the_leaderboards_in_the_docs_are_the_shipped_records(doc):
+    """`--leaderboard` regenerates them; a record changed without it fails here."""
+    text = (REPO / "docs" / doc).read_text()
+    block = text.partition("<!-- leaderboard:begin -->\n")[2]
+    block = block.partition("<!-- leaderboard:end -->")[0]
+    assert block == release.leaderboard([zoo.info(name) for name in zoo.available()])
