@@ -86,3 +86,20 @@ def test_the_leaderboards_in_the_docs_are_the_shipped_records(doc):
     block = text.partition("<!-- leaderboard:begin -->\n")[2]
     block = block.partition("<!-- leaderboard:end -->")[0]
     assert block == release.leaderboard([zoo.info(name) for name in zoo.available()])
+
+
+@pytest.mark.parametrize("name", zoo.available())
+def test_the_readme_rows_of_an_entry_are_its_record(name):
+    """Every README table row naming the entry holds its clean, robust and sample."""
+    evaluation = zoo.info(name)["evaluation"]
+    examples = evaluation["examples"]
+    sample = "all 10,000" if examples == 10000 else f"first {examples:,}"
+    cells = [f"{100 * evaluation['clean']:.2f}%", f"**{100 * evaluation['robust']:.2f}%**", sample]
+    rows = [
+        line
+        for line in (REPO / "README.md").read_text().splitlines()
+        if line.startswith("|") and f"`{name}`" in line
+    ]
+    assert rows, f"the README's zoo table has no row for {name}"
+    for row in rows:
+        assert set(cells) <= {cell.strip() for cell in row.strip("|").split("|")}, row
