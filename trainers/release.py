@@ -316,6 +316,10 @@ def _method(record):
     return record["method"] + (" + AWP" if awp else "")
 
 
+# `--leaderboard` rewrites the text between these lines of each markdown file.
+LEADERBOARD_MARKERS = ("<!-- leaderboard:begin -->", "<!-- leaderboard:end -->")
+
+
 def leaderboard(records):
     """The zoo's leaderboard in markdown: per dataset and threat model, sorted by robust accuracy.
 
@@ -376,7 +380,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     if FLAGS.leaderboard:
         text = leaderboard([zoo.info(name) for name in zoo.available()])
-        begin, end = "<!-- leaderboard:begin -->", "<!-- leaderboard:end -->"
+        begin, end = LEADERBOARD_MARKERS
         for path in FLAGS.leaderboard:
             with open(path) as f:
                 head, _, rest = f.read().partition(begin)
