@@ -88,4 +88,7 @@ class FeatureExtractor:
                     f"Expected the name of a layer of {model.name!r}: {names}."
                 )
             features = model.get_layer(self.layer).output
-        return keras.Model(model.inputs, [features, model.outputs[0]])
+        # A single input is passed as itself, not as a list of one, so that the
+        # extractor takes a bare tensor (or array) without a structure warning.
+        inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+        return keras.Model(inputs, [features, model.outputs[0]])
