@@ -7,7 +7,15 @@
 
 import importlib.util
 
-from keras_lfr import (
+from keras_lfr import _quiet
+
+# keras_lfr's programs import TensorFlow first, with its C++ start-up log at
+# the level TF_CPP_MIN_LOG_LEVEL asks for, quiet by default (`keras_lfr._quiet`).
+# Imported as a library, keras_lfr leaves TensorFlow's log alone.
+if _quiet.running_a_program():
+    _quiet.import_tensorflow(_quiet.PROGRAM_LEVEL)
+
+from keras_lfr import (  # noqa: E402
     attacks,
     backend,
     callbacks,
@@ -19,8 +27,8 @@ from keras_lfr import (
     ops,
     surfaces,
 )
-from keras_lfr.methods import available_methods, local_flatness
-from keras_lfr.robust_model import LFRModel, RobustModel, wrap
+from keras_lfr.methods import available_methods, local_flatness  # noqa: E402
+from keras_lfr.robust_model import LFRModel, RobustModel, wrap  # noqa: E402
 
 # Modules built on TensorFlow (tf.data and tfds, tf.distribute, SavedModel;
 # the zoo loads its test sets with tfds): present where TensorFlow is

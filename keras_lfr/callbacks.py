@@ -1,6 +1,7 @@
 """Keras callbacks for robust training."""
 
 import functools
+import itertools
 import math
 import time
 import warnings
@@ -156,6 +157,73 @@ class CollapseWarning(keras.callbacks.Callback):
             f"about ln {logits.shape[-1]} = {chance:.4f}, and every example of the "
             f"reference batch is predicted as class {int(predicted[0])}. To train, "
             f"{advice}, or ramp epsilon up with `epsilon_warmup`.",
+            stacklevel=2,
+        )
+
+
+# The names `compile(metrics=[...])` gives clean accuracy in the logs.
+ACCURACY_METRICS = ("accuracy", "sparse_categorical_accuracy", "categorical_accuracy")
+
+
+class DriftWarning(keras.callbacks.Callback):
+    """Warns once when a penalty keeps rising at full ε while clean accuracy stalls.
+
+    Once ε is at its target, a healthy LFR run lowers its penalty
+    ‖∇ₓ CE(x')‖₁ epoch after epoch. A run whose penalty keeps rising while
+    clean accuracy stops improving is trading flatness for nothing, and ends
+    far less robust than its seeds that did not. The warning
+    fires when, over `patience` consecutive epochs at full ε (the logged
+    `epsilon_scale` is 1, or absent), the method's `drift_term` rose every
+    epoch by more than `min_rise` (relative) and the best clean accuracy rose
+    by less than `min_delta`. It names the term, its values and what to
+    change. `RobustModel.fit` adds it for methods that set `drift_term`.
+
+    Args:
+        method: The `keras_lfr.methods.Method` being trained.
+        patience: Consecutive rising epochs before warning. Defaults to `3`.
+        min_rise: Smallest relative rise per epoch that counts. Defaults to
+            `0.01`.
+        min_delta: Smallest gain in clean accuracy over those epochs that
+            counts as progress. Defaults to `0.002`.
+    """
+
+    def __init__(self, method, patience=3, min_rise=0.01, min_delta=0.002):
+        super().__init__()
+        self.method = method
+        self.patience = _validation.positive_int("patience", patience)
+        self.min_rise = _validation.non_negative_float("min_rise", min_rise)
+        self.min_delta = _validation.non_negative_float("min_delta", min_delta)
+        self.values = []  # (epoch, term, accuracy) at full epsilon, oldest first
+        self.warned = False
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        term = self.method.drift_term
+        metric = next((name for name in ACCURACY_METRICS if name in logs), None)
+        if self.warned or term is None or term not in logs or metric is None:
+            return
+        if float(logs.get("epsilon_scale", 1.0)) < 1.0:
+            self.values = []
+            return
+        self.values = [*self.values, (epoch, float(logs[term]), float(logs[metric]))]
+        window = self.values[-(self.patience + 1) :]
+        if len(window) <= self.patience:
+            return
+        terms = [value for _, value, _ in window]
+        rising = all(b > a * (1.0 + self.min_rise) for a, b in itertools.pairwise(terms))
+        accuracy = [value for _, _, value in window]
+        stalled = max(accuracy[1:]) - accuracy[0] < self.min_delta
+        if not (rising and stalled):
+            return
+        self.warned = True
+        shown = ", ".join(f"{value:.3g}" for value in terms)
+        warnings.warn(
+            f"Training with method={self.method.name!r} looks to be drifting at epoch "
+            f"{epoch + 1}: `{term}` ({self.method.describe(term)}) rose for "
+            f"{self.patience} epochs at full epsilon ({shown}) while clean training "
+            f"accuracy stalled near {accuracy[-1]:.4f}. The model is getting less flat "
+            "around its inputs without getting more accurate, and such runs end far less "
+            f"robust. To keep the penalty falling, {self.method.drift_advice}.",
             stacklevel=2,
         )
 

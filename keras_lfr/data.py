@@ -3,10 +3,15 @@
 tfds reads from `$TFDS_DATA_DIR` (default `~/tensorflow_datasets`) and
 downloads a dataset on first use. Offline, point `TFDS_DATA_DIR` (or the
 `data_dir` argument) at a directory with the prepared dataset and pass
-`download=False`.
+`download=False`. `require` checks, without loading anything, that a dataset
+is prepared or can be downloaded, and fails at once naming `TFDS_DATA_DIR`
+when it is neither; `available` says the same as a boolean.
 """
 
+import contextlib
 import dataclasses
+import logging
+import os
 import socket
 
 import tensorflow as tf
@@ -24,14 +29,16 @@ class DatasetInfo:
     num_classes: int
     # The standard l-inf radius on pixels in [0, 1] (`keras_lfr.defaults.EPSILON`).
     epsilon: float
+    # Images in the tfds "train" split.
+    train_size: int
 
 
 DATASETS = {
-    name: DatasetInfo(name, shape, 10, defaults.EPSILON[name])
-    for name, shape in (
-        ("mnist", (28, 28, 1)),
-        ("fashion_mnist", (28, 28, 1)),
-        ("cifar10", (32, 32, 3)),
+    name: DatasetInfo(name, shape, 10, defaults.EPSILON[name], size)
+    for name, shape, size in (
+        ("mnist", (28, 28, 1), 60_000),
+        ("fashion_mnist", (28, 28, 1), 60_000),
+        ("cifar10", (32, 32, 3), 50_000),
     )
 }
 
@@ -55,6 +62,35 @@ def dataset_info(name):
 DOWNLOAD_HOST = ("storage.googleapis.com", 443)
 
 
+def _location(data_dir):
+    """Where tfds looks for prepared data, in words."""
+    if data_dir is not None:
+        return f"data_dir={data_dir!r}"
+    if os.environ.get("TFDS_DATA_DIR"):
+        return f"TFDS_DATA_DIR={os.environ['TFDS_DATA_DIR']!r}"
+    return "~/tensorflow_datasets (tfds' default: TFDS_DATA_DIR is not set)"
+
+
+class _AbsentFolderFilter(logging.Filter):
+    """Drops tfds' warnings about a dataset's version folder that does not exist at all."""
+
+    def filter(self, record):
+        if str(record.msg).startswith("Variant folder ") and record.args:
+            return os.path.isdir(str(record.args[0]))
+        return True
+
+
+@contextlib.contextmanager
+def _quiet_tfds():
+    """tfds without its warning that a folder it looked for, and did not find, is incomplete."""
+    logger, absent = logging.getLogger("absl"), _AbsentFolderFilter()
+    logger.addFilter(absent)
+    try:
+        yield
+    finally:
+        logger.removeFilter(absent)
+
+
 def _check_network(name, data_dir, timeout=5.0):
     """Fails at once, instead of after minutes of download retries, when offline."""
     try:
@@ -62,10 +98,47 @@ def _check_network(name, data_dir, timeout=5.0):
     except OSError as error:
         raise ValueError(
             f"Could not load dataset {name!r}: it is not prepared under "
-            f"data_dir={data_dir!r} (tfds default: TFDS_DATA_DIR or ~/tensorflow_datasets) "
-            f"and there is no network connection to download it ({error}). Set "
-            "`TFDS_DATA_DIR` or `data_dir` to a directory that holds the prepared dataset."
+            f"{_location(data_dir)} and there is no network connection to download it "
+            f"({error}). Set `TFDS_DATA_DIR` or `data_dir` to a directory that holds the "
+            "prepared dataset."
         ) from error
+
+
+def require(name, data_dir=None, download=True):
+    """Checks, without loading it, that `load` can load a dataset: prepared, or downloadable.
+
+    Args:
+        name: A dataset of `DATASETS`.
+        data_dir: tfds data directory; `None` uses `$TFDS_DATA_DIR` or
+            `~/tensorflow_datasets`. Defaults to `None`.
+        download: Whether `load` may download the data. Defaults to `True`.
+
+    Raises:
+        ValueError: If the dataset is unknown, or not prepared and either
+            `download` is `False` or there is no network connection (the
+            message names `TFDS_DATA_DIR`).
+    """
+    info = dataset_info(name)
+    with _quiet_tfds():
+        prepared = tfds.builder(info.name, data_dir=data_dir).is_prepared()
+    if prepared:
+        return
+    if not download:
+        raise ValueError(
+            f"Could not load dataset {info.name!r}: it is not prepared under "
+            f"{_location(data_dir)}, and download=False. Set `TFDS_DATA_DIR` or `data_dir` to "
+            "a directory that holds the prepared dataset, or allow downloading."
+        )
+    _check_network(info.name, data_dir)
+
+
+def available(name, data_dir=None, download=True):
+    """Whether `load` can load a dataset (see `require`): `True` or `False`."""
+    try:
+        require(name, data_dir, download)
+    except ValueError:
+        return False
+    return True
 
 
 def load(
@@ -118,7 +191,7 @@ def load(
 
     Raises:
         ValueError: If the dataset is unknown, an argument is invalid, or the
-            data is missing and `download=False`.
+            data is neither prepared nor downloadable (`require`).
 
     Example:
 
@@ -135,11 +208,10 @@ def load(
             )
     if num_examples is not None:
         split = f"{split}[:{num_examples}]"
-    if download and not tfds.builder(info.name, data_dir=data_dir).is_prepared():
-        _check_network(info.name, data_dir)
+    require(info.name, data_dir, download)
     try:
-        images, labels = tfds.as_numpy(
-            tfds.load(
+        with _quiet_tfds():
+            loaded = tfds.load(
                 info.name,
                 split=split,
                 data_dir=data_dir,
@@ -148,7 +220,7 @@ def load(
                 as_supervised=True,
                 shuffle_files=False,
             )
-        )
+        images, labels = tfds.as_numpy(loaded)
     except Exception as error:  # tfds raises many types (missing files, no network)
         raise ValueError(
             f"Could not load dataset {info.name!r} (split {split!r}) from "

@@ -526,8 +526,11 @@ class Check:
     """One sanity check: what was compared, the numbers, and whether it passed."""
 
     name: str
+    """What the check compares, e.g. `"black-box not stronger than white-box"`."""
     passed: bool
+    """Whether the model passed it."""
     detail: str
+    """The accuracies compared, e.g. `"PGD-40: 97.2%, Square (1000 queries): 94.8%"`."""
 
 
 def sanity_checks(

@@ -5,6 +5,20 @@ import math
 import keras
 import numpy as np
 
+# The hidden-layer nonlinearities a model may use. Input-gradient penalties
+# (LFR, LLR) train better with smooth ones: ReLU's second derivative is zero
+# almost everywhere, so double backprop sees no curvature.
+ACTIVATIONS = ("relu", "softplus", "gelu", "silu")
+
+
+def _activation(activation):
+    if activation not in ACTIVATIONS:
+        raise ValueError(
+            f"Invalid value for argument `activation`. Received: activation={activation!r}. "
+            f"Expected one of {list(ACTIVATIONS)}."
+        )
+    return activation
+
 
 def _torch_linear_init(fan_in):
     """PyTorch's default `nn.Linear` initialisation, U(-1/√fan_in, 1/√fan_in)."""
@@ -15,10 +29,18 @@ def _torch_linear_init(fan_in):
     )
 
 
-def small_cnn(input_shape=(28, 28, 1), num_classes=10, dropout=0.5, dtype=None, name="small_cnn"):
+def small_cnn(
+    input_shape=(28, 28, 1),
+    num_classes=10,
+    dropout=0.5,
+    activation="relu",
+    dtype=None,
+    name="small_cnn",
+):
     """The SmallCNN of TRADES and LFR for MNIST, returning logits.
 
-    conv32-conv32-pool-conv64-conv64-pool-fc200-fc200-fc10 with ReLU and 3×3
+    conv32-conv32-pool-conv64-conv64-pool-fc200-fc200-fc10 with ReLU (or
+    another `activation`) and 3×3
     valid convolutions. Layer names are `conv1`…`conv4` and `fc1`…`fc3`, so
     weights stored by layer name (such as the authors' released model, see
     `load_weights_npz`) load directly. Initialisation follows the authors:
@@ -30,6 +52,9 @@ def small_cnn(input_shape=(28, 28, 1), num_classes=10, dropout=0.5, dtype=None, 
         num_classes: Number of logits. Defaults to `10`.
         dropout: Dropout rate after `fc1` (TRADES' SmallCNN uses 0.5); `0`
             disables it. Defaults to `0.5`.
+        activation: Nonlinearity of the hidden layers: `"relu"` (the
+            paper's), `"softplus"`, `"gelu"` or `"silu"`. Defaults to
+            `"relu"`.
         dtype: A dtype policy for the layers, e.g. `"mixed_bfloat16"`; the
             logits are then cast to float32 by a final `logits` layer.
             Defaults to `None` (the global policy).
@@ -38,9 +63,12 @@ def small_cnn(input_shape=(28, 28, 1), num_classes=10, dropout=0.5, dtype=None, 
     Returns:
         A functional `keras.Model`.
 
+    Raises:
+        ValueError: If `dropout` or `activation` is invalid.
+
     Example:
 
-    >>> cnn = keras_lfr.models.small_cnn()
+    >>> cnn = keras_lfr.models.small_cnn(activation="silu")
     >>> cnn.output_shape
     (None, 10)
     """
@@ -49,6 +77,7 @@ def small_cnn(input_shape=(28, 28, 1), num_classes=10, dropout=0.5, dtype=None, 
             f"Invalid value for argument `dropout`. Received: dropout={dropout!r}. "
             "Expected a float in [0, 1)."
         )
+    activation = _activation(activation)
     layers = keras.layers
     conv_init = keras.initializers.VarianceScaling(2.0, "fan_in", "untruncated_normal")
 
@@ -56,7 +85,7 @@ def small_cnn(input_shape=(28, 28, 1), num_classes=10, dropout=0.5, dtype=None, 
         return layers.Conv2D(
             filters,
             3,
-            activation="relu",
+            activation=activation,
             kernel_initializer=conv_init,
             name=layer_name,
             dtype=dtype,
@@ -66,7 +95,7 @@ def small_cnn(input_shape=(28, 28, 1), num_classes=10, dropout=0.5, dtype=None, 
         kernel, bias = _torch_linear_init(x.shape[-1])
         return layers.Dense(
             200,
-            activation="relu",
+            activation=activation,
             kernel_initializer=kernel,
             bias_initializer=bias,
             name=layer_name,
@@ -93,7 +122,12 @@ def small_cnn(input_shape=(28, 28, 1), num_classes=10, dropout=0.5, dtype=None, 
 
 
 def preact_resnet18(
-    input_shape=(32, 32, 3), num_classes=10, width=64, dtype=None, name="preact_resnet18"
+    input_shape=(32, 32, 3),
+    num_classes=10,
+    width=64,
+    activation="relu",
+    dtype=None,
+    name="preact_resnet18",
 ):
     """Pre-activation ResNet-18 (He et al., ECCV 2016), the usual CIFAR-10 robust baseline.
 
@@ -109,12 +143,17 @@ def preact_resnet18(
         num_classes: Number of logits. Defaults to `10`.
         width: Filters of the first stage (64 is ResNet-18; smaller values
             make a cheap model of the same shape). Defaults to `64`.
+        activation: Nonlinearity after each BatchNorm: `"relu"`,
+            `"softplus"`, `"gelu"` or `"silu"`. Defaults to `"relu"`.
         dtype: A dtype policy for the layers, e.g. `"mixed_bfloat16"`; the
             logits are then cast to float32. Defaults to `None`.
         name: Model name. Defaults to `"preact_resnet18"`.
 
     Returns:
         A functional `keras.Model` (with BatchNorm: `training` matters).
+
+    Raises:
+        ValueError: If `width` or `activation` is invalid.
 
     Example:
 
@@ -127,6 +166,7 @@ def preact_resnet18(
             f"Invalid value for argument `width`. Received: width={width!r}. "
             "Expected a positive integer."
         )
+    activation = _activation(activation)
     layers = keras.layers
 
     def conv(filters, size, stride, layer_name):
@@ -136,13 +176,13 @@ def preact_resnet18(
 
     def block(x, filters, stride, block_name):
         out = layers.BatchNormalization(name=f"{block_name}_bn1", dtype=dtype)(x)
-        out = layers.ReLU(name=f"{block_name}_relu1", dtype=dtype)(out)
+        out = layers.Activation(activation, name=f"{block_name}_relu1", dtype=dtype)(out)
         shortcut = x
         if stride != 1 or x.shape[-1] != filters:
             shortcut = conv(filters, 1, stride, f"{block_name}_shortcut")(out)
         out = conv(filters, 3, stride, f"{block_name}_conv1")(out)
         out = layers.BatchNormalization(name=f"{block_name}_bn2", dtype=dtype)(out)
-        out = layers.ReLU(name=f"{block_name}_relu2", dtype=dtype)(out)
+        out = layers.Activation(activation, name=f"{block_name}_relu2", dtype=dtype)(out)
         out = conv(filters, 3, 1, f"{block_name}_conv2")(out)
         return layers.Add(name=f"{block_name}_add", dtype=dtype)([out, shortcut])
 
@@ -152,7 +192,7 @@ def preact_resnet18(
         x = block(x, width * multiple, stride, f"stage{stage}_block1")
         x = block(x, width * multiple, 1, f"stage{stage}_block2")
     x = layers.BatchNormalization(name="final_bn", dtype=dtype)(x)
-    x = layers.ReLU(name="final_relu", dtype=dtype)(x)
+    x = layers.Activation(activation, name="final_relu", dtype=dtype)(x)
     x = layers.GlobalAveragePooling2D(name="pool", dtype=dtype)(x)
     outputs = layers.Dense(num_classes, name="fc", dtype=dtype)(x)
     if dtype is not None:

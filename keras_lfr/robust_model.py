@@ -1,6 +1,7 @@
 """The wrapper model that turns any Keras classifier into a robust trainer."""
 
 import math
+import types
 import warnings
 
 import keras
@@ -194,8 +195,12 @@ class RobustModel(keras.Model):
         clip range, logits rather than probabilities) so that mistakes fail
         with a clear message instead of deep inside TensorFlow; during
         training, `keras_lfr.callbacks.NaNGuard` stops a diverging run and names
-        the term that blew up.
+        the term that blew up. A `tf.data.Dataset` or a generator is taken in
+        its own order (`shuffle` defaults to `False` for them: Keras ignores
+        it there, with a warning).
         """
+        if "shuffle" not in kwargs and len(args) < 7 and _orders_itself(x):
+            kwargs["shuffle"] = False
         x, own_callbacks = self.prepare_fit(x, y)
         kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), *own_callbacks]
         return super().fit(x, y, *args, **kwargs)
@@ -205,8 +210,9 @@ class RobustModel(keras.Model):
 
         Checks the first batch of `x` (see `fit`), builds the model if needed,
         and returns the data to train on (a generator's first batch is put
-        back) and the callbacks the loop must run: `NaNGuard` and
-        `CollapseWarning`.
+        back) and the callbacks the loop must run: `NaNGuard`,
+        `CollapseWarning` and, for methods that can drift (LFR),
+        `DriftWarning`.
 
         Returns:
             A tuple `(data, callbacks)`.
@@ -215,6 +221,8 @@ class RobustModel(keras.Model):
         own = [callbacks.NaNGuard()]
         if sample_x is not None:
             own.append(callbacks.CollapseWarning(sample_x, self.method))
+        if self.method.drift_term is not None:
+            own.append(callbacks.DriftWarning(self.method))
         return x, own
 
     def step_seed(self):
@@ -376,6 +384,16 @@ class LFRModel(RobustModel):
         # `method` is passed only by `from_config` (an LFR method).
         hyperparameters.setdefault("method", "lfr")
         super().__init__(model, seed=seed, name=name, **hyperparameters)
+
+
+def _orders_itself(x):
+    """Whether `fit` data is a `tf.data.Dataset` or a generator: Keras cannot shuffle it."""
+    if isinstance(x, types.GeneratorType):
+        return True
+    return any(
+        kind.__module__.startswith("tensorflow.") and "Dataset" in kind.__name__
+        for kind in type(x).__mro__
+    )
 
 
 def wrap(model, method="lfr", **hyperparameters):

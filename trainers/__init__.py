@@ -1,0 +1,8 @@
+"""keras_lfr's command-line programs (`python -m trainers.<name>`, or the `keras-lfr-*` scripts).
+
+keras_lfr is imported first, before any module here imports Keras, so that
+TensorFlow's C++ start-up log is kept quiet for the programs
+(`keras_lfr._quiet`).
+"""
+
+import keras_lfr  # noqa: F401

@@ -16,7 +16,11 @@ def architecture(config):
     its arguments (float32), as the zoo's records store it."""
     _validation.one_of("architecture", config.architecture, config_lib.ARCHITECTURES)
     info = keras_lfr.data.dataset_info(config.dataset)
-    shape = {"input_shape": list(info.image_shape), "num_classes": info.num_classes}
+    shape = {
+        "input_shape": list(info.image_shape),
+        "num_classes": info.num_classes,
+        "activation": config.activation,
+    }
     if config.architecture == "resnet18":
         return {"name": "preact_resnet18", "kwargs": shape}
     return {"name": "small_cnn", "kwargs": {**shape, "dropout": config.dropout}}
@@ -99,18 +103,20 @@ def make_model(config, steps_per_epoch):
 
 
 def attack_evaluation(config):
-    """PGD-40 (the paper's attack) at the config's ε after every epoch on the last test images.
+    """PGD-40 (the paper's attack) at the config's ε after every epoch.
 
     Uses the last `attack_eval_examples` images of the test split, so that a
     final evaluation on the first test images stays on data the curve never
-    looked at. Logged as `val_adv_pgd40_accuracy`.
+    looked at, or held-out training images with `validation_examples`
+    (`config.splits`). Logged as `val_adv_pgd40_accuracy`.
     """
     epsilon, _ = config_lib.threat_model(config)
     x, y = next(
         iter(
             keras_lfr.data.load(
                 config.dataset,
-                f"test[-{config.attack_eval_examples}:]",
+                config_lib.splits(config)["curve"],
+                shuffle=False,
                 batch_size=config.attack_eval_examples,
                 data_dir=config.data_dir,
                 download=config.download,

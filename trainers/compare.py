@@ -31,15 +31,14 @@ import os
 import sys
 
 import numpy as np
-from absl import app
 
 from keras_lfr import evaluation
 
 from . import config as config_lib
-from . import runs
+from . import options, runs
 
 # What the evaluations compared must share.
-SHARED = ("protocol", "dataset", "epsilon", "examples")
+SHARED = ("protocol", "dataset", "split", "epsilon", "examples")
 
 
 def load(path):
@@ -78,6 +77,8 @@ def load(path):
         "per_example": results.get("per_example"),
         "protocol": output["protocol"],
         "dataset": output["dataset"],
+        # The images: the test split, or held-out training images (older files: test).
+        "split": output.get("split", "test"),
         "epsilon": output["epsilon"],
         "examples": results["examples"],
     }
@@ -339,13 +340,13 @@ def main(argv):
     try:
         text = tables(paths)
     except (OSError, ValueError) as error:  # json.JSONDecodeError is a ValueError
-        sys.exit(f"error: {error}")
+        sys.exit(f"error: {options.one_line(error)}")
     print(text)
 
 
 def run():
     """The `keras-lfr-compare` console script."""
-    app.run(main)
+    options.run_program(main, sys.modules[__name__])
 
 
 if __name__ == "__main__":

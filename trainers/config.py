@@ -43,6 +43,12 @@ class TrainConfig:
         "for 32x32x3 images).",
         choices=list(ARCHITECTURES),
     )
+    activation: str = option(
+        "relu",
+        "Nonlinearity of the hidden layers (relu: the paper's; smooth ones suit LFR's "
+        "double backprop).",
+        choices=list(keras_lfr.models.ACTIVATIONS),
+    )
     epochs: int = option(100, "Training epochs.")
     batch_size: int = option(128, "Global batch size.")
     optimizer: str = option("sgd", "Optimizer (SGD with momentum, Adam).", choices=list(OPTIMIZERS))
@@ -113,11 +119,16 @@ class TrainConfig:
     )
     export_dir: str = option(None, "SavedModel directory; default <model_dir>/export.")
     train_examples: int = option(None, "Train on the first N training examples only.")
+    validation_examples: int = option(
+        0,
+        "If > 0, hold out the last N training images: train on the others, and report clean "
+        "accuracy and the PGD-40 curve on the held-out images instead of the test set.",
+    )
     test_examples: int = option(None, "Evaluate on the first N test examples only.")
     attack_eval_examples: int = option(
         0,
-        "If > 0, PGD-40 accuracy on the last N test images after every epoch "
-        "(val_adv_pgd40_accuracy).",
+        "If > 0, PGD-40 accuracy after every epoch (val_adv_pgd40_accuracy) on the last N "
+        "test images, or on the first N held-out images with --validation_examples.",
     )
     seed: int = option(0, "Seed of weights, shuffling and random starts.")
     deterministic: bool = option(False, "Deterministic TensorFlow ops (bitwise-repeatable runs).")
@@ -191,6 +202,55 @@ def threat_model(config):
     if step_size is None and config.step_fraction is not None:
         step_size = defaults.step_size(epsilon, config.step_fraction)
     return epsilon, step_size
+
+
+def splits(config):
+    """The tfds splits a config trains on, evaluates on, and draws the PGD-40 curve from.
+
+    Without `validation_examples` these are the (first `train_examples`)
+    training images, the (first `test_examples`) test images and the last
+    `attack_eval_examples` test images. With it, the last
+    `validation_examples` training images are held out: training uses the
+    others, and evaluation and the curve use the held-out images only, so a
+    recipe can be chosen without looking at the test set.
+
+    Returns:
+        A dict with tfds split strings `train`, `evaluation` and `curve`.
+
+    Raises:
+        ValueError: If the held-out images would overlap the training images.
+    """
+    held_out = config.validation_examples or 0
+    if held_out < 0:
+        raise ValueError(
+            "Invalid value for argument `validation_examples`. Received: "
+            f"validation_examples={held_out!r}. Expected an integer >= 0."
+        )
+    curve = config.attack_eval_examples
+    if not held_out:
+        train = f"train[:{config.train_examples}]" if config.train_examples else "train"
+        test = f"test[:{config.test_examples}]" if config.test_examples else "test"
+        return {"train": train, "evaluation": test, "curve": f"test[-{curve}:]"}
+    size = keras_lfr.data.dataset_info(config.dataset).train_size
+    available = size - held_out
+    if config.train_examples and config.train_examples > available or available < 1:
+        raise ValueError(
+            f"Invalid value for argument `validation_examples`. Received: "
+            f"validation_examples={held_out}, with train_examples={config.train_examples}. "
+            f"Expected the held-out images and the training images to fit, disjoint, in the "
+            f"{size} training images of {config.dataset!r}."
+        )
+    if curve > held_out:
+        raise ValueError(
+            f"Invalid value for argument `attack_eval_examples`. Received: "
+            f"attack_eval_examples={curve}. Expected at most validation_examples={held_out}: "
+            "with a validation split the curve is drawn on held-out images only."
+        )
+    return {
+        "train": f"train[:{config.train_examples or available}]",
+        "evaluation": f"train[{available}:]",
+        "curve": f"train[{available}:{available + curve}]",
+    }
 
 
 def method_hyperparameters(config):

@@ -7,8 +7,13 @@ dataclass from the parsed flags, so that no setting is written twice.
 """
 
 import dataclasses
+import sys
 
-from absl import flags
+from absl import app, flags
+
+# The arguments that ask a program for its help: its own flags, or every flag.
+HELP = ("--help", "-help", "--helpshort", "-helpshort", "-h", "-?")
+FULL_HELP = ("--helpfull", "-helpfull")
 
 
 def option(default, help, *, choices=None, item=None, parse=None, flag_default=None):
@@ -62,6 +67,56 @@ def parse_hparams(pairs):
         else:
             parsed[name] = {"true": True, "false": False}.get(text.lower(), text)
     return parsed
+
+
+def one_line(error):
+    """An error's own message, without the traceback TensorFlow puts before it.
+
+    An error raised inside a `tf.function` reads "in user code: File ...",
+    the trace, then `ValueError: <message>`; the programs print only the
+    message, as they do for errors raised outside one.
+    """
+    text = str(error).strip()
+    if not text.startswith("in user code:"):
+        return text
+    last = [line.strip() for line in text.splitlines() if line.strip()][-1]
+    kind, sep, message = last.partition(": ")
+    return message if sep and kind.endswith(("Error", "Exception")) else last
+
+
+def run_program(main, module, argv=None):
+    """Runs a program's `main` with `absl.app.run`, with the help of `module`.
+
+    A console script's `__main__` is its launcher, not the module that
+    defines the program's flags, so absl's `--help` would list none. Here the
+    module's key flags become the program's: `--help` (also `-h`, `-?`,
+    `--helpshort`) prints the module's docstring and its flags, `--helpfull`
+    every flag, both on stdout and with exit status 0, as
+    `python -m trainers.<name> --help` does.
+
+    Args:
+        main: The program's `main(argv)`.
+        module: The module that defines the program and its flags (its
+            `sys.modules[__name__]`).
+        argv: The command line. Defaults to `None`: `sys.argv`.
+    """
+    argv = list(sys.argv if argv is None else argv)
+    program = argv[0]
+    for flag in flags.FLAGS.get_key_flags_for_module(module):
+        flags.FLAGS.register_key_flag_for_module(program, flag)
+    arguments = argv[1 : argv.index("--")] if "--" in argv else argv[1:]
+    asked = [a for a in arguments if a in HELP or a in FULL_HELP]
+    if asked:
+        full = asked[0] in FULL_HELP
+        text = (module.__doc__ or f"USAGE: {program} [flags]").strip("\n")
+        listed = flags.FLAGS.get_help() if full else flags.FLAGS.module_help(program)
+        if listed:
+            text += f"\n\nflags:\n{listed}"
+        if not full:
+            text += "\n\nTry --helpfull to get a list of all flags."
+        print(text)
+        sys.exit(0)
+    app.run(main, argv=argv)
 
 
 def define_flags(config_class, flag_values=flags.FLAGS):

@@ -26,13 +26,13 @@ import re
 import subprocess
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 import keras_lfr
 from keras_lfr import evaluation, zoo
 
 from . import config as config_lib
-from . import evaluate, runs
+from . import evaluate, options, runs
 
 FLAGS = flags.FLAGS
 # The repository this module runs from (for its git provenance).
@@ -402,7 +402,7 @@ def main(argv):
             FLAGS.training_commit,
         )
     except ValueError as error:
-        sys.exit(f"error: {error}")
+        sys.exit(f"error: {options.one_line(error)}")
     evaluated = record["evaluation"]
     print(
         f"Released {record['name']}: clean {evaluated['clean']:.4f}, robust "
@@ -446,7 +446,7 @@ def define_flags():
 def run():
     """The console script `keras-lfr-release`."""
     define_flags()
-    app.run(main)
+    options.run_program(main, sys.modules[__name__])
 
 
 if __name__ == "__main__":

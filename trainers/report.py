@@ -8,6 +8,18 @@ from . import config as config_lib
 from .budgets import VARIANTS, Budget
 
 BEGIN, END = "<!-- reproduce:begin -->", "<!-- reproduce:end -->"
+# The report's figures live in this folder beside the report (docs/images/).
+FIGURES_DIR = "images"
+# What to see in each figure, printed under it.
+CAPTIONS = {
+    "curve": "PGD-40 accuracy on the held-out images after each epoch, against training time. "
+    "Each method's curve shows how fast it becomes robust and whether it levels off.",
+    "decision": "Decision surfaces around one test image, in the plane of two random sign "
+    "directions (Fig. 1 of the paper): the margin of the true class, positive where the "
+    "image is still classified correctly. A flatter, wider positive region is more robust.",
+    "loss": "LFR's cross-entropy around the same image (Fig. 2 of the paper): a smooth, "
+    "shallow bowl is what the flatness penalty asks for.",
+}
 
 # The paper's Table 1 (clean / FGSM / PGD-40 / MI-FGSM / DDN), in %.
 PAPER_TABLE = {
@@ -42,7 +54,7 @@ def describe_budget(output):
     elif budget.recipe:
         label = f"the **{output['budget']}** budget (recipe `{budget.recipe}`)"
     else:
-        label = f"**a REDUCED budget ({output['budget']})**, not the paper's"
+        label = f"**a REDUCED budget ({output['budget']})** (not the paper's)"
     if budget.recipe:
         recipe = config_lib.RECIPES[budget.recipe]
         optimizer = (
@@ -71,15 +83,18 @@ def describe_budget(output):
     )
 
 
-def report(output, command):
-    """The markdown section: tables in the paper's layout, strong protocol, γ, checks."""
+def report(output, command, heading=True):
+    """The markdown section: tables in the paper's layout, strong protocol, γ, checks.
+
+    `heading=False` leaves out the section's title, for a page that gives its own.
+    """
     methods = output["methods"]
     budget = Budget(**output["budget_fields"])
     dataset = output.get("dataset", "mnist")
     epsilon = defaults.dataset_epsilon(dataset)
+    title = [f"## Table 1 on {dataset}, {output['budget']} budget", ""] if heading else []
     lines = [
-        f"## Table 1 on {dataset}, {output['budget']} budget",
-        "",
+        *title,
         describe_budget(output),
         "",
         "```",
@@ -127,28 +142,37 @@ def report(output, command):
             + ("all pass" if not failed else "FAILED: " + "; ".join(failed))
             + " |"
         )
-    lines += [
-        "",
+    # Runs evaluated before the confidence was measured have γ only.
+    confident = all("confidence" in result for result in methods.values())
+    gamma = (
         f"Local flatness γ(x, {epsilon:g}) = max over B∞(x, {epsilon:g}) of ‖∇ₓ CE‖₁ (the "
         f"paper's Definition 1; {budget.steps} steps of {budget.step_size(dataset):g}, "
-        f"best iterate) on {budget.gamma_examples} test images; smaller is flatter. "
-        "On the same images, the clean cross-entropy and the median logit margin "
-        "z_y − max_{j≠y} z_j (`keras_lfr.evaluation.confidence`), which tell a loss "
-        "saturated over the ball (γ median ≈ 0, large margins) from gradients kept "
-        "small by shrinking the logits:",
-        "",
-        "| method | γ mean | γ median | clean CE | median margin |",
-        "|---|---|---|---|---|",
-    ]
+        f"best iterate) on {budget.gamma_examples} test images; smaller is flatter"
+    )
+    if confident:
+        lines += [
+            "",
+            gamma + ". On the same images, the clean cross-entropy and the median logit margin "
+            "z_y − max_{j≠y} z_j (`keras_lfr.evaluation.confidence`), which tell a loss "
+            "saturated over the ball (γ median ≈ 0, large margins) from gradients kept "
+            "small by shrinking the logits:",
+            "",
+            "| method | γ mean | γ median | clean CE | median margin |",
+            "|---|---|---|---|---|",
+        ]
+    else:
+        lines += ["", gamma + ":", "", "| method | γ mean | γ median |", "|---|---|---|"]
     for method, result in methods.items():
-        confidence = result["confidence"]
-        lines.append(
-            f"| {NAMES.get(method, method)} | {result['gamma']:.3f} | "
-            f"{result['gamma_median']:.3f} | {confidence['clean_ce']:.4f} | "
-            f"{confidence['margin_median']:.2f} |"
-        )
+        name = NAMES.get(method, method)
+        row = f"| {name} | {result['gamma']:.3f} | {result['gamma_median']:.3f} |"
+        if confident:
+            confidence = result["confidence"]
+            row += f" {confidence['clean_ce']:.4f} | {confidence['margin_median']:.2f} |"
+        lines.append(row)
     for name, path in output.get("figures", {}).items():
-        lines += ["", f"![{name}]({os.path.basename(path)})"]
+        lines += ["", f"![{name}]({FIGURES_DIR}/{os.path.basename(path)})"]
+        if name in CAPTIONS:
+            lines += ["", f"*{CAPTIONS[name]}*"]
     return "\n".join(lines)
 
 

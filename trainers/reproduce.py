@@ -14,7 +14,7 @@ adds the exploratory variants of `budgets.EXPLORATORY` such as
 variants), evaluates each under the `"paper"` and `"strong"`
 protocols with the gradient-masking sanity checks, estimates the local
 flatness γ(x, 0.3) and the clean confidence, and writes a report (between
-markers in `docs/RESULTS.md` by default) and the figures (PNG in `docs/`).
+markers in `docs/RESULTS.md` by default) and the figures (PNG in `docs/images/`).
 """
 
 import dataclasses
@@ -24,7 +24,7 @@ import sys
 import time
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
 import keras_lfr
 from keras_lfr import defaults
@@ -253,7 +253,7 @@ def main(argv):
             f"error: Invalid value for argument `methods`. Received: {unknown}. "
             f"Expected some of {list(METHODS)}."
         )
-    figures_dir = os.path.dirname(FLAGS.report) or "."
+    figures_dir = os.path.join(os.path.dirname(FLAGS.report), report.FIGURES_DIR)
     if FLAGS.print_commands:
         for method in methods:
             directory = method_dir(FLAGS.model_dir, method, FLAGS.dataset)
@@ -273,7 +273,7 @@ def main(argv):
                 f"fields of the budget: {[f.name for f in dataclasses.fields(Budget)]}."
             )
     except ValueError as error:
-        sys.exit(f"error: {error}")
+        sys.exit(f"error: {options.one_line(error)}")
     output = reproduce(
         FLAGS.budget,
         methods,
@@ -326,7 +326,7 @@ def define_flags():
     flags.DEFINE_bool(
         "figures_only",
         False,
-        "Only redraw the figures (next to --report) from the models already trained "
+        "Only redraw the figures (in images/ beside --report) from the models already trained "
         "in --model_dir.",
     )
 
@@ -334,7 +334,7 @@ def define_flags():
 def run():
     """The console script `keras-lfr-reproduce`."""
     define_flags()
-    app.run(main)
+    options.run_program(main, sys.modules[__name__])
 
 
 if __name__ == "__main__":

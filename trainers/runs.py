@@ -40,6 +40,10 @@ RESUMABLE_FIELDS = frozenset(
 )
 
 
+# Fields that a finished run, run again with other values, has nothing to redo for.
+UNCHANGING_FIELDS = frozenset({"verbose", "data_dir", "download"})
+
+
 def identity(config):
     """The fields of a config that define its run: all but `RESUMABLE_FIELDS`."""
     fields = dataclasses.asdict(config)
@@ -214,6 +218,29 @@ class RunDir:
                 "this run. Use another model_dir, or start over with `trainers.train --fresh`."
             )
         write_json(self.run_file, fields)
+
+    def finished(self, config):
+        """The stored result of this run if it is complete as `config` asks, else `None`.
+
+        Complete: `run.json` records this run, its latest checkpoint is at
+        `config.epochs`, and `metrics.json` and `model.keras` were written
+        with these settings (but for `verbose` and where the data is read
+        from; another `test_examples` or `export_dir` is more to do).
+
+        Returns:
+            The dict in `metrics.json`, or `None`.
+        """
+        if not all(os.path.exists(p) for p in (self.run_file, self.metrics, self.model)):
+            return None
+        if self.stored_config() != normalise(identity(config)):
+            return None
+        if self.latest()[0] != config.epochs:
+            return None
+        result = read_json(self.metrics)
+        stored, now = normalise(result.get("config", {})), normalise(dataclasses.asdict(config))
+        if any(stored.get(k) != v for k, v in now.items() if k not in UNCHANGING_FIELDS):
+            return None
+        return result
 
     def latest(self):
         """`(epoch, state)` of the latest complete checkpoint, or `(0, None)`.

@@ -21,10 +21,11 @@ are gone. Runs go seed by seed: every method of one seed before the next.
 import dataclasses
 import glob
 import os
+import sys
 
-from absl import app, flags
+from absl import flags
 
-from . import budgets, compare, evaluate, runs, train
+from . import budgets, compare, evaluate, options, runs, train
 
 FLAGS = flags.FLAGS
 
@@ -155,7 +156,7 @@ def define_flags():
 def run():
     """The `keras-lfr-seeds` console script."""
     define_flags()
-    app.run(main)
+    options.run_program(main, sys.modules[__name__])
 
 
 if __name__ == "__main__":

@@ -16,11 +16,11 @@ import dataclasses
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 import keras_lfr
 
-from . import budgets, evaluate, figures, train
+from . import budgets, evaluate, figures, options, train
 
 FLAGS = flags.FLAGS
 
@@ -101,7 +101,7 @@ def main(argv):
             verbose=2,
         )
     except ValueError as error:
-        sys.exit(f"error: {error}")
+        sys.exit(f"error: {options.one_line(error)}")
     what = ("× default of " if FLAGS.relative else "") + ", ".join(params)
     print(f"{FLAGS.method}, budget {FLAGS.budget}\n")
     print(f"| {what} | clean | PGD-40 | final clean CE |\n|---|---|---|---|")
@@ -112,7 +112,7 @@ def main(argv):
     figure = FLAGS.figure
     if figure == "auto":
         lam_sweep = FLAGS.method == "lfr" and params == ("lam",) and not FLAGS.relative
-        figure = "docs/fig3_lambda_sweep.png" if lam_sweep else None
+        figure = "docs/images/fig3_lambda_sweep.png" if lam_sweep else None
     if figure:
         title = f"{FLAGS.method}: accuracy vs {what}"
         print(f"Figure: {plot(results, figure, label=what, title=title)}")
@@ -128,14 +128,16 @@ def define_flags():
     flags.DEFINE_enum("budget", "reduced", list(budgets.BUDGETS), "Budget per model.")
     flags.DEFINE_string("model_dir", "/tmp/keras_lfr_sweep", "Checkpoints and models.")
     flags.DEFINE_string(
-        "figure", "auto", "Output PNG; auto: docs/fig3_lambda_sweep.png for LFR's λ, else none."
+        "figure",
+        "auto",
+        "Output PNG; auto: docs/images/fig3_lambda_sweep.png for LFR's λ, else none.",
     )
 
 
 def run():
     """The console script `keras-lfr-sweep`."""
     define_flags()
-    app.run(main)
+    options.run_program(main, sys.modules[__name__])
 
 
 if __name__ == "__main__":

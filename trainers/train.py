@@ -4,8 +4,10 @@ r"""Trains a classifier with a keras_lfr method, checkpointing and exporting it.
     keras-lfr-train --method=lfr --dataset=mnist --epochs=100   # the paper's setting
 
 Every epoch is checkpointed and a restarted run with the same command resumes
-from the last one (also a finished run given more `--epochs`); a model_dir
-holding a different run is refused unless `--fresh`. The model_dir's layout
+from the last one (also a finished run given more `--epochs`); a finished
+run, run again, says so and where its results are, and does nothing else; a
+model_dir holding a different run is refused unless `--fresh`. Every setting
+is checked before anything is written. The model_dir's layout
 (checkpoints, TensorBoard logs, the saved model, the exported SavedModel, the
 training record) is `trainers.runs.RunDir`'s; the settings are
 `trainers.config.TrainConfig`'s.
@@ -17,15 +19,43 @@ import sys
 
 import keras
 import tensorflow as tf
-from absl import app, flags, logging
+from absl import flags, logging
 
 import keras_lfr
+from keras_lfr import _validation
 from keras_lfr.export import FROM_KERAS_FILE
 
 from . import builders, options, release, runs
 from . import config as config_lib
 
 FLAGS = flags.FLAGS
+
+
+def validate(config):
+    """Checks a config before a run writes anything: its settings, and that its data loads.
+
+    Builds no model and draws no random number: it checks the splits, the
+    architecture and dataset, the optimizer and its schedule, the method and
+    its hyperparameters as `keras_lfr.wrap` does, and that the dataset is
+    prepared or downloadable (`keras_lfr.data.require`).
+
+    Raises:
+        ValueError: Naming the first invalid setting, the value received and
+            what was expected.
+    """
+    _validation.positive_int("epochs", config.epochs)
+    _validation.positive_int("batch_size", config.batch_size)
+    config_lib.splits(config)
+    builders.architecture(config)
+    _validation.one_of("optimizer", config.optimizer, config_lib.OPTIMIZERS)
+    builders.learning_rate(config, steps_per_epoch=1)
+    method = keras_lfr.methods.get_method(
+        config.method, **config_lib.method_hyperparameters(config)
+    )
+    if config.awp_gamma:
+        keras_lfr.methods.AWP(base=method, gamma=config.awp_gamma, warmup_steps=config.awp_warmup)
+    _validation.non_negative_float("epsilon_warmup_epochs", config.epsilon_warmup_epochs)
+    keras_lfr.data.require(config.dataset, config.data_dir, config.download)
 
 
 def train_and_evaluate(config, workdir, callbacks=(), fresh=False, command=None):
@@ -58,6 +88,7 @@ def train_and_evaluate(config, workdir, callbacks=(), fresh=False, command=None)
         ValueError: If the workdir holds a different run and `fresh` is
             `False`, or the config is invalid.
     """
+    validate(config)  # before anything is written
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -77,12 +108,12 @@ def train_and_evaluate(config, workdir, callbacks=(), fresh=False, command=None)
         data_dir=config.data_dir,
         download=config.download,
     )
-    test = load("test", num_examples=config.test_examples)
-    steps_per_epoch = int(load("train", num_examples=config.train_examples).cardinality())
+    splits = config_lib.splits(config)
+    test = load(splits["evaluation"], shuffle=False)
+    steps_per_epoch = int(load(splits["train"]).cardinality())
     # Epoch e is shuffled from (seed, e), so a resumed run sees the same data order.
     train = load(
-        "train",
-        num_examples=config.train_examples,
+        splits["train"],
         seed=config.seed,
         epochs=config.epochs,
         initial_epoch=initial_epoch,
@@ -124,6 +155,7 @@ def train_and_evaluate(config, workdir, callbacks=(), fresh=False, command=None)
         "config": dataclasses.asdict(config),
         "history": checkpoint.history,
         "test": test_metrics,
+        "evaluation_split": splits["evaluation"],
         "model_path": run.model,
         "export_dir": export_dir,
     }
@@ -149,18 +181,39 @@ def config_from_flags(flag_values=FLAGS):
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # keep the progress bar readable
+    config = config_from_flags()
+    run = runs.RunDir(FLAGS.model_dir)
     try:
+        finished = None if FLAGS.fresh else run.finished(config)
+        if finished is not None:
+            # The same command again: the run is done; nothing is retrained or rewritten.
+            print(already_complete(finished, run))
+            return
         result = train_and_evaluate(
-            config_from_flags(),
+            config,
             FLAGS.model_dir,
             fresh=FLAGS.fresh,
             command=" ".join(["python -m trainers.train", *sys.argv[1:]]),
         )
     except (ValueError, FloatingPointError) as error:
-        sys.exit(f"error: {error}")
-    print(f"Clean test metrics: {result['test']}")
+        sys.exit(f"error: {options.one_line(error)}")
+    print(f"Clean metrics on {result['evaluation_split']}: {result['test']}")
     exported = f"; exported SavedModel to {result['export_dir']}" if result["export_dir"] else ""
     print(f"Saved {result['model_path']}{exported}")
+
+
+def already_complete(result, run):
+    """What `main` says of a run that its command, run again, finds complete."""
+    epochs = result["config"]["epochs"]
+    split = result.get("evaluation_split", "test")
+    exported = f", exported SavedModel {result['export_dir']}" if result.get("export_dir") else ""
+    return (
+        f"The run in {run.path} is already complete ({epochs} epoch{'s' * (epochs != 1)}): "
+        "nothing to do. Its "
+        f"results are in {run.metrics} (clean metrics on {split}: {result['test']}), its model "
+        f"{result['model_path']}{exported}. To train it further, pass more --epochs; to "
+        "start over, --fresh."
+    )
 
 
 def define_flags(flag_values=FLAGS):
@@ -194,7 +247,7 @@ def define_flags(flag_values=FLAGS):
 def run():
     """The console script `keras-lfr-train`."""
     define_flags()
-    app.run(main)
+    options.run_program(main, sys.modules[__name__])
 
 
 if __name__ == "__main__":

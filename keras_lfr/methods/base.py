@@ -114,6 +114,11 @@ class Method:
     term_descriptions = {}
     # Hyperparameters to lower when training collapses to a constant classifier.
     penalty_hyperparameters = ()
+    # The logged penalty whose steady rise at full epsilon means the model is
+    # drifting to small margins (`keras_lfr.callbacks.DriftWarning`), and what
+    # to change then; `None` for methods without such a failure.
+    drift_term = None
+    drift_advice = None
 
     @classmethod
     def hyperparameter_names(cls):

@@ -28,6 +28,14 @@ class CompositeMethod(Method):
     def clip_max(self):
         return getattr(self.base, "clip_max", None)
 
+    @property
+    def drift_term(self):
+        return self.base.drift_term
+
+    @property
+    def drift_advice(self):
+        return self.base.drift_advice
+
     def perturb(self, model, x, y, seed, scale=1.0):
         return self.base.perturb(model, x, y, seed, scale)
 

@@ -106,6 +106,12 @@ class LFR(BallMethod):
     terms = ("clean_ce", "local_flatness")
     term_descriptions = {"local_flatness": "the LFR penalty ‖∇ₓ CE(x')‖₁"}
     penalty_hyperparameters = ("lam",)
+    drift_term = "local_flatness"
+    drift_advice = (
+        "raise `lam`, ramp epsilon up more slowly (`epsilon_warmup`), train a smooth "
+        "activation (`keras_lfr.models.small_cnn(activation='silu')`), or lower the "
+        "learning rate"
+    )
 
     def __init__(
         self,

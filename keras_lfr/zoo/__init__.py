@@ -21,6 +21,7 @@ import json
 import os
 import pathlib
 
+import keras
 import numpy as np
 
 from keras_lfr import _validation, data, defaults, evaluation, models
@@ -130,10 +131,70 @@ def build(record):
     return ARCHITECTURES[architecture["name"]](**kwargs)
 
 
-def load(name):
-    """The classifier of an entry, with its shipped weights: a `keras.Model` returning logits.
+@keras.saving.register_keras_serializable(package="keras_lfr")
+class ZooModel(keras.Model):
+    """A zoo entry's classifier: a functional model returning logits that knows its entry.
 
-    The weights file is checked against the record's sha256 first.
+    `load` returns one. Its `entry` (the entry's name, dataset, ε and pixel
+    range) is part of its configuration, so it survives `save` and
+    `keras.models.load_model`: evaluating a saved entry
+    (`trainers.evaluate --model=entry.keras`) uses the entry's dataset and ε,
+    as evaluating it by name does.
+
+    Args:
+        *args: `keras.Model`'s functional arguments (`inputs`, `outputs`).
+        entry: A dict with the entry's `name`, `dataset`, `epsilon`,
+            `clip_min` and `clip_max`. Defaults to `None` (unknown).
+        **kwargs: `keras.Model`'s other arguments, e.g. `name`.
+    """
+
+    def __init__(self, *args, entry=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.entry = dict(entry or {})
+
+    @property
+    def dataset(self):
+        """The dataset the entry was trained and evaluated on, e.g. `"mnist"`."""
+        return self.entry.get("dataset")
+
+    def threat_model(self):
+        """The l-inf ball of the entry, like `RobustModel.threat_model`.
+
+        Returns:
+            A dict with `epsilon`, `clip_min` and `clip_max`.
+        """
+        return {key: self.entry.get(key) for key in ("epsilon", "clip_min", "clip_max")}
+
+    def get_config(self):
+        return {**super().get_config(), "entry": dict(self.entry)}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        entry = config.pop("entry", None)
+        model = super().from_config(config, custom_objects=custom_objects)
+        model.entry = dict(entry or {})
+        return model
+
+
+def entry_of(record):
+    """What a `ZooModel` knows of its entry: name, dataset, ε and pixel range."""
+    hyperparameters = record["hyperparameters"]
+    return {
+        "name": record["name"],
+        "dataset": record["dataset"],
+        "epsilon": float(record["threat_model"]["epsilon"]),
+        "clip_min": float(hyperparameters.get("clip_min", 0.0)),
+        "clip_max": float(hyperparameters.get("clip_max", 1.0)),
+    }
+
+
+def load(name):
+    """The classifier of an entry, with its shipped weights: a `ZooModel` returning logits.
+
+    The weights file is checked against the record's sha256 first. The model
+    carries its entry's dataset and threat model (`ZooModel`), also once
+    saved and loaded again.
 
     Raises:
         ValueError: If the name is unknown, or the weights file does not
@@ -148,7 +209,10 @@ def load(name):
             f"expected {record['weights']['sha256']}. The file is corrupted or was replaced; "
             "reinstall keras_lfr."
         )
-    model = build(record)
+    classifier = build(record)
+    model = ZooModel(
+        classifier.input, classifier.output, name=classifier.name, entry=entry_of(record)
+    )
     model.load_weights(path)
     return model
 

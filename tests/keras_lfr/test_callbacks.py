@@ -1,4 +1,4 @@
-"""`keras_lfr.callbacks`: the collapse warning."""
+"""`keras_lfr.callbacks`: the collapse and drift warnings."""
 
 import math
 import warnings
@@ -65,3 +65,80 @@ def test_attack_evaluation_attacks_at_the_models_own_radius(method, hyperparamet
     robust.compile(optimizer="sgd")
     robust.fit(x, y, epochs=1, verbose=0, callbacks=[callback])
     assert callback.attacks_by_name["pgd"].keywords["epsilon"] == pytest.approx(expected)
+
+
+def drift_warnings(record):
+    return [w for w in record if "looks to be drifting" in str(w.message)]
+
+
+def test_drift_warning_fires_when_training_into_the_failure():
+    # A penalty weight far too small for the radius: once the easy data is
+    # learnt, clean accuracy stalls at 1 and the CE keeps sharpening the
+    # model, so the penalty at the inner maximiser rises every epoch.
+    keras.utils.set_random_seed(0)
+    x, y = learnable_data(n=128)
+    model = keras_lfr.wrap(
+        tiny_model(num_classes=4), method="lfr", epsilon=0.3, step_size=0.1, steps=2, lam=1e-4
+    )
+    model.compile(optimizer=keras.optimizers.Adam(0.01), metrics=["accuracy"])
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        history = model.fit(x, y, batch_size=32, epochs=7, verbose=0)
+    flatness, accuracy = history.history["local_flatness"], history.history["accuracy"]
+    assert flatness[5] > 3 * flatness[2] and accuracy[2] == accuracy[5] == 1.0
+    found = drift_warnings(record)
+    assert len(found) == 1  # once
+    message = str(found[0].message)
+    assert "at epoch 6" in message and "method='lfr'" in message and "`local_flatness`" in message
+    assert "raise `lam`" in message and "epsilon_warmup" in message
+
+
+def feed(callback, rows):
+    """Runs `on_epoch_end` over `(flatness, accuracy, epsilon_scale)` rows; returns warnings."""
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        for epoch, (flatness, accuracy, scale) in enumerate(rows):
+            logs = {"local_flatness": flatness, "accuracy": accuracy, "epsilon_scale": scale}
+            callback.on_epoch_end(epoch, logs)
+    return drift_warnings(record)
+
+
+@pytest.mark.parametrize(
+    "rows, warned_at",
+    [
+        # rising for 3 epochs at full epsilon, accuracy flat: warns at epoch 4
+        ([(5.0, 0.9, 1.0), (6.0, 0.9, 1.0), (7.0, 0.901, 1.0), (8.0, 0.9, 1.0)], 4),
+        # the same rise while epsilon still ramps: silent
+        ([(5.0, 0.9, 0.5), (6.0, 0.9, 0.6), (7.0, 0.9, 0.8), (8.0, 0.9, 0.9)], None),
+        # the ramp ends mid-rise: the epochs at full epsilon count from there
+        ([(5.0, 0.9, 0.9), (6.0, 0.9, 1.0), (7.0, 0.9, 1.0), (8.0, 0.9, 1.0)], None),
+        # rising while clean accuracy still improves: silent
+        ([(5.0, 0.90, 1.0), (6.0, 0.91, 1.0), (7.0, 0.92, 1.0), (8.0, 0.93, 1.0)], None),
+        # one epoch of the window falls: silent
+        ([(5.0, 0.9, 1.0), (6.0, 0.9, 1.0), (5.5, 0.9, 1.0), (8.0, 0.9, 1.0)], None),
+        # rises smaller than 1% do not count
+        ([(5.0, 0.9, 1.0), (5.01, 0.9, 1.0), (5.02, 0.9, 1.0), (5.03, 0.9, 1.0)], None),
+    ],
+)
+def test_drift_warning_rule(rows, warned_at):
+    found = feed(keras_lfr.callbacks.DriftWarning(keras_lfr.methods.get_method("lfr")), rows)
+    if warned_at is None:
+        assert not found
+    else:
+        assert len(found) == 1 and f"at epoch {warned_at}" in str(found[0].message)
+
+
+@pytest.mark.parametrize(
+    "method, kwargs, added",
+    [
+        ("lfr", {}, True),
+        ("awp", {"base": "lfr"}, True),  # AWP on LFR drifts as LFR does
+        ("awp", {"base": "trades"}, False),
+        ("pgd_at", {}, False),
+    ],
+)
+def test_fit_adds_the_drift_warning_for_methods_that_can_drift(method, kwargs, added):
+    x, y = tiny_batch(batch=8)
+    model = keras_lfr.wrap(tiny_model(), method=method, **kwargs)
+    _, own = model.prepare_fit(x, y)
+    assert any(isinstance(c, keras_lfr.callbacks.DriftWarning) for c in own) == added

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+import keras_lfr
 from trainers import builders
 from trainers import config as config_lib
 
@@ -34,3 +35,18 @@ def test_invalid_schedule_names_are_refused():
         builders.learning_rate(config_lib.TrainConfig(lr_schedule="linear"), 10)
     with pytest.raises(ValueError, match="optimizer='rmsprop'"):
         builders.make_optimizer(config_lib.TrainConfig(optimizer="rmsprop"), 10)
+
+
+@pytest.mark.parametrize("architecture", ["small_cnn", "resnet18"])
+def test_activation_reaches_the_model_and_the_zoo_record(architecture):
+    config = config_lib.make(architecture=architecture, dataset="cifar10", activation="silu")
+    spec = builders.architecture(config)
+    assert spec["kwargs"]["activation"] == "silu"
+    # A zoo record stores this spec; the zoo builds the same network from it.
+    rebuilt = keras_lfr.zoo.build({"architecture": spec})
+    built = builders.make_classifier(config)
+    for model in (rebuilt, built):
+        names = {
+            layer.activation.__name__ for layer in model.layers if hasattr(layer, "activation")
+        }
+        assert "silu" in names and "relu" not in names

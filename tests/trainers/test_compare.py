@@ -1,6 +1,7 @@
 """`trainers.compare`: groups evaluations by setting, averages seeds, pairs same-seed runs."""
 
 import json
+import pathlib
 import subprocess
 import sys
 
@@ -190,6 +191,17 @@ def test_evaluations_of_different_protocols_or_repeated_seeds_are_refused(tmp_pa
     again = write_evaluation(tmp_path, "c", {**BASE, "seed": 0}, v)
     with pytest.raises(ValueError, match=r"one setting has seeds \[0, 0\]"):
         compare.group([compare.load(p) for p in (first, again)])
+
+
+def test_evaluations_of_other_images_are_refused(tmp_path):
+    """One on the test split (an older file, without `split`), one on held-out training images."""
+    v = np.ones(10, bool)
+    test = write_evaluation(tmp_path, "a", {**BASE, "seed": 0}, v)
+    held_out = write_evaluation(tmp_path, "b", {**BASE, "seed": 1}, v)
+    output = json.loads(pathlib.Path(held_out).read_text())
+    pathlib.Path(held_out).write_text(json.dumps({**output, "split": "train[59000:]"}))
+    with pytest.raises(ValueError, match=r"differ in `split` \(test, train\[59000:\]\)"):
+        compare.group([compare.load(p) for p in (test, held_out)])
 
 
 def test_a_run_of_an_older_version_joins_its_setting(tmp_path):

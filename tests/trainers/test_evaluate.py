@@ -2,13 +2,14 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
 import keras
 import numpy as np
 import pytest
-from conftest import REFERENCE_WEIGHTS, REPO, needs_reference_weights
+from conftest import REFERENCE_WEIGHTS, REPO, console_script, needs_reference_weights
 
 import keras_lfr
 from keras_lfr import evaluation
@@ -72,6 +73,9 @@ def test_evaluate_command_line_writes_json(tmp_path):
 def test_evaluate_needs_exactly_one_model_source():
     with pytest.raises(ValueError, match="exactly one of `model`"):
         evaluate.load_model(evaluate.EvalConfig())
+    both = evaluate.EvalConfig(model="m.keras", zoo="mnist/linf-0.3/pgd-at-fast")
+    with pytest.raises(ValueError, match="and `zoo` .*zoo='mnist/linf-0.3/pgd-at-fast'"):
+        evaluate.evaluate(both)
 
 
 @needs_reference_weights
@@ -203,9 +207,15 @@ def test_a_model_without_a_run_directory_gets_its_datasets_standard_epsilon(tmp_
     keras_lfr.models.small_cnn().save(path)
     threat = evaluate.threat_model(evaluate.EvalConfig(model=path))
     assert (threat["dataset"], threat["epsilon"]) == ("mnist", 0.3)
+    # Said plainly in the first line: nothing named the dataset.
+    header = {"protocol": "strong", "cascade": True, "dataset": "mnist", "epsilon": 0.3}
+    line = evaluate.describe({**header, "threat_model": threat})
+    assert "Note: neither the model nor --dataset names a dataset, so this is mnist" in line
     threat = evaluate.threat_model(evaluate.EvalConfig(model=path, dataset="fashion_mnist"))
     assert (threat["dataset"], threat["epsilon"]) == ("fashion_mnist", 0.1)
     assert threat["source"]["epsilon"] == "fashion_mnist's standard radius"
+    line = evaluate.describe({**header, "dataset": "fashion_mnist", "threat_model": threat})
+    assert "Note" not in line
 
 
 def test_a_killed_chunked_evaluation_resumes_with_the_same_results(fashion_run, tmp_path):
@@ -225,13 +235,15 @@ def test_a_killed_chunked_evaluation_resumes_with_the_same_results(fashion_run, 
         "--verbose=1",
     ]
     # Killed as soon as the first chunk is saved.
-    process = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     for line in process.stdout:
         if line.startswith("8/24 images"):
             os.kill(process.pid, signal.SIGKILL)
             break
     process.wait(timeout=600)
-    assert process.returncode == -signal.SIGKILL
+    assert process.returncode == -signal.SIGKILL, process.stderr.read()[-3000:]
     assert [p.name for p in sorted(cache.iterdir())] == ["chunk-000000-000008.json"]
     out = tmp_path / "resumed.json"
     resumed = subprocess.run(
@@ -322,3 +334,120 @@ def test_a_rerun_reads_the_cached_chunks_and_nocache_evaluates_afresh(tmp_path, 
     for timer in ("seconds", "cpu_seconds"):
         del afresh["results"][timer], first["results"][timer]
     assert afresh["results"] == first["results"]
+
+
+FASHION = "fashion_mnist/linf-0.1/pgd-at-fast"
+
+
+def test_a_zoo_entry_is_evaluated_by_name_at_its_own_threat_model(tmp_path):
+    """`keras-lfr-evaluate --zoo`, the installed script, as a user runs it (no log level set)."""
+    out = tmp_path / "zoo.json"
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    completed = subprocess.run(
+        [
+            console_script("keras-lfr-evaluate"),
+            f"--zoo={FASHION}",
+            "--attacks=apgd_ce",
+            "--examples=8",
+            "--batch_size=8",
+            f"--cache_dir={tmp_path / 'cache'}",
+            f"--output={out}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    lines = completed.stdout.splitlines()
+    # The first line says what is evaluated, before the attacks' progress.
+    assert lines[0] == (
+        "Protocol strong (cascade) on fashion_mnist (the zoo entry) at ε = 0.1 (the zoo "
+        "entry's radius), pixels in [0, 1], on the first 8 test images."
+    )
+    assert lines[1].startswith("8/8 images [")
+    output = json.loads(out.read_text())
+    assert (output["dataset"], output["epsilon"], output["split"]) == ("fashion_mnist", 0.1, "test")
+    assert output["warnings"] == [] and output["results"]["clean"] > 0.5
+    assert f"| {FASHION} |" in completed.stdout
+    # TensorFlow's C++ log stays quiet when the user asked for none of it.
+    assert not re.search(r"^[IWEF]\d{4} ", completed.stderr, re.MULTILINE), completed.stderr
+    assert "oneDNN" not in completed.stderr and "cuInit" not in completed.stderr
+
+
+def test_a_saved_zoo_model_keeps_its_dataset_and_epsilon(tmp_path):
+    model = keras_lfr.zoo.load(FASHION)
+    path = str(tmp_path / "entry.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded, keras_lfr.zoo.ZooModel) and loaded.dataset == "fashion_mnist"
+    assert loaded.threat_model() == {"epsilon": 0.1, "clip_min": 0.0, "clip_max": 1.0}
+    x = np.random.default_rng(0).uniform(size=(2, 28, 28, 1)).astype("float32")
+    np.testing.assert_array_equal(loaded(x), model(x))
+    threat = evaluate.threat_model(evaluate.EvalConfig(model=path))
+    assert (threat["dataset"], threat["epsilon"]) == ("fashion_mnist", 0.1)
+    assert threat["source"] == {
+        "dataset": f"the model's zoo entry, {FASHION}",
+        "epsilon": "its zoo entry's radius",
+    }
+    assert threat["dataset_known"]
+    by_name = evaluate.threat_model(evaluate.EvalConfig(zoo=FASHION))
+    assert {k: by_name[k] for k in ("dataset", "epsilon", "clip_min", "clip_max")} == {
+        k: threat[k] for k in ("dataset", "epsilon", "clip_min", "clip_max")
+    }
+
+
+def test_the_first_line_comes_before_any_attack_and_warns_near_chance(monkeypatch):
+    """A Fashion-MNIST model on MNIST: said before the attacks run, with the likely cause."""
+    events = []
+    real = evaluation.resumable_robust_accuracy
+
+    def recorded(*args, **kwargs):
+        events.append("attacks")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "resumable_robust_accuracy", recorded)
+    config = evaluate.EvalConfig(
+        zoo=FASHION,
+        dataset="mnist",
+        protocol="paper",
+        attacks=("fgsm",),
+        examples=32,
+        batch_size=32,
+        cache=False,
+        verbose=0,
+    )
+    output = evaluate.evaluate(config, log=events.append)
+    assert events[0].startswith("Protocol paper (cascade) on mnist (--dataset) at ε = 0.1 ")
+    assert events[1].startswith("Warning: clean accuracy 9.4% on the first 32 images is near ")
+    assert "the dataset or the preprocessing is probably wrong" in events[1]
+    assert events[2:] == ["attacks"]
+    assert output["warnings"] == [events[1]] and output["results"]["clean"] == 3 / 32
+
+
+def test_validation_examples_evaluates_the_held_out_training_images(tmp_path):
+    from trainers import config as config_lib
+
+    path = tmp_path / "plain.keras"
+    keras.utils.set_random_seed(3)
+    keras_lfr.models.small_cnn().save(path)
+    kwargs = dict(model=str(path), protocol="paper", attacks=("fgsm",), batch_size=16, verbose=0)
+    config = evaluate.EvalConfig(**kwargs, validation_examples=100, examples=16)
+    output = evaluate.evaluate(config)
+    # The images trainers.train --validation_examples=100 holds out, and says so.
+    held_out = config_lib.splits(config_lib.TrainConfig(validation_examples=100))["evaluation"]
+    assert output["split"] == held_out == "train[59900:]"
+    assert "on the first 16 held-out training images (train[59900:]" in evaluate.describe(output)
+    x, y = next(
+        iter(keras_lfr.data.load("mnist", "train[59900:59916]", batch_size=16, shuffle=False))
+    )
+    clean = np.mean(np.argmax(keras.models.load_model(path).predict(x, verbose=0), -1) == y)
+    assert output["results"]["clean"] == pytest.approx(clean)
+    on_test = evaluate.evaluate(evaluate.EvalConfig(**kwargs, examples=16))
+    assert on_test["split"] == "test" and on_test["cache_dir"] != output["cache_dir"]
+    assert "on the first 16 test images." in evaluate.describe(on_test)
+    with pytest.raises(ValueError, match="argument `examples`. Received: examples=200"):
+        evaluate.evaluate(evaluate.EvalConfig(**kwargs, validation_examples=100, examples=200))
+    with pytest.raises(ValueError, match="argument `validation_examples`"):
+        evaluate.evaluate(evaluate.EvalConfig(**kwargs, validation_examples=-1))

@@ -70,8 +70,17 @@ def run_trainer(tmp_path, *flags):
 def test_trainer_command_line_continues_a_finished_run_and_refuses_another(tmp_path):
     completed = run_trainer(tmp_path, "--method=standard", "--epochs=1")
     assert completed.returncode == 0, completed.stderr[-3000:]
-    assert "Clean test metrics" in completed.stdout
+    assert "Clean metrics on test[:128]" in completed.stdout
     assert (tmp_path / "export" / "saved_model.pb").is_file()
+    # The same command again: already complete, says where its results are, writes nothing.
+    written = {path: path.stat().st_mtime_ns for path in tmp_path.rglob("*")}
+    again = run_trainer(tmp_path, "--method=standard", "--epochs=1", "--verbose=0")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"The run in {tmp_path} is already complete (1 epoch): nothing to do." in again.stdout
+    assert f"results are in {tmp_path / 'metrics.json'}" in again.stdout
+    assert f"Saved {tmp_path}" not in again.stdout and "Clean metrics" not in again.stdout
+    assert "Epoch" not in again.stdout + again.stderr
+    assert {path: path.stat().st_mtime_ns for path in tmp_path.rglob("*")} == written
     # The finished run, asked for one more epoch, trains epoch 2 only.
     more = run_trainer(tmp_path, "--method=standard", "--epochs=2")
     assert more.returncode == 0, more.stderr[-3000:]

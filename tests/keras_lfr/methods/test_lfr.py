@@ -44,6 +44,32 @@ def test_penalty_matches_per_example_computation(tiny, batch):
     np.testing.assert_allclose(total, ce + 0.5 * norms.mean(), rtol=1e-5)
 
 
+@pytest.mark.parametrize("batch_size", [1, 5, 16])
+def test_default_objective_is_the_authors_loss(tiny, batch_size):
+    """The default `lam` reproduces the authors' `LFR_loss` at any batch size.
+
+    Their code differentiates the batch-mean cross-entropy with respect to the
+    inputs (each example's gradient is 1/B of its own ∇ₓ CE), takes the batch
+    mean of the ℓ1 norms, multiplies it by B and weights it by λ = 0.02. The
+    factors B and 1/B cancel: their penalty is λ times the batch mean of the
+    per-example ‖∇ₓ CE‖₁, what `LFR` computes, not λ·B times it.
+    """
+    x, y = tiny_batch(batch_size)
+    x_adv = tf.constant(np.clip(x + 0.03, 0, 1))
+    with tf.GradientTape() as tape:  # the authors' steps, written out in TensorFlow
+        tape.watch(x_adv)
+        mean_ce = tf.reduce_mean(
+            tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=tiny(x_adv))
+        )
+    gradient = tape.gradient(mean_ce, x_adv)
+    loss_grad = tf.reduce_mean(tf.reduce_sum(tf.abs(gradient), axis=(1, 2, 3))) * batch_size
+    clean = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=tiny(x)))
+    authors = clean + 0.02 * loss_grad
+    _, total, terms = LFR().loss(tiny, tf.constant(x), tf.constant(y), x_adv)
+    np.testing.assert_allclose(total, authors, rtol=1e-5)
+    np.testing.assert_allclose(terms["local_flatness"], loss_grad, rtol=1e-5)
+
+
 def test_sample_weight_scales_per_example_terms(tiny, batch):
     x, y = batch
     weights = np.linspace(0, 2, len(x)).astype("float32")
