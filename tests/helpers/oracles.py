@@ -146,3 +146,15 @@ def recording_iterate(trace):
         return state
 
     return iterate
+
+
+def classified_problem(seed, batch=12):
+    """A ReLU CNN, its numpy twin and a batch it classifies correctly (labels = predictions)."""
+    rng = np.random.default_rng(seed)
+    weights = random_weights(rng)
+    model = keras_model()
+    model.set_weights(weights)
+    net = ConvNet(weights)
+    x = rng.uniform(0.0, 1.0, size=(batch, 6, 6, 1)).astype("float32")
+    y = np.argmax(net.logits(x), axis=1).astype("int32")
+    return model, net, x, y

@@ -24,7 +24,10 @@ import importlib
 
 import numpy as np
 import pytest
-from helpers.oracles import ConvNet, keras_model, random_weights, recording_iterate
+from helpers.oracles import (
+    classified_problem,
+    recording_iterate,
+)
 
 from keras_lfr import attacks, ops
 
@@ -179,15 +182,7 @@ def apgd_targeted(net, x, y, eps, n_iter, n_target_classes, starts, **kwargs):
 
 @pytest.fixture(scope="module")
 def problem():
-    """A ReLU CNN, its numpy twin and a batch it classifies correctly (labels = predictions)."""
-    rng = np.random.default_rng(2)
-    weights = random_weights(rng)
-    model = keras_model()
-    model.set_weights(weights)
-    net = ConvNet(weights)
-    x = rng.uniform(0.0, 1.0, size=(12, 6, 6, 1)).astype("float32")
-    y = np.argmax(net.logits(x), axis=1).astype("int32")
-    return model, net, x, y
+    return classified_problem(seed=2)
 
 
 NUM_TARGETS = 2

@@ -21,7 +21,10 @@ import math
 
 import numpy as np
 import pytest
-from helpers.oracles import ConvNet, keras_model, random_weights, recording_iterate
+from helpers.oracles import (
+    classified_problem,
+    recording_iterate,
+)
 
 from keras_lfr import attacks, ops
 
@@ -88,15 +91,7 @@ def ddn_numpy(net, x, y, steps, gamma=0.05, init_norm=1.0, check_last=False):
 
 @pytest.fixture(scope="module")
 def problem():
-    """A ReLU CNN, its numpy twin and a batch it classifies correctly (labels = predictions)."""
-    rng = np.random.default_rng(3)
-    weights = random_weights(rng)
-    model = keras_model()
-    model.set_weights(weights)
-    net = ConvNet(weights)
-    x = rng.uniform(0.0, 1.0, size=(12, 6, 6, 1)).astype("float32")
-    y = np.argmax(net.logits(x), axis=1).astype("int32")
-    return model, net, x, y
+    return classified_problem(seed=3)
 
 
 # (steps, init_norm, gamma): from a small norm that grows until some examples
