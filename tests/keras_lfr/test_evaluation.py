@@ -324,3 +324,52 @@ def test_sanity_check_gaps_of_exactly_the_tolerance_pass():
     assert at_most(0.96 - 0.94, 0.02)  # 2 of 100 images at a 2% tolerance
     assert not at_most(0.96 - 0.93, 0.02)
     assert at_most(0.05, 0.05) and not at_most(0.06, 0.05)
+
+
+def test_a_killed_evaluation_of_a_trained_model_resumes_from_its_cached_chunks(tmp_path):
+    """Killed during its second chunk, the rerun attacks only that chunk and agrees exactly.
+
+    The model is a trained zoo entry, so the attack does change verdicts
+    (robust < clean on these images): a resume that mixed up chunks or seeds
+    would show. A counter on the chunks loaded proves the cached chunk is
+    read, not attacked again.
+    """
+    model = keras_lfr.zoo.load("mnist/linf-0.3/pgd-at-fast")
+    x, y = next(iter(keras_lfr.data.load("mnist", "test", batch_size=24, num_examples=24)))
+    apgd = functools.partial(attacks.apgd, epsilon=0.4, steps=10)
+    loaded = []
+    kill = []
+
+    def load_chunk(start, stop):
+        loaded.append(start)
+        if start in kill:
+            raise KeyboardInterrupt  # the kill
+        return tf.data.Dataset.from_tensor_slices((x[start:stop], y[start:stop])).batch(12)
+
+    def evaluate(cache_dir):
+        return evaluation.resumable_robust_accuracy(
+            model,
+            load_chunk,
+            {"apgd_ce": apgd},
+            24,
+            chunk_size=12,
+            cache_dir=cache_dir,
+            verbose=0,
+        )
+
+    straight = evaluate(None)
+    assert loaded == [0, 12]
+    assert straight["worst_case"] < straight["clean"]  # the attack breaks some images
+    cache = tmp_path / "cache"
+    loaded.clear()
+    kill.append(12)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(str(cache))
+    assert [p.name for p in cache.iterdir()] == ["chunk-000000-000012.json"]
+    loaded.clear()
+    kill.clear()
+    resumed = evaluate(str(cache))
+    assert loaded == [12]  # the first chunk came from the cache
+    for timer in ("seconds", "cpu_seconds"):
+        straight.pop(timer), resumed.pop(timer)
+    assert resumed == straight

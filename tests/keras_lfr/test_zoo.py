@@ -272,3 +272,39 @@ def test_a_zoo_model_exports_for_serving_like_any_other(name, tmp_path):
         served(images=tf.zeros([1, 28, 28, 1], tf.float64))
     with pytest.raises(tf.errors.InvalidArgumentError, match="expects float32 `images` of shape"):
         served(images=tf.zeros([1, 32, 32, 3]))
+
+
+def chunk_folder(name):
+    """The entry's shipped chunks of its recorded protocol, or `None`."""
+    protocol = zoo.info(name)["evaluation"]["protocol"]
+    folders = sorted(zoo.entry_dir(name).glob(f"evaluation/{protocol}-*"))
+    return folders[0] if len(folders) == 1 else None
+
+
+@pytest.mark.parametrize("name", zoo.available())
+def test_every_entrys_robust_accuracy_is_the_mean_of_its_verdicts(name):
+    evaluated = zoo.info(name)["evaluation"]
+    verdicts = evaluated["per_example"]
+    assert len(verdicts) == evaluated["examples"] and set(verdicts) <= {"0", "1"}
+    assert evaluated["robust"] == pytest.approx(verdicts.count("1") / len(verdicts), abs=5e-5)
+
+
+@pytest.mark.parametrize("name", [n for n in zoo.available() if chunk_folder(n)])
+def test_shipped_chunks_join_to_the_entrys_verdicts(name):
+    """The chunks tile the evaluated images, and their counts and verdicts join to the record's.
+
+    Each chunk's worst-case count equals the 1s of its verdicts, the
+    per-attack counts of the cascade never rise along it, and the chunks'
+    verdicts, joined, are the record's `per_example`.
+    """
+    evaluated = zoo.info(name)["evaluation"]
+    joined, end = "", 0
+    for path in sorted(chunk_folder(name).glob("chunk-*.json")):
+        start, stop = (int(part) for part in path.stem.split("-")[1:])
+        chunk = json.loads(path.read_text())
+        assert start == end and chunk["examples"] == stop - start == len(chunk["per_example"])
+        assert chunk["worst_case"] == chunk["per_example"].count("1")
+        counts = [chunk[attack] for attack in evaluated["per_attack"]]
+        assert counts == sorted(counts, reverse=True) and counts[-1] == chunk["worst_case"]
+        joined, end = joined + chunk["per_example"], stop
+    assert joined == evaluated["per_example"]
