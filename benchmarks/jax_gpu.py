@@ -19,9 +19,10 @@ with a GPU (`benchmarks/device_run.sh` runs it on the borrowed H200):
 3. Times the steps again at the larger batch sizes of `--big_batch_sizes`.
 
 Results are printed and rewritten to `--out` (JSON) after every row, so a
-run stopped by a time limit keeps what it measured. `--data` is an npz with
-`x_train`, `y_train`, `x_test`, `y_test` (uint8 images, as in
-`../shared/device/mnist.npz`).
+run stopped by a time limit keeps what it measured. `--data` is an npz in
+`keras.datasets`' format, `x_train`, `y_train`, `x_test`, `y_test` (uint8
+images, as in `../shared/device/mnist.npz`), read as
+`keras_lfr.data.load(..., data_npz=...)` reads it.
 """
 
 import json
@@ -39,12 +40,21 @@ FLAGS = flags.FLAGS
 
 
 def load(path, train_examples):
-    data = np.load(path)
-    scale = lambda images: images.astype("float32")[..., :28, :28].reshape(-1, 28, 28, 1) / 255.0  # noqa: E731
-    x_train, y_train = scale(data["x_train"]), data["y_train"].astype("int32")
-    if train_examples:
-        x_train, y_train = x_train[:train_examples], y_train[:train_examples]
-    return x_train, y_train, scale(data["x_test"]), data["y_test"].astype("int32")
+    """The npz's first `train_examples` training images (all for 0) and its test images.
+
+    As float32 arrays in [0, 1] and int32 labels: `x_train, y_train, x_test,
+    y_test`, read by `keras_lfr.data.load(..., data_npz=path)`.
+    """
+
+    def arrays(split):
+        every = keras_lfr.data.dataset_info("mnist").train_size  # one batch: the whole split
+        batches = keras_lfr.data.load(
+            "mnist", split, batch_size=every, shuffle=False, data_npz=path
+        )
+        return next(iter(batches))
+
+    train = f"train[:{train_examples}]" if train_examples else "train"
+    return (*arrays(train), *arrays("test"))
 
 
 def step_ms(method, steps, dtype, batch_size, repeats):

@@ -5,7 +5,7 @@
 >>> model.fit(train_ds, epochs=100)
 """
 
-import importlib.util
+import importlib
 
 from keras_lfr import _quiet
 
@@ -20,32 +20,26 @@ from keras_lfr import (  # noqa: E402
     backend,
     callbacks,
     checks,
+    data,
     defaults,
     evaluation,
     methods,
     models,
     ops,
     surfaces,
+    zoo,
 )
+from keras_lfr.export import export  # noqa: E402
 from keras_lfr.methods import available_methods, local_flatness  # noqa: E402
 from keras_lfr.robust_model import LFRModel, RobustModel, wrap  # noqa: E402
 
-# Modules built on TensorFlow (tf.data and tfds, tf.distribute, SavedModel;
-# the zoo loads its test sets with tfds): present where TensorFlow is
-# installed, so that the rest runs on the JAX backend on machines without it.
-_TENSORFLOW_MODULES = ("data", "distributed", "export", "zoo")
-if importlib.util.find_spec("tensorflow") is not None:
-    from keras_lfr import data, distributed, zoo
-    from keras_lfr.export import export
-
 
 def __getattr__(name):
-    if name in _TENSORFLOW_MODULES:
-        raise ImportError(
-            f"keras_lfr.{name} needs TensorFlow, which is not installed. Training, "
-            "the attacks and the evaluation run without it (KERAS_BACKEND=jax); "
-            "`pip install tensorflow` for the rest."
-        )
+    # `distributed` is built on tf.distribute: imported on first use, so that
+    # the rest runs where TensorFlow is not installed (tfds loading and
+    # SavedModel export import it when called; `keras_lfr._optional`).
+    if name == "distributed":
+        return importlib.import_module("keras_lfr.distributed")
     raise AttributeError(f"module 'keras_lfr' has no attribute {name!r}")
 
 

@@ -8,9 +8,10 @@ metrics as `fit`) inside `strategy.run`, one compiled step per batch.
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from keras_lfr import _validation
+from keras_lfr import _optional, _validation
+
+tf = _optional.tensorflow_module("tensorflow", "keras_lfr.distributed (tf.distribute)")
 
 
 def distributed_fit(model, data, *, epochs, steps_per_epoch, strategy=None, verbose=1):

@@ -383,6 +383,26 @@ def cache_key(model, *settings):
     return digest.hexdigest()[:16]
 
 
+def cache_path(root, label, model, *settings):
+    """Where one evaluation's results are cached: `<root>/<label>-<cache_key>`.
+
+    Every cached evaluation is named here: the chunk folders of
+    `resumable_robust_accuracy` (`cache_dir`) that `trainers.evaluate` and
+    `keras_lfr.zoo.benchmark` use, and the sanity checks' file of
+    `trainers.release` (with `.json` appended).
+
+    Args:
+        root: The directory that holds the caches of many evaluations.
+        label: A readable prefix, e.g. `"autoattack-eps0.3-q5000"`.
+        model: The evaluated model (see `cache_key`).
+        *settings: Every setting the results depend on (see `cache_key`).
+
+    Returns:
+        The path, a string (nothing is created).
+    """
+    return os.path.join(os.fspath(root), f"{label}-{cache_key(model, *settings)}")
+
+
 class _ChunkProgress:
     """The chunked evaluation's progress line: a bar, the running accuracies and the time left.
 

@@ -1,8 +1,8 @@
 """Export for serving: a TF SavedModel that maps float32 images to logits."""
 
 import keras
-import tensorflow as tf
 
+from keras_lfr import _optional
 from keras_lfr.checks import input_shape_of
 
 SIGNATURE_KEY = "serving_default"
@@ -15,12 +15,18 @@ INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
 
 
+def _tensorflow():
+    """The `tensorflow` module, or an `ImportError` naming the extra that installs it."""
+    return _optional.tensorflow_module("tensorflow", "SavedModel export (keras_lfr.export)")
+
+
 def check_shape(images, shape):
     """An assertion op: `images` has shape `(batch, *shape)`, else a message naming it.
 
     The rank is compared first, so a wrong rank fails with the same message
     instead of an "Incompatible shapes" error from comparing the sizes.
     """
+    tf = _tensorflow()
     actual = tf.shape(images)
     matches = tf.cond(
         tf.equal(tf.size(actual), len(shape) + 1),
@@ -44,6 +50,7 @@ def export(model, path, input_shape=None):
     dtypes are rejected by the signature and other shapes or ranks by an
     explicit check whose message names the expected shape (the signature
     itself declares `images` of any shape, so that the check sees them).
+    Needs TensorFlow (`pip install "keras_lfr[tensorflow]"`).
 
     Args:
         model: A `RobustModel` or any Keras model that returns logits.
@@ -58,6 +65,7 @@ def export(model, path, input_shape=None):
     Raises:
         ValueError: If the input shape is unknown, or the backend is not
             TensorFlow.
+        ImportError: If TensorFlow is not installed.
 
     Example:
 
@@ -65,6 +73,7 @@ def export(model, path, input_shape=None):
     >>> served = tf.saved_model.load("/tmp/lfr_savedmodel")
     >>> served.signatures["serving_default"](images=x)["logits"]
     """
+    tf = _tensorflow()
     if keras.backend.backend() != "tensorflow":
         raise ValueError(
             "keras_lfr.export writes a TensorFlow SavedModel from the TensorFlow backend. "

@@ -56,6 +56,7 @@ SLOWEST_FILES = (
     "tests/keras_lfr/test_evaluation.py",
     "tests/trainers/test_cli.py",
     "tests/keras_lfr/test_zoo.py",
+    "tests/trainers/test_packaging.py",
 )
 
 

@@ -1,12 +1,12 @@
 """What a `TrainConfig` builds: the classifier, the optimizer and its schedule, the callbacks."""
 
+import contextlib
 import functools
 
 import keras
-import tensorflow as tf
 
 import keras_lfr
-from keras_lfr import _validation, defaults
+from keras_lfr import _optional, _validation, defaults
 
 from . import config as config_lib
 
@@ -72,11 +72,16 @@ def make_optimizer(config, steps_per_epoch):
     return keras.optimizers.SGD(rate, momentum=config.momentum)
 
 
-def strategy(config):
-    """The config's `tf.distribute` strategy: `MirroredStrategy` or the default one."""
+def scope(config):
+    """The scope to build the model in: `tf.distribute.MirroredStrategy`'s, or none.
+
+    Raises:
+        ImportError: If `distribute="mirrored"` and TensorFlow is not installed.
+    """
     if config.distribute == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
+        tf = _optional.tensorflow_module("tensorflow", "--distribute=mirrored")
+        return tf.distribute.MirroredStrategy().scope()
+    return contextlib.nullcontext()
 
 
 def make_model(config, steps_per_epoch):
@@ -120,6 +125,7 @@ def attack_evaluation(config):
                 batch_size=config.attack_eval_examples,
                 data_dir=config.data_dir,
                 download=config.download,
+                data_npz=config.data_npz,
             )
         )
     )

@@ -133,6 +133,11 @@ class TrainConfig:
     seed: int = option(0, "Seed of weights, shuffling and random starts.")
     deterministic: bool = option(False, "Deterministic TensorFlow ops (bitwise-repeatable runs).")
     data_dir: str = option(None, "tfds data directory (default: $TFDS_DATA_DIR).")
+    data_npz: str = option(
+        None,
+        "An .npz of the dataset in keras.datasets' format (x_train, y_train, x_test, y_test) "
+        "to read instead of tfds: no TensorFlow needed.",
+    )
     download: bool = option(True, "Let tfds download the dataset if it is missing.")
     verbose: object = option(
         "auto",

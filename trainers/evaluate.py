@@ -42,11 +42,10 @@ import time
 
 import keras
 import numpy as np
-import tensorflow as tf
 from absl import flags, logging
 
 import keras_lfr
-from keras_lfr import _validation, defaults
+from keras_lfr import _optional, _validation, defaults
 
 from . import options, runs
 from .options import option
@@ -99,6 +98,11 @@ class EvalConfig:
     queries: int = option(5000, "Square attack queries (strong and autoattack protocols).")
     data_dir: str = option(
         None, "tfds data directory (default: TFDS_DATA_DIR or ~/tensorflow_datasets)."
+    )
+    data_npz: str = option(
+        None,
+        "An .npz in keras.datasets' format (x_train, y_train, x_test, y_test) to read the "
+        "images from instead of tfds: no TensorFlow needed.",
     )
     download: bool = option(True, "Let tfds download the dataset if it is not prepared.")
     cascade: bool = option(
@@ -289,12 +293,16 @@ def chunk_cache(config, threat, model):
     }
     if config.validation_examples:  # other images than the test split's
         settings["validation_examples"] = config.validation_examples
-    key = keras_lfr.evaluation.cache_key(model, settings)
+    if config.data_npz:  # other images, or in another order, than tfds'
+        settings["data_npz"] = os.path.abspath(config.data_npz)
     root = os.environ.get("KERAS_LFR_CACHE_DIR") or os.path.join(
         os.path.expanduser("~"), ".cache", "keras_lfr"
     )
     name = source_name(config).replace("/", "-")
-    return os.path.join(root, "evaluations", f"{name}-{config.protocol}-{key}")
+    label = f"{name}-{config.protocol}"
+    return keras_lfr.evaluation.cache_path(
+        os.path.join(root, "evaluations"), label, model, settings
+    )
 
 
 def load_model(config, dataset=defaults.DATASET):
@@ -326,17 +334,19 @@ class ServedLogits:
     """
 
     def __init__(self, path):
+        _optional.tensorflow_module("tensorflow", "Evaluating a SavedModel")
         self.layer = keras.layers.TFSMLayer(path, call_endpoint="serving_default")
         self.weights = self.layer.weights
 
     def __call__(self, x, training=False):
-        return self.layer(tf.cast(x, tf.float32))["logits"]
+        return self.layer(keras.ops.cast(x, "float32"))["logits"]
 
 
-def test_batch(dataset, count, data_dir=None, images=None):
+def test_batch(dataset, count, data_dir=None, images=None, data_npz=None):
     """The first `count` test images and labels of a dataset, as one batch.
 
-    With `images` (`evaluated_images`), the first `count` of those instead.
+    With `images` (`evaluated_images`), the first `count` of those instead;
+    with `data_npz`, read from that `.npz` (`keras_lfr.data.load`).
     """
     base, first = ("test", 0) if images is None else (images["base"], images["offset"])
     if images is not None and images["count"] is not None:
@@ -347,6 +357,7 @@ def test_batch(dataset, count, data_dir=None, images=None):
         batch_size=count,
         shuffle=False,
         data_dir=data_dir,
+        data_npz=data_npz,
     )
     return next(iter(batches))
 
@@ -415,17 +426,12 @@ def evaluate(config, log=None):
             )
         chosen = {name: chosen[name] for name in config.attacks}
     model = load_model(config, dataset)
-    keras_lfr.data.require(dataset, config.data_dir, config.download)
+    source = {"data_dir": config.data_dir, "download": config.download, "data_npz": config.data_npz}
+    keras_lfr.data.require(dataset, **source)
     if images["count"] is not None:
         total = config.examples or images["count"]
     else:
-        total = config.examples or int(
-            keras_lfr.data.load(
-                dataset, "test", batch_size=1, data_dir=config.data_dir, download=config.download
-            )
-            .cardinality()
-            .numpy()
-        )
+        total = config.examples or len(keras_lfr.data.load(dataset, "test", batch_size=1, **source))
     header = {
         "protocol": config.protocol,
         "cascade": config.cascade,
@@ -444,8 +450,7 @@ def evaluate(config, log=None):
             f"{images['base']}[{offset + first}:{offset + stop}]",
             batch_size=stop - first,
             shuffle=False,
-            data_dir=config.data_dir,
-            download=config.download,
+            **source,
         )
 
     # Before the attacks: a clean accuracy near chance on the first chunk
@@ -500,14 +505,17 @@ def evaluate(config, log=None):
         # it evaluated (`trainers.compare` groups by it once the run is gone).
         output["run"] = run.stored_config()
     if config.sanity_checks:
-        x, y = test_batch(dataset, config.check_examples, config.data_dir, images)
+        x, y = test_batch(dataset, config.check_examples, config.data_dir, images, config.data_npz)
         checks = keras_lfr.evaluation.sanity_checks(
             model, x, y, epsilon=epsilon, queries=config.check_queries
         )
         output["sanity_checks"] = [dataclasses.asdict(c) for c in checks]
     if config.flatness:
-        x, y = test_batch(dataset, min(config.examples or 1000, 1000), config.data_dir, images)
-        gamma = keras_lfr.local_flatness(model, x, y, epsilon, epsilon / 3, 5).numpy()
+        count = min(config.examples or 1000, 1000)
+        x, y = test_batch(dataset, count, config.data_dir, images, config.data_npz)
+        gamma = keras.ops.convert_to_numpy(
+            keras_lfr.local_flatness(model, x, y, epsilon, epsilon / 3, 5)
+        )
         output["flatness"] = {
             "gamma_mean": float(gamma.mean()),
             "gamma_median": float(np.median(gamma)),

@@ -1,4 +1,4 @@
-r"""Releases a trained model into the zoo: weights, evaluation and record under `keras_lfr/zoo/`.
+r"""Releases a trained model into the zoo: weights and record under `keras_lfr/zoo/`.
 
     python -m trainers.release --model_dir=runs/fast/lfr --name=mnist/linf-0.3/lfr-fast \
         --examples=10000
@@ -12,16 +12,17 @@ and training record; evaluates the model with `keras_lfr.zoo.benchmark` and
 runs the sanity checks, and writes the float32 weights and the record
 (validated against `keras_lfr.zoo.SCHEMA`) to the entry's folder. The
 evaluation is resumable: its results per chunk of images and the checks'
-are kept in the entry's `evaluation/` folder, so rerunning the same command
-after a kill continues, and a release with fewer `--examples` writes the
-record of what is done. An evaluation that outlasts a machine is committed
-that way (weights, partial record, `evaluation/`) and continued from the
-entry on the next one.
+are kept outside the package, in `results/zoo/<name>/` of the repository
+(`evaluation_dir`), so rerunning the same command after a kill continues,
+and a release with fewer `--examples` writes the record of what is done. An
+evaluation that outlasts a machine is committed that way (weights, partial
+record, its results folder) and continued from the entry on the next one.
 """
 
 import dataclasses
 import datetime
 import os
+import pathlib
 import re
 import subprocess
 import sys
@@ -37,6 +38,14 @@ from . import evaluate, options, runs
 FLAGS = flags.FLAGS
 # The repository this module runs from (for its git provenance).
 _CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The zoo entries' evaluation results, per chunk of test images and for the
+# sanity checks: in the repository, not in the package (`evaluation_dir`).
+EVALUATIONS = pathlib.Path(_CHECKOUT) / "results" / "zoo"
+
+
+def evaluation_dir(name):
+    """The folder of zoo entry `name`'s evaluation results: `results/zoo/<name>/`."""
+    return EVALUATIONS.joinpath(*name.split("/"))
 
 
 def _git(*args, root=_CHECKOUT):
@@ -75,17 +84,28 @@ def version_at(revision, root=None):
 
 
 def hardware():
-    """A one-line description of the machine: CPU cores and architecture, GPUs, TensorFlow."""
+    """A one-line description of the machine: CPU cores and architecture, GPUs, the framework.
+
+    The framework is the Keras backend's: TensorFlow, or JAX (which needs no
+    TensorFlow installed).
+    """
     import platform
 
-    import tensorflow as tf
+    if keras_lfr.backend.NAME == "tensorflow":
+        import tensorflow as tf
 
-    gpus = tf.config.list_physical_devices("GPU")
-    names = [tf.config.experimental.get_device_details(g).get("device_name", "GPU") for g in gpus]
+        gpus = tf.config.list_physical_devices("GPU")
+        names = [
+            tf.config.experimental.get_device_details(g).get("device_name", "GPU") for g in gpus
+        ]
+        framework = f"TensorFlow {tf.__version__}"
+    else:
+        import jax
+
+        names = [device.device_kind for device in jax.devices() if device.platform == "gpu"]
+        framework = f"JAX {jax.__version__}"
     devices = ", ".join(names) if names else "no GPU"
-    return (
-        f"{os.cpu_count()} CPU cores ({platform.machine()}), {devices}, TensorFlow {tf.__version__}"
-    )
+    return f"{os.cpu_count()} CPU cores ({platform.machine()}), {devices}, {framework}"
 
 
 def hyperparameters(config):
@@ -152,8 +172,8 @@ TRAINING_FIELDS = (
 
 def _sanity_checks(classifier, dataset, epsilon, examples, queries, cache_dir):
     """The sanity checks' results as dicts, computed once per model and setting (cached)."""
-    key = evaluation.cache_key(classifier, dataset, examples, epsilon, queries)
-    path = os.path.join(cache_dir, f"sanity-checks-{key}.json")
+    settings = (dataset, examples, epsilon, queries)
+    path = evaluation.cache_path(cache_dir, "sanity-checks", classifier, *settings) + ".json"
     if os.path.exists(path):
         return runs.read_json(path)
     x, y = evaluate.test_batch(dataset, examples)
@@ -179,11 +199,11 @@ def release(
     """Evaluates a run's model, or an entry's, and writes it into the zoo as `name`.
 
     The evaluation's results, per chunk of test images and for the sanity
-    checks, are kept in the entry's `keras_lfr.zoo.EVALUATION_CACHE` folder,
-    so the same command resumes after a kill; and releasing with fewer
-    `examples` than planned writes a valid record of the images evaluated so
-    far. Committed with the entry, that folder lets a later machine continue
-    the evaluation from the entry alone (`model_dir=None`).
+    checks, are kept in the entry's `evaluation_dir`, so the same command
+    resumes after a kill; and releasing with fewer `examples` than planned
+    writes a valid record of the images evaluated so far. Committed with the
+    entry, that folder lets a later machine continue the evaluation from the
+    entry alone (`model_dir=None`).
 
     Args:
         model_dir: The run directory `trainers.train` wrote; `None` to
@@ -220,7 +240,8 @@ def release(
         classifier = evaluate.load_classifier(runs.RunDir(model_dir).model)
     dataset, epsilon = record["dataset"], record["threat_model"]["epsilon"]
     entry = zoo.entry_dir(name)
-    cache_dir = entry / zoo.EVALUATION_CACHE
+    entry.mkdir(parents=True, exist_ok=True)
+    cache_dir = evaluation_dir(name)
     cache_dir.mkdir(parents=True, exist_ok=True)
     evaluated = zoo.benchmark(
         classifier,
@@ -417,7 +438,7 @@ def define_flags():
         "model_dir",
         None,
         "The run directory trainers.train wrote; omit it to evaluate the entry --name again "
-        "(e.g. on more images, resuming from its evaluation folder).",
+        "(e.g. on more images, resuming from its results in results/zoo/).",
     )
     flags.DEFINE_string("name", None, "Zoo name, e.g. mnist/linf-0.3/lfr-fast.")
     flags.DEFINE_integer("examples", 10000, "Test images of the evaluation.")

@@ -34,6 +34,7 @@ RESUMABLE_FIELDS = frozenset(
         "test_examples",
         "attack_eval_examples",
         "data_dir",
+        "data_npz",
         "download",
         "deterministic",
     }
@@ -41,7 +42,7 @@ RESUMABLE_FIELDS = frozenset(
 
 
 # Fields that a finished run, run again with other values, has nothing to redo for.
-UNCHANGING_FIELDS = frozenset({"verbose", "data_dir", "download"})
+UNCHANGING_FIELDS = frozenset({"verbose", "data_dir", "data_npz", "download"})
 
 
 def identity(config):

@@ -18,11 +18,10 @@ import functools
 import sys
 
 import keras
-import tensorflow as tf
 from absl import flags, logging
 
 import keras_lfr
-from keras_lfr import _validation
+from keras_lfr import _optional, _validation
 from keras_lfr.export import FROM_KERAS_FILE
 
 from . import builders, options, release, runs
@@ -37,7 +36,7 @@ def validate(config):
     Builds no model and draws no random number: it checks the splits, the
     architecture and dataset, the optimizer and its schedule, the method and
     its hyperparameters as `keras_lfr.wrap` does, and that the dataset is
-    prepared or downloadable (`keras_lfr.data.require`).
+    prepared or downloadable, or its `data_npz` readable (`keras_lfr.data.require`).
 
     Raises:
         ValueError: Naming the first invalid setting, the value received and
@@ -55,7 +54,7 @@ def validate(config):
     if config.awp_gamma:
         keras_lfr.methods.AWP(base=method, gamma=config.awp_gamma, warmup_steps=config.awp_warmup)
     _validation.non_negative_float("epsilon_warmup_epochs", config.epsilon_warmup_epochs)
-    keras_lfr.data.require(config.dataset, config.data_dir, config.download)
+    keras_lfr.data.require(config.dataset, config.data_dir, config.download, config.data_npz)
 
 
 def train_and_evaluate(config, workdir, callbacks=(), fresh=False, command=None):
@@ -90,7 +89,9 @@ def train_and_evaluate(config, workdir, callbacks=(), fresh=False, command=None)
     """
     validate(config)  # before anything is written
     keras.utils.set_random_seed(config.seed)
-    if config.deterministic:
+    if config.deterministic and _optional.tensorflow_installed():  # tf.data's ops included
+        import tensorflow as tf
+
         tf.config.experimental.enable_op_determinism()
     run = runs.RunDir(workdir)
     run.claim(config, fresh=fresh)
@@ -107,10 +108,11 @@ def train_and_evaluate(config, workdir, callbacks=(), fresh=False, command=None)
         batch_size=config.batch_size,
         data_dir=config.data_dir,
         download=config.download,
+        data_npz=config.data_npz,
     )
     splits = config_lib.splits(config)
     test = load(splits["evaluation"], shuffle=False)
-    steps_per_epoch = int(load(splits["train"]).cardinality())
+    steps_per_epoch = len(load(splits["train"]))
     # Epoch e is shuffled from (seed, e), so a resumed run sees the same data order.
     train = load(
         splits["train"],
@@ -118,7 +120,7 @@ def train_and_evaluate(config, workdir, callbacks=(), fresh=False, command=None)
         epochs=config.epochs,
         initial_epoch=initial_epoch,
     )
-    with builders.strategy(config).scope():
+    with builders.scope(config):
         model = builders.make_model(config, steps_per_epoch)
     if config.attack_eval_examples:
         callbacks = [*callbacks, builders.attack_evaluation(config)]
@@ -126,12 +128,9 @@ def train_and_evaluate(config, workdir, callbacks=(), fresh=False, command=None)
         runs.restore(model, state)
     checkpoint = run.checkpoint_callback(history=state and state["history"])
     spent = checkpoint.history.get("wall_time", [0.0])[-1]
-    callbacks = [
-        keras_lfr.callbacks.WallClock(offset=spent),
-        *callbacks,
-        checkpoint,
-        keras.callbacks.TensorBoard(run.tensorboard),
-    ]
+    callbacks = [keras_lfr.callbacks.WallClock(offset=spent), *callbacks, checkpoint]
+    if _optional.tensorflow_installed():  # TensorBoard's logs are written with tf.summary
+        callbacks.append(keras.callbacks.TensorBoard(run.tensorboard))
     if initial_epoch < config.epochs:  # else the run is complete: evaluate and save it
         model.fit(
             train,

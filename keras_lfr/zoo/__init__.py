@@ -6,7 +6,9 @@ its record (`record.json`): the dataset and threat model, the method and its
 hyperparameters, the architecture, the exact training command and seed, the
 training time and hardware, and the evaluation (clean and robust accuracy,
 per attack, with the protocol, its sample and the sanity checks). Names
-follow RobustBench's: `mnist/linf-0.3/lfr-fast`.
+follow RobustBench's: `mnist/linf-0.3/lfr-fast`. `available`, `info`, `load`
+and `compare` need no TensorFlow; `benchmark` and `clean_accuracy` read the
+test split with tfds (`keras_lfr.data`).
 
 Example:
 
@@ -18,7 +20,6 @@ Example:
 
 import hashlib
 import json
-import os
 import pathlib
 
 import keras
@@ -27,13 +28,9 @@ import numpy as np
 from keras_lfr import _validation, data, defaults, evaluation, models
 
 MODELS = pathlib.Path(__file__).resolve().parent / "models"
+# An entry's folder holds these two files and nothing else.
 RECORD = "record.json"
 WEIGHTS = "model.weights.h5"
-# An entry's folder of evaluation results, per chunk of test images and for
-# its sanity checks (`trainers.release`): kept beside the entry in the
-# repository, so that an evaluation longer than a machine's life resumes
-# where it stopped, but not package data.
-EVALUATION_CACHE = "evaluation"
 # The architectures an entry may name, by their `keras_lfr.models` function.
 ARCHITECTURES = {"small_cnn": models.small_cnn, "preact_resnet18": models.preact_resnet18}
 
@@ -307,9 +304,10 @@ def benchmark(
         chunk_size: Images per chunk (and attack batch). Defaults to `500`.
         cache_dir: Directory for the per-chunk results, in a folder named
             after the protocol, ε, the queries and a digest of the model's
-            weights, the settings and keras_lfr's version (so a retrained
-            model or another version never reads these counts); `None` for
-            none. Defaults to `None`.
+            weights, the settings and keras_lfr's version
+            (`keras_lfr.evaluation.cache_path`: a retrained model or
+            another version never reads these counts); `None` for none.
+            Defaults to `None`.
         queries: Square attack queries. Defaults to `5000`.
         verbose: 1 for a line per chunk with the running robust accuracy
             and the time left, 0 for none. Defaults to `1`.
@@ -331,10 +329,15 @@ def benchmark(
     attacks = evaluation.protocol(protocol, epsilon=epsilon, queries=queries)
     if cache_dir is not None:
         # One cache per protocol, radius, query budget, model and version: never mix them.
-        cache_dir = os.path.join(
+        cache_dir = evaluation.cache_path(
             cache_dir,
-            f"{protocol}-eps{epsilon:g}-q{queries}-"
-            + evaluation.cache_key(model, dataset, chunk_size, protocol, epsilon, queries),
+            f"{protocol}-eps{epsilon:g}-q{queries}",
+            model,
+            dataset,
+            chunk_size,
+            protocol,
+            epsilon,
+            queries,
         )
 
     def load_chunk(start, stop):

@@ -33,3 +33,19 @@ def test_getting_started_shows_the_same_quickstart():
 def test_the_test_command_is_the_one_ci_runs():
     command = "python -m pytest -q -n 2 --dist=loadfile --no-loadscope-reorder"
     assert command in README and command in (REPO / ".ci" / "run").read_text()
+
+
+def installed_extras(text):
+    """The extras of each `pip install ... -e ".[...]"` in a text."""
+    return [
+        set(found.split(","))
+        for found in re.findall(r'pip install [^\n]*-e "\.\[([\w,]+)\]"', text)
+    ]
+
+
+def test_the_readme_installs_tensorflow_as_ci_does():
+    """Setting up installs the TensorFlow extra, and CI installs what the README's tests need."""
+    setup, tests = installed_extras(README)[:2]
+    (ci,) = installed_extras((REPO / ".ci" / "run").read_text())
+    assert setup == {"tensorflow"}
+    assert tests == {"tensorflow", "test"} and tests <= ci

@@ -1,6 +1,7 @@
-"""tfds loaders, from the prepared directory in shared/."""
+"""The loaders: tfds, from the prepared directory in shared/, and `.npz` files."""
 
 import socket
+import sys
 
 import numpy as np
 import pytest
@@ -89,3 +90,81 @@ def test_missing_data_offline_fails_at_once(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="no network connection to download it"):
         keras_lfr.data.load("mnist", "test", data_dir=str(tmp_path), download=True)
     assert not any(tmp_path.iterdir())  # nothing was attempted
+
+
+def write_npz(path, train=100, test=30, seed=0):
+    """A dataset in keras.datasets' format: uint8 (n, 28, 28) images and integer labels."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split, count in (("train", train), ("test", test)):
+        arrays[f"x_{split}"] = rng.integers(0, 256, (count, 28, 28), dtype=np.uint8)
+        arrays[f"y_{split}"] = rng.integers(0, 10, count).astype("uint8")
+    np.savez(path, **arrays)
+    return arrays
+
+
+def test_an_npz_loads_in_batches_like_tfds_without_tfds(tmp_path, monkeypatch):
+    arrays = write_npz(tmp_path / "mnist.npz")
+
+    def no_tfds():
+        raise AssertionError("tfds was used for data_npz")
+
+    monkeypatch.setattr(keras_lfr.data, "_tfds", no_tfds)
+    path = str(tmp_path / "mnist.npz")
+    keras_lfr.data.require("mnist", data_npz=path)
+    batches = keras_lfr.data.load("mnist", "test", batch_size=8, data_npz=path)
+    assert len(batches) == 4 and [len(x) for x, _ in batches] == [8, 8, 8, 6]
+    x, y = next(iter(batches))
+    assert x.dtype == "float32" and x.shape == (8, 28, 28, 1) and y.dtype == "int32"
+    np.testing.assert_array_equal(x[..., 0], arrays["x_test"][:8] / np.float32(255))
+    np.testing.assert_array_equal(y, arrays["y_test"][:8])
+    # tfds' slices by index, and num_examples.
+    for split, num_examples, want in (
+        ("test[-10:]", None, arrays["y_test"][-10:]),
+        ("train[20:50]", None, arrays["y_train"][20:50]),
+        ("train", 12, arrays["y_train"][:12]),
+    ):
+        loaded = keras_lfr.data.load(
+            "mnist", split, batch_size=100, shuffle=False, num_examples=num_examples, data_npz=path
+        )
+        np.testing.assert_array_equal(np.concatenate([y for _, y in loaded]), want)
+
+
+def test_an_npz_stream_permutes_each_epoch_by_seed_and_epoch(tmp_path):
+    arrays = write_npz(tmp_path / "mnist.npz")
+    load = dict(batch_size=32, seed=7, data_npz=str(tmp_path / "mnist.npz"))
+    stream = [y for _, y in keras_lfr.data.load("mnist", "train", epochs=3, **load)]
+    resumed = [
+        y for _, y in keras_lfr.data.load("mnist", "train", epochs=3, initial_epoch=1, **load)
+    ]
+    assert [len(y) for y in stream] == [32, 32, 32, 4] * 3
+    epochs = [np.concatenate(stream[4 * e : 4 * e + 4]) for e in range(3)]
+    for labels in epochs:
+        assert sorted(labels) == sorted(arrays["y_train"])
+    assert not np.array_equal(epochs[0], epochs[1])
+    for got, want in zip(resumed, stream[4:], strict=True):
+        np.testing.assert_array_equal(got, want)
+    # One pass, reshuffled each time it is iterated (as tfds' training split).
+    once = keras_lfr.data.load("mnist", "train", **load)
+    first, second = (np.concatenate([y for _, y in once]) for _ in range(2))
+    assert sorted(first) == sorted(second) and not np.array_equal(first, second)
+
+
+def test_a_bad_npz_or_split_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="argument `data_npz`. Received: data_npz='.*absent.npz'"):
+        keras_lfr.data.require("mnist", data_npz=str(tmp_path / "absent.npz"))
+    np.savez(tmp_path / "partial.npz", x_train=np.zeros((2, 28, 28), np.uint8))
+    with pytest.raises(ValueError, match=r"without the arrays \['y_train', 'x_test', 'y_test'\]"):
+        keras_lfr.data.load("mnist", data_npz=str(tmp_path / "partial.npz"))
+    write_npz(tmp_path / "mnist.npz")
+    with pytest.raises(ValueError, match=r"Expected uint8 images of shape \(32, 32, 3\)"):
+        keras_lfr.data.load("cifar10", data_npz=str(tmp_path / "mnist.npz"))
+    with pytest.raises(ValueError, match="argument `split`. Received: split='validation'"):
+        keras_lfr.data.load("mnist", "validation", data_npz=str(tmp_path / "mnist.npz"))
+
+
+def test_tfds_loading_without_tensorflow_datasets_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"needs tensorflow_datasets.*keras_lfr\[tensorflow\]"):
+        keras_lfr.data.load("mnist", "test")
+    assert not keras_lfr.data.available("mnist")

@@ -9,6 +9,7 @@ import pytest
 
 import keras_lfr
 from keras_lfr import zoo
+from trainers import release
 
 PACKAGE = pathlib.Path(keras_lfr.__file__).resolve().parent
 
@@ -36,11 +37,18 @@ def test_the_package_stays_small():
     assert size < 15 * 2**20
 
 
+def test_the_zoo_folder_holds_only_what_the_package_ships():
+    """Each entry: its record and weights; evaluation results live in `results/zoo/`."""
+    files = [path for path in zoo.MODELS.rglob("*") if path.is_file()]
+    assert {path.name for path in files} == {zoo.RECORD, zoo.WEIGHTS}
+    assert len(files) == 2 * len(zoo.available())
+
+
 @pytest.fixture(scope="module")
 def released(tmp_path_factory):
     """A tiny run trained by `trainers.train` and released into a temporary zoo."""
     from trainers import config as config_lib
-    from trainers import release, train
+    from trainers import train
 
     root = tmp_path_factory.mktemp("zoo")
     workdir = root / "run"
@@ -50,8 +58,8 @@ def released(tmp_path_factory):
     command = "python -m trainers.train --recipe=fast --method=pgd_at --epochs=1"
     train.train_and_evaluate(config, str(workdir), command=command)
     models = root / "models"
-    original = zoo.MODELS
-    zoo.MODELS = models
+    original = zoo.MODELS, release.EVALUATIONS
+    zoo.MODELS, release.EVALUATIONS = models, root / "results"
     try:
         record = release.release(
             str(workdir),
@@ -62,7 +70,8 @@ def released(tmp_path_factory):
             verbose=0,
         )
     finally:
-        zoo.MODELS = original  # the tests that read the temporary zoo patch it themselves
+        # The tests that read the temporary zoo patch these themselves.
+        zoo.MODELS, release.EVALUATIONS = original
     return record, workdir
 
 
@@ -95,15 +104,15 @@ def test_release_writes_a_valid_record_that_loads_back(released, monkeypatch):
 def test_a_release_resumes_from_the_entry_alone(released, tmp_path, monkeypatch):
     """What a later machine does with a committed entry: no run directory, no attack rerun."""
     from keras_lfr import evaluation
-    from trainers import release
 
     record, workdir = released
-    models = tmp_path / "models"
-    shutil.copytree(pathlib.Path(workdir).parent / "models", models)
-    monkeypatch.setattr(zoo, "MODELS", models)
+    for folder, patched in (("models", (zoo, "MODELS")), ("results", (release, "EVALUATIONS"))):
+        shutil.copytree(pathlib.Path(workdir).parent / folder, tmp_path / folder)
+        monkeypatch.setattr(*patched, tmp_path / folder)
     name = "mnist/linf-0.3/tiny"
-    kept = zoo.entry_dir(name) / zoo.EVALUATION_CACHE
+    kept = release.evaluation_dir(name)
     assert sorted(p.name.split("-")[0] for p in kept.iterdir()) == ["autoattack", "sanity"]
+    assert sorted(p.name for p in zoo.entry_dir(name).iterdir()) == [zoo.WEIGHTS, zoo.RECORD]
 
     def not_again(*args, **kwargs):
         raise AssertionError("evaluated again instead of reading the entry's results")
@@ -242,8 +251,6 @@ def test_benchmark_resumes_from_its_cache_with_the_same_counts(released, tmp_pat
 
 
 def test_leaderboard_puts_our_rows_beside_the_published_ones_by_robust_accuracy(released):
-    from trainers import release
-
     record = json.loads(json.dumps(released[0]))
     record["evaluation"]["robust"] = 0.9100
     text = release.leaderboard([record])
@@ -275,9 +282,9 @@ def test_a_zoo_model_exports_for_serving_like_any_other(name, tmp_path):
 
 
 def chunk_folder(name):
-    """The entry's shipped chunks of its recorded protocol, or `None`."""
+    """The entry's committed chunks of its recorded protocol (`results/zoo/<name>/`), or `None`."""
     protocol = zoo.info(name)["evaluation"]["protocol"]
-    folders = sorted(zoo.entry_dir(name).glob(f"evaluation/{protocol}-*"))
+    folders = sorted(release.evaluation_dir(name).glob(f"{protocol}-*"))
     return folders[0] if len(folders) == 1 else None
 
 
