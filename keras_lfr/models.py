@@ -280,3 +280,55 @@ def to_float32(model):
     copy = keras.models.clone_model(model, clone_function=float32_layer)
     copy.set_weights(model.get_weights())
     return copy
+
+
+def bfloat16_copy(model):
+    """Returns a copy of `model` that computes in bfloat16, with the same float32 weights.
+
+    Every layer of the copy has the `"mixed_bfloat16"` dtype policy: its
+    weights are float32 variables holding the original's values exactly,
+    cast to bfloat16 at each call, and it computes (and returns its outputs)
+    in bfloat16. The mixed-precision evaluation
+    (`keras_lfr.evaluation.robust_accuracy(..., precision="mixed")`) runs
+    the attacks' search on such a copy and judges what they find on the
+    original. The copy is made with `keras.models.clone_model`, so `model`
+    must be a functional or Sequential model (a `RobustModel` is unwrapped).
+    Its weights are copied once: after the original's change (training),
+    copy them again, e.g. `copy.set_weights(model.get_weights())`.
+
+    Args:
+        model: A functional or Sequential Keras model, or a
+            `keras_lfr.RobustModel` wrapping one.
+
+    Returns:
+        A new functional or Sequential model with the same weights, in the
+        same order as `model.weights`, computing in bfloat16.
+
+    Raises:
+        ValueError: If `model` cannot be cloned (a subclassed model, a
+            SavedModel layer, a plain function).
+
+    Example:
+
+    >>> fast = keras_lfr.models.bfloat16_copy(cnn)
+    >>> fast(x).dtype  # bfloat16 logits; cast them before a loss
+    """
+    unwrap = getattr(model, "unwrap", None)
+    source = unwrap() if callable(unwrap) else model
+
+    def bfloat16_layer(layer):
+        config = layer.get_config()
+        config["dtype"] = "mixed_bfloat16"
+        return layer.__class__.from_config(config)
+
+    try:
+        copy = keras.models.clone_model(source, clone_function=bfloat16_layer)
+    except Exception as error:  # clone_model raises ValueError or TypeError by model kind
+        raise ValueError(
+            f"Invalid value for argument `model`. Received: model={model!r}, which "
+            f"keras.models.clone_model cannot copy ({type(error).__name__}: {error}). "
+            "Expected a functional or Sequential Keras model: a bfloat16 copy needs "
+            "one (evaluate others with precision='float32')."
+        ) from error
+    copy.set_weights(source.get_weights())
+    return copy

@@ -6,6 +6,7 @@ r"""Evaluates a model's robustness under a named attack protocol.
     python -m trainers.evaluate --model=... --attacks=apgd_ce   # one attack, timed
     keras-lfr-evaluate --zoo=fashion_mnist/linf-0.1/pgd-at-fast --examples=1000
     python -m trainers.evaluate --model=... --validation_examples=1000   # held-out images
+    python -m trainers.evaluate --zoo=mnist/linf-0.3/lfr-fast --precision=mixed   # faster
 
 By default it runs the strongest protocol (`strong`: APGD-CE, APGD-T and
 Square, as a cascade) at the threat model the model was trained for: for a
@@ -110,6 +111,14 @@ class EvalConfig:
         "Run each attack only on the examples still robust (AutoAttack's cascade): the "
         "worst case is the same, faster; per-attack columns are cumulative. --nocascade runs "
         "every attack on every image.",
+    )
+    precision: str = option(
+        "float32",
+        "float32, or mixed: the attacks search on a bfloat16 copy of the model (several times "
+        "faster where bfloat16 is) and every point they return is judged in float32, so an "
+        "image counts as broken only if float32 confirms it. Mixed can miss an adversarial "
+        "example float32 would find: use it for screens, float32 for numbers you report.",
+        choices=list(keras_lfr.evaluation.PRECISIONS),
     )
     sanity_checks: bool = option(False, "Also run the gradient-masking sanity checks.")
     check_examples: int = option(500, "Sanity checks on the first N images (of the split).")
@@ -259,6 +268,13 @@ def validate(config, threat):
             what was expected.
     """
     sources(config)
+    _validation.one_of("precision", config.precision, keras_lfr.evaluation.PRECISIONS)
+    if config.precision != "float32" and config.model and os.path.isdir(config.model):
+        raise ValueError(
+            f"Invalid value for argument `precision`. Received: precision={config.precision!r} "
+            f"with the SavedModel model={config.model!r}. Expected precision='float32': a "
+            "SavedModel cannot be copied in bfloat16; evaluate its .keras file instead."
+        )
     _validation.clip_range(threat["clip_min"], threat["clip_max"])
     _validation.epsilon_in_range(threat["epsilon"], threat["clip_min"], threat["clip_max"])
     for name in ("batch_size", "queries", "check_examples", "check_queries"):
@@ -293,6 +309,8 @@ def chunk_cache(config, threat, model):
     }
     if config.validation_examples:  # other images than the test split's
         settings["validation_examples"] = config.validation_examples
+    if config.precision != "float32":  # never mixed with float32's chunks (nor these with it)
+        settings["precision"] = config.precision
     if config.data_npz:  # other images, or in another order, than tfds'
         settings["data_npz"] = os.path.abspath(config.data_npz)
     root = os.environ.get("KERAS_LFR_CACHE_DIR") or os.path.join(
@@ -396,7 +414,7 @@ def evaluate(config, log=None):
             (none shown).
 
     Returns:
-        A dict with the `config`, the resolved `protocol`, `dataset`,
+        A dict with the `config`, the resolved `protocol`, `precision`, `dataset`,
         `epsilon`, `split` (the tfds split of the images evaluated) and
         `threat_model` (pixel range and where each value came from), the
         `results`, the timing, the `warnings`, for a model in a training
@@ -435,6 +453,7 @@ def evaluate(config, log=None):
     header = {
         "protocol": config.protocol,
         "cascade": config.cascade,
+        "precision": config.precision,
         "dataset": dataset,
         "epsilon": epsilon,
         "threat_model": threat,
@@ -482,6 +501,7 @@ def evaluate(config, log=None):
             cache_dir=cache_dir,
             cascade=config.cascade,
             verbose=config.verbose,
+            precision=config.precision,
         )
     except BaseException:
         if made and os.path.isdir(cache_dir) and not os.listdir(cache_dir):
@@ -531,7 +551,7 @@ def describe(output):
     Args:
         output: `evaluate`'s output, or the part of it known before the
             attacks run (`protocol`, `cascade`, `dataset`, `epsilon`,
-            `threat_model`, optionally `split` and `examples`).
+            `threat_model`, optionally `precision`, `split` and `examples`).
     """
     threat = output["threat_model"]
     source = threat["source"]
@@ -550,6 +570,8 @@ def describe(output):
             f", on {first}held-out training images ({split}: what trainers.train "
             "--validation_examples holds out), not the test split."
         )
+    if output.get("precision", "float32") != "float32":
+        line += " Mixed precision: the attacks search in bfloat16, every verdict is float32's."
     trained = threat["trained_epsilon"]
     if trained is not None and abs(trained - output["epsilon"]) > 1e-9:
         line += f" Note: the model was trained at ε = {trained:g}, not {output['epsilon']:g}."

@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 import re
 import subprocess
 import sys
@@ -451,3 +452,48 @@ def test_validation_examples_evaluates_the_held_out_training_images(tmp_path):
         evaluate.evaluate(evaluate.EvalConfig(**kwargs, validation_examples=100, examples=200))
     with pytest.raises(ValueError, match="argument `validation_examples`"):
         evaluate.evaluate(evaluate.EvalConfig(**kwargs, validation_examples=-1))
+
+
+def test_precision_is_checked_and_has_its_own_chunk_cache(tmp_path):
+    from absl import flags
+
+    from trainers import options
+
+    parsed = flags.FlagValues()
+    options.define_flags(evaluate.EvalConfig, flag_values=parsed)
+    with pytest.raises(flags.IllegalFlagValueError, match=r"float32\|mixed"):
+        parsed(["evaluate", "--precision=half"])
+    with pytest.raises(ValueError, match=r"`precision`.*'half'.*'float32', 'mixed'"):
+        evaluate.evaluate(evaluate.EvalConfig(zoo=FASHION, precision="half"))
+    keras_lfr.models.small_cnn().save(tmp_path / "m.keras")
+    config = evaluate.EvalConfig(model=str(tmp_path / "m.keras"))
+    threat, model = evaluate.threat_model(config), evaluate.load_model(config)
+    folders = {
+        precision: evaluate.chunk_cache(
+            evaluate.EvalConfig(model=config.model, precision=precision), threat, model
+        )
+        for precision in ("float32", "mixed")
+    }
+    # float32's folder is the one it always had; mixed precision's is another.
+    assert folders["float32"] == evaluate.chunk_cache(config, threat, model)
+    assert folders["mixed"] != folders["float32"]
+    keras_lfr.export(model, tmp_path / "saved")
+    served = evaluate.EvalConfig(model=str(tmp_path / "saved"), precision="mixed", dataset="mnist")
+    with pytest.raises(ValueError, match=r"`precision`.*SavedModel.*precision='float32'"):
+        evaluate.evaluate(served)
+
+
+def test_a_mixed_precision_evaluation_says_so_and_records_it(tmp_path):
+    kwargs = dict(zoo=FASHION, protocol="paper", attacks=("fgsm",), examples=8, batch_size=8)
+    lines = []
+    output = evaluate.evaluate(
+        evaluate.EvalConfig(**kwargs, precision="mixed", verbose=0), log=lines.append
+    )
+    assert output["precision"] == "mixed" and output["config"]["precision"] == "mixed"
+    assert "the attacks search in bfloat16, every verdict is float32's" in lines[0]
+    assert len(output["results"]["per_example"]) == 8
+    chunk = json.loads((pathlib.Path(output["cache_dir"]) / "chunk-000000-000008.json").read_text())
+    assert chunk["precision"] == "mixed"
+    full = evaluate.evaluate(evaluate.EvalConfig(**kwargs, verbose=0))
+    assert full["precision"] == "float32" and full["cache_dir"] != output["cache_dir"]
+    assert output["results"]["clean"] == full["results"]["clean"]  # the clean pass is float32's
