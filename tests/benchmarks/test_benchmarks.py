@@ -16,14 +16,14 @@ from conftest import REPO
         (
             "benchmarks.train_step",
             ["--steps=1", "--batch_size=8", "--repeats=1", "--modes=graph"]
-            + ["--methods=standard,pgd_at,lfr"],
-            "LFR / PGD-AT at K=1 (graph, float32)",
+            + ["--methods=pgd_at,lfr", "--activations=relu,gelu"],
+            "lfr gelu / relu (graph, float32)",
         ),
         (
             "benchmarks.train_step",
             ["--steps=1", "--batch_size=8", "--repeats=1", "--modes=graph"]
             + ["--methods=trades", "--awp_gamma=0.005"],
-            "| trades+awp | graph | float32 |",
+            "| trades+awp | relu | graph | float32 |",
         ),
         (
             "benchmarks.data_pipeline",
