@@ -66,7 +66,7 @@ SHIPPED_CHUNKS = (
         "{protocol}-eps{epsilon:g}-q{queries}-*",
     ),
 )  # fmt: skip
-PROTOCOL = "autoattack"
+PROTOCOL = evaluation.RELEASE_PROTOCOL  # the zoo's, whose float32 chunks are compared
 
 
 def model_names():

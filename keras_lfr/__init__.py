@@ -8,6 +8,7 @@
 import importlib
 
 from keras_lfr import _quiet
+from keras_lfr._version import __version__ as __version__
 
 # keras_lfr's programs import TensorFlow first, with its C++ start-up log at
 # the level TF_CPP_MIN_LOG_LEVEL asks for, quiet by default (`keras_lfr._quiet`).
@@ -42,8 +43,6 @@ def __getattr__(name):
         return importlib.import_module("keras_lfr.distributed")
     raise AttributeError(f"module 'keras_lfr' has no attribute {name!r}")
 
-
-__version__ = "0.3.0"
 
 __all__ = [
     "LFRModel",

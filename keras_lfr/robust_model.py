@@ -6,7 +6,7 @@ import warnings
 
 import keras
 
-from keras_lfr import _seed_state, _validation, backend, callbacks, checks, ops
+from keras_lfr import _guards, _seed_state, _validation, backend, checks, ops
 from keras_lfr.methods import AWP, deserialize, get_method, serialize
 from keras_lfr.methods.base import CLEAN_TERMS
 
@@ -218,11 +218,11 @@ class RobustModel(keras.Model):
             A tuple `(data, callbacks)`.
         """
         sample_x, x = checks.check_fit_data(self, x, y)
-        own = [callbacks.NaNGuard()]
+        own = [_guards.NaNGuard()]
         if sample_x is not None:
-            own.append(callbacks.CollapseWarning(sample_x, self.method))
+            own.append(_guards.CollapseWarning(sample_x, self.method))
         if self.method.drift_term is not None:
-            own.append(callbacks.DriftWarning(self.method))
+            own.append(_guards.DriftWarning(self.method))
         return x, own
 
     def step_seed(self):

@@ -8,8 +8,8 @@ r"""Evaluates a model's robustness under a named attack protocol.
     python -m trainers.evaluate --model=... --validation_examples=1000   # held-out images
     python -m trainers.evaluate --zoo=mnist/linf-0.3/lfr-fast --precision=mixed   # faster
 
-By default it runs the strongest protocol (`strong`: APGD-CE, APGD-T and
-Square, as a cascade) at the threat model the model was trained for: for a
+By default it runs `keras_lfr.evaluation.DEFAULT_PROTOCOL` (APGD-CE, APGD-T
+and Square, as a cascade) at the threat model the model was trained for: for a
 keras_lfr `.keras` file, the method's ε and pixel range, and the dataset of
 its run directory (`run.json` beside `model.keras`); for a zoo entry (by
 name, or saved from `keras_lfr.zoo.load`), the entry's dataset, ε and pixel
@@ -67,17 +67,20 @@ class EvalConfig:
         choices=keras_lfr.zoo.available(),
     )
     protocol: str = option(
-        "strong",
-        "Attack protocol: strong (APGD-CE, APGD-T, Square; the honest number), autoattack "
-        "(AutoAttack's standard: the strong protocol with FAB-T before Square) or paper (the "
-        "LFR paper's FGSM, PGD-40, MI-FGSM, DDN, which overstates robustness).",
+        keras_lfr.evaluation.DEFAULT_PROTOCOL,
+        "Attack protocol: "
+        + "; ".join(f"{p.name} ({p.summary})" for p in keras_lfr.evaluation.PROTOCOLS.values())
+        + ".",
         choices=list(keras_lfr.evaluation.PROTOCOLS),
     )
     attacks: tuple = option(
         None,
-        "Run only these attacks of the protocol (default: all). Paper: fgsm, pgd40, "
-        "mi_fgsm, ddn; strong: apgd_ce, apgd_t, square; autoattack: apgd_ce, apgd_t, fab_t, "
-        "square.",
+        "Run only these attacks of the protocol (default: all). "
+        + "; ".join(
+            f"{p.name}: {', '.join(p.attack_names)}"
+            for p in keras_lfr.evaluation.PROTOCOLS.values()
+        )
+        + ".",
     )
     dataset: str = option(
         None,
@@ -96,7 +99,12 @@ class EvalConfig:
         "l-inf radius of the attacks (default: the model's training radius, else the "
         "dataset's standard one).",
     )
-    queries: int = option(5000, "Square attack queries (strong and autoattack protocols).")
+    queries: int = option(
+        5000,
+        "Square attack queries (protocols "
+        + ", ".join(keras_lfr.evaluation.QUERY_PROTOCOLS)
+        + ").",
+    )
     data_dir: str = option(
         None, "tfds data directory (default: TFDS_DATA_DIR or ~/tensorflow_datasets)."
     )
@@ -432,7 +440,7 @@ def evaluate(config, log=None):
     images = validate(config, threat)
     pixels = {"clip_min": threat["clip_min"], "clip_max": threat["clip_max"]}
     kwargs = {"epsilon": epsilon, **pixels}
-    if config.protocol in ("strong", "autoattack"):
+    if keras_lfr.evaluation.PROTOCOLS[config.protocol].takes_queries:
         kwargs["queries"] = config.queries
     chosen = keras_lfr.evaluation.protocol(config.protocol, **kwargs)
     if config.attacks:

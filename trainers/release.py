@@ -73,14 +73,18 @@ def version_at(revision, root=None):
         root: The repository. Defaults to `None`: this checkout.
 
     Returns:
-        The `__version__` that `keras_lfr/__init__.py` held at `revision`.
+        The `__version__` that `keras_lfr/_version.py` held at `revision`
+        (`keras_lfr/__init__.py` at revisions before that file).
     """
-    try:
-        source = _git("show", f"{revision}:keras_lfr/__init__.py", root=root or _CHECKOUT)
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    found = re.search(r"^__version__ = [\"']([^\"']+)[\"']", source, re.MULTILINE)
-    return found.group(1) if found else "unknown"
+    for path in ("keras_lfr/_version.py", "keras_lfr/__init__.py"):
+        try:
+            source = _git("show", f"{revision}:{path}", root=root or _CHECKOUT)
+        except (OSError, subprocess.CalledProcessError):
+            continue
+        found = re.search(r"^__version__ = [\"']([^\"']+)[\"']", source, re.MULTILINE)
+        if found:
+            return found.group(1)
+    return "unknown"
 
 
 def hardware():
@@ -192,7 +196,7 @@ def release(
     command=None,
     check_examples=500,
     queries=5000,
-    protocol="autoattack",
+    protocol=evaluation.RELEASE_PROTOCOL,
     training_commit=None,
     verbose=1,
 ):
@@ -216,8 +220,9 @@ def release(
         check_examples: Images of the sanity checks. Defaults to `500`.
         queries: Square attack queries of the evaluation and the checks.
             Defaults to `5000`.
-        protocol: `"autoattack"` or `"strong"` (`keras_lfr.zoo.benchmark`).
-            Defaults to `"autoattack"`.
+        protocol: A protocol of `keras_lfr.evaluation.QUERY_PROTOCOLS`
+            (`keras_lfr.zoo.benchmark`). Defaults to
+            `keras_lfr.evaluation.RELEASE_PROTOCOL`.
         training_commit: The commit that trained the run, when the run
             directory has no training record. Defaults to `None`: this
             checkout's.
@@ -449,9 +454,12 @@ def define_flags():
     )
     flags.DEFINE_enum(
         "protocol",
-        "autoattack",
-        ["autoattack", "strong"],
-        "autoattack (APGD-CE, APGD-T, FAB-T, Square) or strong (the same without FAB-T).",
+        evaluation.RELEASE_PROTOCOL,
+        list(evaluation.QUERY_PROTOCOLS),
+        "; ".join(
+            f"{name} ({evaluation.PROTOCOLS[name].summary})" for name in evaluation.QUERY_PROTOCOLS
+        )
+        + ".",
     )
     flags.DEFINE_string(
         "command", None, "The training command, for a run directory without a training record."

@@ -9,13 +9,14 @@ Each run is one of the README's MNIST commands (`METHODS`: the fast budget's
 PGD-AT, TRADES and LFR with its 10-epoch cosine ε ramp over 24 epochs, without
 `trainers.reproduce`'s per-epoch PGD-40 curve) from one seed. It trains in
 `--model_dir/<method>_s<seed>` (resuming from its checkpoints), is evaluated
-under the `autoattack` protocol on the first `--examples` test images (resuming
-from its cached chunks) and its evaluation, which holds the run's configuration,
-is written to `--results_dir/<method>_s<seed>.json`. A run whose evaluation
-is there is skipped, so the same command continues where a killed one stopped,
-and the committed evaluations make the tables (`trainers.compare`: mean ± std
-per method, paired differences over the runs of equal seeds) after the models
-are gone. Runs go seed by seed: every method of one seed before the next.
+under the zoo's protocol (`keras_lfr.evaluation.RELEASE_PROTOCOL`) on the first
+`--examples` test images (resuming from its cached chunks) and its evaluation,
+which holds the run's configuration, is written to
+`--results_dir/<method>_s<seed>.json`. A run whose evaluation is there is
+skipped, so the same command continues where a killed one stopped, and the
+committed evaluations make the tables (`trainers.compare`: mean ± std per
+method, paired differences over the runs of equal seeds) after the models are
+gone. Runs go seed by seed: every method of one seed before the next.
 """
 
 import dataclasses
@@ -24,6 +25,8 @@ import os
 import sys
 
 from absl import flags
+
+from keras_lfr import evaluation
 
 from . import budgets, compare, evaluate, options, runs, train
 
@@ -56,10 +59,10 @@ def train_command(method, seed, model_dir):
 
 
 def evaluation_config(model_dir, method, seed, examples, verbose=1):
-    """The `trainers.evaluate.EvalConfig` of one run: `autoattack` on the first `examples`."""
+    """The `trainers.evaluate.EvalConfig` of one run: the zoo's protocol on the first `examples`."""
     model = runs.RunDir(run_dir(model_dir, method, seed)).model
     return evaluate.EvalConfig(
-        model=model, protocol="autoattack", examples=examples, verbose=verbose
+        model=model, protocol=evaluation.RELEASE_PROTOCOL, examples=examples, verbose=verbose
     )
 
 

@@ -263,19 +263,13 @@ def clean_accuracy(model, dataset, n_examples=1000):
     return correct / total
 
 
-# The protocols `benchmark` runs and their versions in the records: bump a
-# version when its attacks change. AutoAttack's `standard` cascade is the
-# field's reference; `strong` is it without FAB-T (cheaper, never lower).
-PROTOCOL_VERSIONS = {"autoattack": 1, "strong": 2}
-
-
 def benchmark(
     model,
     dataset,
     epsilon=None,
     n_examples=10000,
     *,
-    protocol="autoattack",
+    protocol=evaluation.RELEASE_PROTOCOL,
     chunk_size=500,
     cache_dir=None,
     queries=5000,
@@ -299,8 +293,11 @@ def benchmark(
             (`keras_lfr.defaults`). Defaults to `None`.
         n_examples: Test images. Defaults to `10000` (the whole MNIST test
             split).
-        protocol: `"autoattack"` or `"strong"` (the same without FAB-T).
-            Defaults to `"autoattack"`.
+        protocol: A protocol with a black-box part
+            (`keras_lfr.evaluation.QUERY_PROTOCOLS`): `"autoattack"`, or
+            `"strong"` (the same without FAB-T; cheaper, never lower).
+            Defaults to `keras_lfr.evaluation.RELEASE_PROTOCOL`
+            (`"autoattack"`).
         chunk_size: Images per chunk (and attack batch). Defaults to `500`.
         cache_dir: Directory for the per-chunk results, in a folder named
             after the protocol, ε, the queries and a digest of the model's
@@ -325,7 +322,7 @@ def benchmark(
         model = model.unwrap()
     model = models.to_float32(model)
     epsilon = defaults.dataset_epsilon(dataset) if epsilon is None else float(epsilon)
-    _validation.one_of("protocol", protocol, tuple(PROTOCOL_VERSIONS))
+    _validation.one_of("protocol", protocol, evaluation.QUERY_PROTOCOLS)
     attacks = evaluation.protocol(protocol, epsilon=epsilon, queries=queries)
     if cache_dir is not None:
         # One cache per protocol, radius, query budget, model and version: never mix them.
@@ -354,7 +351,7 @@ def benchmark(
     )
     return {
         "protocol": protocol,
-        "protocol_version": PROTOCOL_VERSIONS[protocol],
+        "protocol_version": evaluation.PROTOCOLS[protocol].version,
         "epsilon": epsilon,
         "examples": result["examples"],
         "clean": result["clean"],

@@ -256,6 +256,22 @@ def test_protocols_name_the_papers_attacks():
         evaluation.protocol("weak")
 
 
+def test_the_registry_holds_each_protocols_version_queries_and_the_defaults():
+    # Records store these versions: a change must come with new attacks.
+    versions = {name: p.version for name, p in evaluation.PROTOCOLS.items()}
+    assert versions == {"paper": 1, "strong": 2, "autoattack": 1}
+    assert evaluation.QUERY_PROTOCOLS == ("strong", "autoattack")
+    for name, entry in evaluation.PROTOCOLS.items():
+        assert entry.name == name and entry.attack_names == tuple(evaluation.protocol(name))
+        if entry.takes_queries:
+            assert entry(queries=7)["square"].keywords["queries"] == 7
+        else:
+            with pytest.raises(TypeError):
+                entry(queries=7)
+    assert (evaluation.DEFAULT_PROTOCOL, evaluation.RELEASE_PROTOCOL) == ("strong", "autoattack")
+    assert evaluation.RELEASE_PROTOCOL in evaluation.QUERY_PROTOCOLS
+
+
 def test_protocol_settings_are_pinned():
     # Every published number rests on these settings: a change must be deliberate.
     ball = {"epsilon": 0.3, "clip_min": 0.0, "clip_max": 1.0}
@@ -319,7 +335,7 @@ def test_attack_evaluation_callback_adds_keys_to_history():
 
 
 def test_sanity_check_gaps_of_exactly_the_tolerance_pass():
-    at_most = evaluation._at_most
+    at_most = evaluation.sanity._at_most
     assert 0.96 - 0.94 > 0.02  # float round-off: the reason for the helper
     assert at_most(0.96 - 0.94, 0.02)  # 2 of 100 images at a 2% tolerance
     assert not at_most(0.96 - 0.93, 0.02)

@@ -117,7 +117,7 @@ def test_a_release_resumes_from_the_entry_alone(released, tmp_path, monkeypatch)
     def not_again(*args, **kwargs):
         raise AssertionError("evaluated again instead of reading the entry's results")
 
-    monkeypatch.setattr(evaluation, "_robust_accuracy", not_again)
+    monkeypatch.setattr(evaluation.running, "_robust_accuracy", not_again)
     monkeypatch.setattr(evaluation, "sanity_checks", not_again)
     again = release.release(None, name, examples=24, check_examples=8, queries=20, verbose=0)
     assert again["evaluation"].pop("command") == (

@@ -324,9 +324,9 @@ def test_a_rerun_reads_the_cached_chunks_and_nocache_evaluates_afresh(tmp_path, 
         "chunk-000008-000012.json",
     ]
     calls = []
-    real = evaluation._robust_accuracy
+    real = evaluation.running._robust_accuracy
     monkeypatch.setattr(
-        evaluation, "_robust_accuracy", lambda *a, **k: calls.append(1) or real(*a, **k)
+        evaluation.running, "_robust_accuracy", lambda *a, **k: calls.append(1) or real(*a, **k)
     )
     again = evaluate.evaluate(evaluate.EvalConfig(**kwargs, verbose=0))
     assert calls == [] and again["results"] == first["results"]

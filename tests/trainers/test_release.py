@@ -12,7 +12,7 @@ from trainers import release
 
 @pytest.fixture
 def repository(tmp_path):
-    """A git repository whose two commits hold keras_lfr versions 0.1.0 and 0.2.0."""
+    """A git repository whose commits hold keras_lfr 0.1.0, 0.2.0 and (in `_version.py`) 0.3.0."""
 
     def git(*args):
         return subprocess.run(
@@ -32,13 +32,20 @@ def repository(tmp_path):
         git("add", ".")
         git("commit", "-q", "-m", version)
         commits.append(git("rev-parse", "HEAD"))
+    # Later versions keep it in a module of its own.
+    (tmp_path / "keras_lfr" / "__init__.py").write_text('"""Doc."""\n')
+    (tmp_path / "keras_lfr" / "_version.py").write_text('__version__ = "0.3.0"\n')
+    git("add", ".")
+    git("commit", "-q", "-m", "0.3.0")
+    commits.append(git("rev-parse", "HEAD"))
     return tmp_path, commits
 
 
 def test_version_at_reads_the_version_a_commit_held(repository):
-    root, (first, second) = repository
+    root, (first, second, third) = repository
     assert release.version_at(first, root=str(root)) == "0.1.0"
     assert release.version_at(second, root=str(root)) == "0.2.0"
+    assert release.version_at(third, root=str(root)) == "0.3.0"
     assert release.version_at(first[:7], root=str(root)) == "0.1.0"
 
 

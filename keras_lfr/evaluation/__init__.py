@@ -1,0 +1,60 @@
+"""Robust accuracy under named attack protocols, and gradient-masking sanity checks.
+
+One module per job, every public name importable from here:
+
+- `protocols`: the registry of attack protocols (`PROTOCOLS`, `protocol`);
+- `running`: running them, in memory (`robust_accuracy`) or in resumable
+  chunks (`resumable_robust_accuracy`, `cache_key`, `cache_path`), in
+  float32 or mixed precision (`PRECISIONS`);
+- `comparison`: paired comparisons of two models' verdicts (`paired_comparison`);
+- `sanity`: signs of gradient masking (`sanity_checks`, `confidence`);
+- `reports`: markdown tables and the checks' plain-text report.
+"""
+
+from keras_lfr.evaluation.comparison import flags_to_string, paired_comparison
+from keras_lfr.evaluation.protocols import (
+    DEFAULT_PROTOCOL,
+    PROTOCOLS,
+    QUERY_PROTOCOLS,
+    RELEASE_PROTOCOL,
+    Protocol,
+    autoattack_protocol,
+    paper_protocol,
+    protocol,
+    strong_protocol,
+)
+from keras_lfr.evaluation.reports import format_checks, markdown_table
+from keras_lfr.evaluation.running import (
+    PRECISIONS,
+    cache_key,
+    cache_path,
+    correct_under,
+    resumable_robust_accuracy,
+    robust_accuracy,
+)
+from keras_lfr.evaluation.sanity import Check, confidence, sanity_checks
+
+__all__ = [
+    "DEFAULT_PROTOCOL",
+    "PRECISIONS",
+    "PROTOCOLS",
+    "QUERY_PROTOCOLS",
+    "RELEASE_PROTOCOL",
+    "Check",
+    "Protocol",
+    "autoattack_protocol",
+    "cache_key",
+    "cache_path",
+    "confidence",
+    "correct_under",
+    "flags_to_string",
+    "format_checks",
+    "markdown_table",
+    "paired_comparison",
+    "paper_protocol",
+    "protocol",
+    "resumable_robust_accuracy",
+    "robust_accuracy",
+    "sanity_checks",
+    "strong_protocol",
+]

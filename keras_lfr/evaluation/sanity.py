@@ -1,0 +1,146 @@
+"""Signs of gradient masking: sanity checks (Carlini et al., 2019) and clean-input confidence."""
+
+import dataclasses
+import functools
+
+import keras
+import numpy as np
+
+from keras_lfr import attacks, defaults, ops
+from keras_lfr.evaluation.reports import format_checks
+from keras_lfr.evaluation.running import _as_logits_fn, correct_under
+
+
+def confidence(model, x, y):
+    """How confident a classifier is on clean images: its cross-entropy and logit margins.
+
+    A penalty on the input gradient (LFR's ‖∇ₓ CE‖₁) can be lowered two ways:
+    by making the loss saturate over the whole ε-ball (p_y → 1, as adversarial
+    training does), or by shrinking the logits, which leaves the model
+    unconfident and no more robust. The margin tells the two apart: it grows
+    in the first case and shrinks in the second.
+
+    Args:
+        model: A Keras model or any callable returning logits.
+        x: Test images.
+        y: Their labels (integer or one-hot).
+
+    Returns:
+        A dict: `"clean_ce"`, the mean cross-entropy; `"margin_median"`, the
+        median over images of z_y − max_{j≠y} z_j (negative where the image
+        is misclassified); `"logit_std"`, the mean over images of the logits'
+        standard deviation.
+
+    Example:
+
+    >>> keras_lfr.evaluation.confidence(cnn, x_test[:200], y_test[:200])
+    {'clean_ce': 0.0195, 'margin_median': 10.87, 'logit_std': 5.23}  # the authors' LFR model
+    """
+    labels = ops.sparse_labels(y)
+    logits = keras.ops.cast(_as_logits_fn(model)(x), "float32")
+    return {
+        "clean_ce": float(keras.ops.mean(ops.cross_entropy(labels, logits))),
+        "margin_median": float(np.median(keras.ops.convert_to_numpy(ops.margin(logits, labels)))),
+        "logit_std": float(keras.ops.mean(keras.ops.std(logits, axis=1))),
+    }
+
+
+@dataclasses.dataclass
+class Check:
+    """One sanity check: what was compared, the numbers, and whether it passed."""
+
+    name: str
+    """What the check compares, e.g. `"black-box not stronger than white-box"`."""
+    passed: bool
+    """Whether the model passed it."""
+    detail: str
+    """The accuracies compared, e.g. `"PGD-40: 97.2%, Square (1000 queries): 94.8%"`."""
+
+
+def sanity_checks(
+    model,
+    x,
+    y,
+    *,
+    epsilon=defaults.PAPER_EPSILON,
+    step_size=defaults.PAPER_STEP_SIZE,
+    steps=defaults.PAPER_STEPS,
+    tolerance=0.02,
+    queries=1000,
+    verbose=True,
+):
+    """Checks for signs of gradient masking (Carlini et al., 2019).
+
+    After "On Evaluating Adversarial Robustness" (Carlini et al., 2019):
+
+    1. accuracy under PGD falls to about 0 (≤ 5%) at ε = the whole pixel
+       range, where any image can be reached;
+    2. doubling PGD's steps and using 2 restarts lowers accuracy by at most
+       `tolerance` (else the attack had not converged);
+    3. the black-box Square attack is not stronger than white-box PGD by more
+       than `tolerance` (else gradients mislead the white-box attack);
+    4. FGSM (one step) is not stronger than PGD by more than `tolerance`.
+
+    A failed check is printed loudly: it is a likely sign of gradient masking,
+    and robustness numbers from gradient attacks alone are then not to be
+    trusted.
+
+    Args:
+        model: A Keras model or any callable returning logits.
+        x: A few hundred test images.
+        y: Their labels.
+        epsilon: The evaluation radius. Defaults to `0.3`.
+        step_size: PGD step. Defaults to `0.01`.
+        steps: PGD steps. Defaults to `40`.
+        tolerance: Allowed accuracy gap. Defaults to `0.02`.
+        queries: Square attack queries. Defaults to `1000`.
+        verbose: Print the report. Defaults to `True`.
+
+    Returns:
+        A list of `Check`.
+    """
+    labels = ops.sparse_labels(y)
+
+    def accuracy(attack, **kwargs):
+        return float(np.mean(correct_under(model, functools.partial(attack, **kwargs))(x, labels)))
+
+    pgd = functools.partial(attacks.pgd, epsilon=epsilon, step_size=step_size)
+    full = accuracy(attacks.pgd, epsilon=1.0, step_size=0.1, steps=steps)
+    base = accuracy(pgd, steps=steps)
+    longer = accuracy(pgd, steps=2 * steps, restarts=2)
+    black_box = accuracy(attacks.square, epsilon=epsilon, queries=queries)
+    one_step = accuracy(attacks.fgsm, epsilon=epsilon)
+    results = [
+        Check(
+            "unbounded attack reaches ~0%",
+            _at_most(full, 0.05),
+            f"PGD at eps=1.0: {full:.1%} (expected <= 5%)",
+        ),
+        Check(
+            "more steps and restarts add little",
+            _at_most(base - longer, tolerance),
+            f"PGD-{steps}: {base:.1%}, PGD-{2 * steps} x2 restarts: {longer:.1%}",
+        ),
+        Check(
+            "black-box not stronger than white-box",
+            _at_most(base - black_box, tolerance),
+            f"PGD-{steps}: {base:.1%}, Square ({queries} queries): {black_box:.1%}",
+        ),
+        Check(
+            "FGSM not stronger than PGD",
+            _at_most(base - one_step, tolerance),
+            f"PGD-{steps}: {base:.1%}, FGSM: {one_step:.1%}",
+        ),
+    ]
+    if verbose:
+        print(format_checks(results))
+    return results
+
+
+def _at_most(value, limit):
+    """`value <= limit` for accuracy differences, free of float round-off.
+
+    0.96 − 0.94 is 0.020000000000000018 in floating point: a gap of exactly
+    the tolerance (2 of 100 images at 2%) must pass.
+    """
+    return value <= limit + 1e-9
