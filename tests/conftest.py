@@ -54,6 +54,7 @@ SLOWEST_FILES = (
     "tests/trainers/test_evaluate.py",
     "tests/trainers/test_train.py",
     "tests/keras_lfr/test_evaluation.py",
+    "tests/keras_lfr/test_mixed_precision.py",
     "tests/trainers/test_cli.py",
     "tests/keras_lfr/test_zoo.py",
     "tests/trainers/test_packaging.py",
