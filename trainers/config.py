@@ -6,6 +6,21 @@ config from a recipe and explicit fields, the way the command line does. The
 radius defaults to the dataset's standard ε and the inner step may be given
 as a fraction of ε (`step_fraction`), so a recipe keeps its meaning on every
 dataset (`keras_lfr.defaults`).
+
+A config is built in one chain of layers, each winning over those before it:
+
+1. the `TrainConfig` field defaults;
+2. a recipe, `RECIPES[name]` (`--recipe`, or a study budget's `recipe`);
+3. for the study programs only, a budget's fields for one method and dataset
+   (`trainers.studies.budgets.Budget.train_fields`: its epochs, steps and
+   step, then the changes of the method's variant, `VARIANTS`);
+4. explicit fields: the flags given to `trainers.train`, the keywords of
+   `make`, or a study's overrides (`Budget.train_config(**overrides)`: the
+   seed, verbosity or swept hyperparameters).
+
+`make` applies the layers 2 and 4 (`trainers.train` passes it the flags
+given), `Budget.train_config` all four. docs/guide/command-line.md says the
+same for the command line.
 """
 
 import dataclasses

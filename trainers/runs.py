@@ -5,8 +5,8 @@ that defines it; `checkpoints/epoch-NNNN/` holds the state after each
 completed epoch (the latest is kept, also when the run finishes, so that
 asking for more epochs continues it); `model.keras`, `export/`,
 `metrics.json` and `tensorboard/` are the training's outputs, and
-`evaluation.json` caches `trainers.reproduce`'s evaluation; `record.json`
-is the training's part of a zoo record (`trainers.release`). Only this module
+`evaluation.json` caches `trainers.studies.reproduce`'s evaluation; `record.json`
+is the training's part of a zoo record (`trainers.studies.release`). Only this module
 knows these names. Every write goes to a temporary name first and is then
 renamed into place (`os.replace`, atomic on POSIX), so a run killed at any
 moment leaves either the old file or the new one, never a partial one.
@@ -92,7 +92,7 @@ class RunDir:
     EXPORT = "export"
     TENSORBOARD = "tensorboard"
     EVALUATION = "evaluation.json"
-    # The training's part of a zoo record (`trainers.release`).
+    # The training's part of a zoo record (`trainers.studies.release`).
     RECORD = zoo.RECORD
     # What `claim(fresh=True)` deletes: everything a run writes.
     OUTPUTS = (CHECKPOINTS, MODEL, METRICS, EXPORT, EVALUATION, RECORD, RUN)
@@ -167,7 +167,7 @@ class RunDir:
         write_json(self.metrics, result)
 
     def write_record(self, record):
-        """Writes the training's part of a zoo record (`trainers.release`)."""
+        """Writes the training's part of a zoo record (`trainers.studies.release`)."""
         write_json(self.record, record)
 
     def claim(self, config, fresh=False):

@@ -108,8 +108,8 @@ class Protocol:
     build: Callable[..., dict]
     """`fn(epsilon, ..., clip_min, clip_max) -> {attack name: fn(model, x, y) -> x_adv}`."""
     version: int
-    """Recorded with its results (zoo records, `trainers.reproduce`): bump it when its attacks
-    change."""
+    """Recorded with its results (zoo records, `trainers.studies.reproduce`): bump it when its
+    attacks change."""
     takes_queries: bool
     """Whether `build` takes `queries`, the Square attack's query budget."""
     summary: str
@@ -157,7 +157,7 @@ DEFAULT_PROTOCOL = "strong"
 """The protocol `trainers.evaluate` runs unless told otherwise."""
 
 RELEASE_PROTOCOL = "autoattack"
-"""The protocol of the zoo's records (`keras_lfr.zoo.benchmark`, `trainers.release`):
+"""The protocol of the zoo's records (`keras_lfr.zoo.benchmark`, `trainers.studies.release`):
 AutoAttack's standard cascade, the field's reference."""
 
 QUERY_PROTOCOLS = tuple(name for name, p in PROTOCOLS.items() if p.takes_queries)

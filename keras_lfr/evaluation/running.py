@@ -414,7 +414,7 @@ def cache_path(root, label, model, *settings):
     Every cached evaluation is named here: the chunk folders of
     `resumable_robust_accuracy` (`cache_dir`) that `trainers.evaluate` and
     `keras_lfr.zoo.benchmark` use, and the sanity checks' file of
-    `trainers.release` (with `.json` appended).
+    `trainers.studies.release` (with `.json` appended).
 
     Args:
         root: The directory that holds the caches of many evaluations.

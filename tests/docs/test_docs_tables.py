@@ -8,7 +8,7 @@ import re
 import pytest
 
 from keras_lfr import zoo
-from trainers import tables
+from trainers.studies import tables
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 # Where prose must not type a figure by hand.
@@ -18,7 +18,9 @@ PROSE = ["README.md", "CHANGELOG.md", *DOCS]
 
 def test_every_generated_table_is_up_to_date():
     """Regenerates every table of README.md and docs/ and compares."""
-    assert tables.stale() == [], "run `python -m trainers.tables` to regenerate these tables"
+    assert tables.stale() == [], (
+        "run `python -m trainers.studies.tables` to regenerate these tables"
+    )
 
 
 def test_every_table_of_the_results_json_is_shown_in_the_docs():

@@ -21,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 from keras_lfr.trainers import config as config_lib  # noqa: E402
-from keras_lfr.trainers import runs, train  # noqa: E402
+from keras_lfr.trainers import runs, training  # noqa: E402
 
 
 def die():
@@ -88,5 +88,5 @@ config = config_lib.TrainConfig(
     deterministic=True,
     verbose=0,
 )
-train.train_and_evaluate(config, workdir, callbacks=callbacks)
+training.train_and_evaluate(config, workdir, callbacks=callbacks)
 print("finished")

@@ -66,7 +66,7 @@ def test_mismatched_weights_file_is_a_clear_error(tmp_path):
 def test_to_float32_computes_the_weights_function_exactly(tmp_path):
     import keras
 
-    from trainers import evaluate
+    from trainers import evaluating
 
     keras.utils.set_random_seed(0)
     mixed = keras_lfr.models.small_cnn(dropout=0.0, dtype="mixed_bfloat16")
@@ -83,7 +83,7 @@ def test_to_float32_computes_the_weights_function_exactly(tmp_path):
     # trainers.evaluate loads a mixed-precision .keras model as its float32 copy.
     path = tmp_path / "mixed.keras"
     keras_lfr.wrap(mixed, method="standard").save(path)
-    loaded = evaluate.load_model(evaluate.EvalConfig(model=str(path)))
+    loaded = evaluating.load_model(evaluating.EvalConfig(model=str(path)))
     np.testing.assert_array_equal(loaded(x), reference(x))
 
 

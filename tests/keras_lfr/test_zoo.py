@@ -9,7 +9,7 @@ import pytest
 
 import keras_lfr
 from keras_lfr import zoo
-from trainers import release
+from trainers.studies import leaderboard, release
 
 PACKAGE = pathlib.Path(keras_lfr.__file__).resolve().parent
 
@@ -48,7 +48,7 @@ def test_the_zoo_folder_holds_only_what_the_package_ships():
 def released(tmp_path_factory):
     """A tiny run trained by `trainers.train` and released into a temporary zoo."""
     from trainers import config as config_lib
-    from trainers import train
+    from trainers import training
 
     root = tmp_path_factory.mktemp("zoo")
     workdir = root / "run"
@@ -56,7 +56,7 @@ def released(tmp_path_factory):
         "fast", method="pgd_at", epochs=1, train_examples=256, test_examples=64, steps=1, verbose=0
     )
     command = "python -m trainers.train --recipe=fast --method=pgd_at --epochs=1"
-    train.train_and_evaluate(config, str(workdir), command=command)
+    training.train_and_evaluate(config, str(workdir), command=command)
     models = root / "models"
     original = zoo.MODELS, release.EVALUATIONS
     zoo.MODELS, release.EVALUATIONS = models, root / "results"
@@ -121,14 +121,14 @@ def test_a_release_resumes_from_the_entry_alone(released, tmp_path, monkeypatch)
     monkeypatch.setattr(evaluation, "sanity_checks", not_again)
     again = release.release(None, name, examples=24, check_examples=8, queries=20, verbose=0)
     assert again["evaluation"].pop("command") == (
-        "python -m trainers.release --name=mnist/linf-0.3/tiny --examples=24 "
+        "python -m trainers.studies.release --name=mnist/linf-0.3/tiny --examples=24 "
         "--check_examples=8 --queries=20 --protocol=autoattack"
     )
     expected = json.loads(json.dumps(record))
     assert (
         expected["evaluation"]
         .pop("command")
-        .startswith(f"python -m trainers.release --model_dir={workdir} --name={name}")
+        .startswith(f"python -m trainers.studies.release --model_dir={workdir} --name={name}")
     )
     assert again.pop("date") and expected.pop("date")
     assert again == expected
@@ -253,7 +253,7 @@ def test_benchmark_resumes_from_its_cache_with_the_same_counts(released, tmp_pat
 def test_leaderboard_puts_our_rows_beside_the_published_ones_by_robust_accuracy(released):
     record = json.loads(json.dumps(released[0]))
     record["evaluation"]["robust"] = 0.9100
-    text = release.leaderboard([record])
+    text = leaderboard.markdown([record])
     rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
     robust = [float(row.split(" | ")[2]) for row in rows[1:]]
     assert robust == sorted(robust, reverse=True) and len(rows) == 1 + 1 + 9
@@ -262,7 +262,7 @@ def test_leaderboard_puts_our_rows_beside_the_published_ones_by_robust_accuracy(
     assert rows.index(ours) == 6  # after the header and 5 published rows above 91.00
     assert "(keras_lfr, pgd_at) |" in ours
     record["hyperparameters"]["awp_gamma"] = 0.005
-    assert "(keras_lfr, pgd_at + AWP) |" in release.leaderboard([record])
+    assert "(keras_lfr, pgd_at + AWP) |" in leaderboard.markdown([record])
 
 
 @pytest.mark.parametrize("name", zoo.available()[:1])

@@ -51,7 +51,12 @@ def cli(*args, **env):
         ),
         (("trainers.evaluate",), "exactly one of `model`"),
         (
-            ("trainers.reproduce", "--budget=fast", "--evaluate_only", "--override=strong=5"),
+            (
+                "trainers.studies.reproduce",
+                "--budget=fast",
+                "--evaluate_only",
+                "--override=strong=5",
+            ),
             "argument `override`. Received: ['strong']",
         ),
         (("trainers.evaluate", "--model=/nonexistent.keras"), "argument `model`"),

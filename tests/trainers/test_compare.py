@@ -1,4 +1,4 @@
-"""`trainers.compare`: groups evaluations by setting, averages seeds, pairs same-seed runs."""
+"""`trainers.studies.compare`: groups evaluations by setting, averages seeds, pairs seeded runs."""
 
 import json
 import pathlib
@@ -10,7 +10,8 @@ import pytest
 from conftest import REPO
 
 from keras_lfr import evaluation
-from trainers import compare, runs
+from trainers import runs
+from trainers.studies import comparing
 
 BASE = {"method": "pgd_at", "steps": 5, "epsilon_warmup_shape": "linear"}
 
@@ -59,22 +60,22 @@ def study(tmp_path):
 
 def test_seeds_are_averaged_per_setting(study):
     paths, verdicts = study
-    groups = compare.group([compare.load(p) for p in paths])
+    groups = comparing.group([comparing.load(p) for p in paths])
     assert sorted(groups) == ["lfr (steps=10)", "lfr (steps=5)", "pgd_at"]
-    rows = compare.summary(groups)
+    rows = comparing.summary(groups)
     robust = [verdicts["pgd_at", s].mean() for s in range(3)]
     assert rows["pgd_at"]["seeds"] == [0, 1, 2]
     assert rows["pgd_at"]["robust"] == pytest.approx((np.mean(robust), np.std(robust, ddof=1)))
     assert rows["pgd_at"]["clean"] == pytest.approx((0.98, 0.01))
     assert rows["lfr (steps=10)"]["robust"][1] is None  # one seed: no spread
-    table = compare.markdown(rows, [])
+    table = comparing.markdown(rows, [])
     assert f"| lfr (steps=10) | 0 | 99.00 | {100 * verdicts['lfr', 0].mean():.2f} |" in table
     assert f"| pgd_at | 0, 1, 2 | 98.00 ± 1.00 | {100 * np.mean(robust):.2f} ± " in table
 
 
 def test_pairs_join_the_runs_of_equal_seeds(study):
     paths, verdicts = study
-    comparisons = compare.paired(compare.group([compare.load(p) for p in paths]))
+    comparisons = comparing.paired(comparing.group([comparing.load(p) for p in paths]))
     pair = next(c for c in comparisons if {c["a"], c["b"]} == {"pgd_at", "lfr (steps=5)"})
     a = np.concatenate(
         [verdicts["pgd_at" if pair["a"] == "pgd_at" else "lfr", s] for s in range(3)]
@@ -93,8 +94,8 @@ def test_pairs_join_the_runs_of_equal_seeds(study):
 def test_pairs_carry_an_interval_over_their_seeds(study):
     """Mean of the same-seed differences ± t(0.975, 2) · std / √3; one seed: none."""
     paths, verdicts = study
-    groups = compare.group([compare.load(p) for p in paths])
-    comparisons = compare.paired(groups)
+    groups = comparing.group([comparing.load(p) for p in paths])
+    comparisons = comparing.paired(groups)
     pair = next(c for c in comparisons if {c["a"], c["b"]} == {"pgd_at", "lfr (steps=5)"})
     sign = 1 if pair["a"] == "pgd_at" else -1
     d = [sign * (verdicts["pgd_at", s].mean() - verdicts["lfr", s].mean()) for s in range(3)]
@@ -106,7 +107,7 @@ def test_pairs_carry_an_interval_over_their_seeds(study):
     assert spread["interval"] == pytest.approx((np.mean(d) - half, np.mean(d) + half))
     k10 = next(c for c in comparisons if "lfr (steps=10)" in (c["a"], c["b"]))
     assert k10["over_seeds"] is None
-    table = compare.markdown(compare.summary(groups), [k10, pair]).splitlines()
+    table = comparing.markdown(comparing.summary(groups), [k10, pair]).splitlines()
     low, high = (100 * x for x in spread["interval"])
     rows = [line for line in table if line.startswith(f"| {pair['a']} | {pair['b']} |")]
     rows += [line for line in table if line.startswith(f"| {k10['a']} | {k10['b']} |")]
@@ -139,7 +140,7 @@ def comparison(a, b, interval):
     ],
 )
 def test_ranking_follows_the_seeds_interval(interval, expected):
-    assert compare.ranking([comparison("A", "B", interval)]) == expected
+    assert comparing.ranking([comparison("A", "B", interval)]) == expected
 
 
 def test_ranking_line_names_every_pair_with_an_interval():
@@ -148,7 +149,7 @@ def test_ranking_line_names_every_pair_with_an_interval():
         comparison("lfr", "trades", (-0.04, 0.01)),
         comparison("pgd_at", "other", None),
     ]
-    table = compare.markdown({}, pairs)
+    table = comparing.markdown({}, pairs)
     assert table.splitlines()[-1].startswith(
         "Over the seeds (95%): pgd_at > lfr · trades ≈ lfr (>: "
     )
@@ -169,17 +170,17 @@ def test_ranking_line_names_every_pair_with_an_interval():
     ],
 )
 def test_t_quantile_matches_the_table(confidence, df, expected):
-    assert compare.t_quantile(confidence, df) == pytest.approx(expected, abs=1e-4)
+    assert comparing.t_quantile(confidence, df) == pytest.approx(expected, abs=1e-4)
 
 
 def test_t_quantile_approaches_the_normal_one():
-    assert compare.t_quantile(0.95, 2000) == pytest.approx(1.95996, abs=2e-3)
+    assert comparing.t_quantile(0.95, 2000) == pytest.approx(1.95996, abs=2e-3)
 
 
 @pytest.mark.parametrize("confidence, df", [(0.95, 0), (1.0, 3), (0.0, 3), (0.95, 2.5)])
 def test_t_quantile_refuses_invalid_arguments(confidence, df):
     with pytest.raises(ValueError, match="Expected 0 < confidence < 1 and a positive integer df"):
-        compare.t_quantile(confidence, df)
+        comparing.t_quantile(confidence, df)
 
 
 def test_evaluations_of_different_protocols_or_repeated_seeds_are_refused(tmp_path):
@@ -187,10 +188,10 @@ def test_evaluations_of_different_protocols_or_repeated_seeds_are_refused(tmp_pa
     first = write_evaluation(tmp_path, "a", {**BASE, "seed": 0}, v)
     other = write_evaluation(tmp_path, "b", {**BASE, "seed": 1}, v, protocol="strong")
     with pytest.raises(ValueError, match="differ in `protocol`"):
-        compare.group([compare.load(p) for p in (first, other)])
+        comparing.group([comparing.load(p) for p in (first, other)])
     again = write_evaluation(tmp_path, "c", {**BASE, "seed": 0}, v)
     with pytest.raises(ValueError, match=r"one setting has seeds \[0, 0\]"):
-        compare.group([compare.load(p) for p in (first, again)])
+        comparing.group([comparing.load(p) for p in (first, again)])
 
 
 def test_evaluations_of_other_images_are_refused(tmp_path):
@@ -201,7 +202,7 @@ def test_evaluations_of_other_images_are_refused(tmp_path):
     output = json.loads(pathlib.Path(held_out).read_text())
     pathlib.Path(held_out).write_text(json.dumps({**output, "split": "train[59000:]"}))
     with pytest.raises(ValueError, match=r"differ in `split` \(test, train\[59000:\]\)"):
-        compare.group([compare.load(p) for p in (test, held_out)])
+        comparing.group([comparing.load(p) for p in (test, held_out)])
 
 
 def test_a_run_of_an_older_version_joins_its_setting(tmp_path):
@@ -214,7 +215,7 @@ def test_a_run_of_an_older_version_joins_its_setting(tmp_path):
         write_evaluation(tmp_path, name, config, v)
         for name, config in (("old", older), ("new", newer), ("other", other))
     ]
-    groups = compare.group([compare.load(p) for p in paths])
+    groups = comparing.group([comparing.load(p) for p in paths])
     assert {label: [e["seed"] for e in members] for label, members in groups.items()} == {
         "lfr (step_size=0.1)": [0, 1],
         "lfr (step_size=0.075)": [2],
@@ -224,7 +225,7 @@ def test_a_run_of_an_older_version_joins_its_setting(tmp_path):
 def test_command_line_prints_both_tables(study):
     paths, _ = study
     completed = subprocess.run(
-        [sys.executable, "-m", "trainers.compare", *paths],
+        [sys.executable, "-m", "trainers.studies.compare", *paths],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -240,4 +241,4 @@ def test_command_line_prints_both_tables(study):
 def test_the_seed_tables_in_the_docs_are_the_committed_evaluations():
     paths = sorted((REPO / "results" / "seeds").glob("*.json"))
     assert paths, "results/seeds/ holds no evaluation"
-    assert compare.tables(paths) in (REPO / "docs" / "RESULTS.md").read_text()
+    assert comparing.tables(paths) in (REPO / "docs" / "RESULTS.md").read_text()

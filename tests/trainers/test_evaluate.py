@@ -14,12 +14,12 @@ from conftest import REFERENCE_WEIGHTS, REPO, console_script, needs_reference_we
 
 import keras_lfr
 from keras_lfr import evaluation
-from trainers import evaluate
+from trainers import evaluating
 
 
 @needs_reference_weights
 def test_evaluate_script_on_npz_and_savedmodel_agree(tmp_path):
-    config = evaluate.EvalConfig(
+    config = evaluating.EvalConfig(
         weights=REFERENCE_WEIGHTS,
         protocol="paper",
         cascade=False,
@@ -27,13 +27,13 @@ def test_evaluate_script_on_npz_and_savedmodel_agree(tmp_path):
         batch_size=64,
         verbose=0,
     )
-    from_npz = evaluate.evaluate(config)["results"]
+    from_npz = evaluating.evaluate(config)["results"]
     assert set(from_npz.pop("seconds")) == {"clean", "fgsm", "pgd40", "mi_fgsm", "ddn"}
     assert set(from_npz.pop("cpu_seconds")) == {"clean", "fgsm", "pgd40", "mi_fgsm", "ddn"}
     assert from_npz["clean"] > 0.95 and from_npz["pgd40"] <= from_npz["clean"]
-    cnn = evaluate.load_model(config)
+    cnn = evaluating.load_model(config)
     keras_lfr.export(cnn, tmp_path / "saved")
-    config = evaluate.EvalConfig(
+    config = evaluating.EvalConfig(
         model=str(tmp_path / "saved"),
         protocol="paper",
         cascade=False,
@@ -41,7 +41,7 @@ def test_evaluate_script_on_npz_and_savedmodel_agree(tmp_path):
         batch_size=64,
         verbose=0,
     )
-    from_saved = evaluate.evaluate(config)["results"]
+    from_saved = evaluating.evaluate(config)["results"]
     del from_saved["seconds"], from_saved["cpu_seconds"]
     assert from_saved == pytest.approx(from_npz, abs=1 / 64)
 
@@ -73,15 +73,15 @@ def test_evaluate_command_line_writes_json(tmp_path):
 
 def test_evaluate_needs_exactly_one_model_source():
     with pytest.raises(ValueError, match="exactly one of `model`"):
-        evaluate.load_model(evaluate.EvalConfig())
-    both = evaluate.EvalConfig(model="m.keras", zoo="mnist/linf-0.3/pgd-at-fast")
+        evaluating.load_model(evaluating.EvalConfig())
+    both = evaluating.EvalConfig(model="m.keras", zoo="mnist/linf-0.3/pgd-at-fast")
     with pytest.raises(ValueError, match="and `zoo` .*zoo='mnist/linf-0.3/pgd-at-fast'"):
-        evaluate.evaluate(both)
+        evaluating.evaluate(both)
 
 
 @needs_reference_weights
 def test_evaluate_runs_a_chosen_subset_and_rejects_unknown_attacks():
-    config = evaluate.EvalConfig(
+    config = evaluating.EvalConfig(
         weights=REFERENCE_WEIGHTS,
         protocol="paper",
         examples=16,
@@ -89,7 +89,7 @@ def test_evaluate_runs_a_chosen_subset_and_rejects_unknown_attacks():
         attacks=("pgd40",),
         verbose=0,
     )
-    results = evaluate.evaluate(config)["results"]
+    results = evaluating.evaluate(config)["results"]
     assert set(results) == {
         "clean",
         "pgd40",
@@ -102,15 +102,15 @@ def test_evaluate_runs_a_chosen_subset_and_rejects_unknown_attacks():
     assert set(results["seconds"]) == set(results["cpu_seconds"]) == {"clean", "pgd40"}
     # --flatness: γ and the confidence on the same 16 images, as computed directly.
     config.flatness = True
-    flat = evaluate.evaluate(config)["flatness"]
-    cnn = evaluate.load_model(config)
-    x, y = evaluate.test_batch("mnist", 16)
+    flat = evaluating.evaluate(config)["flatness"]
+    cnn = evaluating.load_model(config)
+    x, y = evaluating.test_batch("mnist", 16)
     gamma = keras_lfr.local_flatness(cnn, x, y, 0.3, 0.1, 5).numpy()
     assert flat["examples"] == 16 and flat["gamma_median"] == pytest.approx(np.median(gamma))
     assert flat["clean_ce"] == pytest.approx(evaluation.confidence(cnn, x, y)["clean_ce"])
     config.attacks = ("pgd41",)
     with pytest.raises(ValueError, match="argument `attacks`"):
-        evaluate.evaluate(config)
+        evaluating.evaluate(config)
 
 
 @needs_reference_weights
@@ -122,7 +122,7 @@ def test_evaluate_runs_the_sanity_checks_on_the_chosen_images(monkeypatch):
         return [evaluation.Check("recorded", True, "")]
 
     monkeypatch.setattr(keras_lfr.evaluation, "sanity_checks", recorder)
-    config = evaluate.EvalConfig(
+    config = evaluating.EvalConfig(
         weights=REFERENCE_WEIGHTS,
         protocol="paper",
         examples=8,
@@ -134,8 +134,8 @@ def test_evaluate_runs_the_sanity_checks_on_the_chosen_images(monkeypatch):
         check_queries=5000,
         verbose=0,
     )
-    output = evaluate.evaluate(config)
-    x, y = evaluate.test_batch("mnist", 12)
+    output = evaluating.evaluate(config)
+    x, y = evaluating.test_batch("mnist", 12)
     np.testing.assert_array_equal(seen["x"], x)
     np.testing.assert_array_equal(seen["y"], y)
     assert (seen["epsilon"], seen["queries"]) == (0.2, 5000)
@@ -143,7 +143,7 @@ def test_evaluate_runs_the_sanity_checks_on_the_chosen_images(monkeypatch):
 
 
 def test_defaults_are_the_strong_protocol_as_a_cascade():
-    config = evaluate.EvalConfig()
+    config = evaluating.EvalConfig()
     assert (config.protocol, config.cascade) == ("strong", True)
     assert config.epsilon is None and config.dataset is None
 
@@ -165,8 +165,8 @@ def fashion_run(tmp_path):
 
 
 def test_a_keras_lfr_model_is_attacked_at_its_own_dataset_and_epsilon(fashion_run):
-    config = evaluate.EvalConfig(model=fashion_run.model, examples=8, batch_size=8, verbose=0)
-    threat = evaluate.threat_model(config)
+    config = evaluating.EvalConfig(model=fashion_run.model, examples=8, batch_size=8, verbose=0)
+    threat = evaluating.threat_model(config)
     assert (threat["dataset"], threat["epsilon"]) == ("fashion_mnist", 0.1)
     assert (threat["clip_min"], threat["clip_max"]) == (0.0, 1.0)
     assert threat["source"] == {
@@ -174,7 +174,7 @@ def test_a_keras_lfr_model_is_attacked_at_its_own_dataset_and_epsilon(fashion_ru
         "epsilon": "the model's training radius",
     }
     config.attacks = ("apgd_ce",)
-    output = evaluate.evaluate(config)
+    output = evaluating.evaluate(config)
     assert (output["protocol"], output["dataset"], output["epsilon"]) == (
         "strong",
         "fashion_mnist",
@@ -184,13 +184,13 @@ def test_a_keras_lfr_model_is_attacked_at_its_own_dataset_and_epsilon(fashion_ru
     # untrained model (all-zero logits) is wrong on all of them.
     assert output["results"]["examples"] == 8
     assert output["run"] == fashion_run.stored_config()  # what it evaluated, kept with it
-    assert "on fashion_mnist (the model's run directory) at ε = 0.1" in evaluate.describe(output)
-    assert "Note" not in evaluate.describe(output)
+    assert "on fashion_mnist (the model's run directory) at ε = 0.1" in evaluating.describe(output)
+    assert "Note" not in evaluating.describe(output)
 
 
 def test_another_epsilon_is_an_explicit_flag_and_the_output_names_it(fashion_run):
-    config = evaluate.EvalConfig(model=fashion_run.model, epsilon=0.2, dataset="mnist")
-    threat = evaluate.threat_model(config)
+    config = evaluating.EvalConfig(model=fashion_run.model, epsilon=0.2, dataset="mnist")
+    threat = evaluating.threat_model(config)
     assert (threat["dataset"], threat["epsilon"]) == ("mnist", 0.2)
     assert threat["source"] == {"dataset": "--dataset", "epsilon": "--epsilon"}
     output = {
@@ -200,22 +200,22 @@ def test_another_epsilon_is_an_explicit_flag_and_the_output_names_it(fashion_run
         "epsilon": 0.2,
         "threat_model": threat,
     }
-    assert "Note: the model was trained at ε = 0.1, not 0.2." in evaluate.describe(output)
+    assert "Note: the model was trained at ε = 0.1, not 0.2." in evaluating.describe(output)
 
 
 def test_a_model_without_a_run_directory_gets_its_datasets_standard_epsilon(tmp_path):
     path = str(tmp_path / "plain.keras")
     keras_lfr.models.small_cnn().save(path)
-    threat = evaluate.threat_model(evaluate.EvalConfig(model=path))
+    threat = evaluating.threat_model(evaluating.EvalConfig(model=path))
     assert (threat["dataset"], threat["epsilon"]) == ("mnist", 0.3)
     # Said plainly in the first line: nothing named the dataset.
     header = {"protocol": "strong", "cascade": True, "dataset": "mnist", "epsilon": 0.3}
-    line = evaluate.describe({**header, "threat_model": threat})
+    line = evaluating.describe({**header, "threat_model": threat})
     assert "Note: neither the model nor --dataset names a dataset, so this is mnist" in line
-    threat = evaluate.threat_model(evaluate.EvalConfig(model=path, dataset="fashion_mnist"))
+    threat = evaluating.threat_model(evaluating.EvalConfig(model=path, dataset="fashion_mnist"))
     assert (threat["dataset"], threat["epsilon"]) == ("fashion_mnist", 0.1)
     assert threat["source"]["epsilon"] == "fashion_mnist's standard radius"
-    line = evaluate.describe({**header, "dataset": "fashion_mnist", "threat_model": threat})
+    line = evaluating.describe({**header, "dataset": "fashion_mnist", "threat_model": threat})
     assert "Note" not in line
 
 
@@ -252,8 +252,8 @@ def test_a_killed_chunked_evaluation_resumes_with_the_same_results(fashion_run, 
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert len(list(cache.iterdir())) == 3
-    straight = evaluate.evaluate(
-        evaluate.EvalConfig(
+    straight = evaluating.evaluate(
+        evaluating.EvalConfig(
             model=fashion_run.model,
             attacks=("apgd_ce",),
             examples=24,
@@ -278,25 +278,25 @@ def test_a_killed_chunked_evaluation_resumes_with_the_same_results(fashion_run, 
 def test_the_default_chunk_cache_is_one_folder_per_model_and_setting(tmp_path):
     path = tmp_path / "a.keras"
     keras_lfr.models.small_cnn().save(path)
-    config = evaluate.EvalConfig(model=str(path))
-    threat = evaluate.threat_model(config)
+    config = evaluating.EvalConfig(model=str(path))
+    threat = evaluating.threat_model(config)
 
     def folder_of(config, threat=threat):
-        return evaluate.chunk_cache(config, threat, evaluate.load_model(config))
+        return evaluating.chunk_cache(config, threat, evaluating.load_model(config))
 
     folder = folder_of(config)
     assert folder.startswith(os.environ["KERAS_LFR_CACHE_DIR"])
-    assert folder_of(evaluate.EvalConfig(model=str(path))) == folder
+    assert folder_of(evaluating.EvalConfig(model=str(path))) == folder
     changed = [
-        folder_of(evaluate.EvalConfig(model=str(path), queries=100)),
-        folder_of(evaluate.EvalConfig(model=str(path), batch_size=100)),
+        folder_of(evaluating.EvalConfig(model=str(path), queries=100)),
+        folder_of(evaluating.EvalConfig(model=str(path), batch_size=100)),
         folder_of(config, {**threat, "epsilon": 0.2}),
     ]
     keras.utils.set_random_seed(1)
     keras_lfr.models.small_cnn().save(path)  # retrained: other weights
     changed.append(folder_of(config))
     assert len({folder, *changed}) == 5
-    given = evaluate.EvalConfig(model=str(path), cache_dir=str(tmp_path / "mine"))
+    given = evaluating.EvalConfig(model=str(path), cache_dir=str(tmp_path / "mine"))
     assert folder_of(given) == str(tmp_path / "mine")
 
 
@@ -307,9 +307,9 @@ def test_a_savedmodel_names_its_chunk_cache_by_its_weights_as_its_keras_file_doe
     keras_lfr.export(cnn, tmp_path / "m")
     folders = {}
     for source in ("m.keras", "m"):
-        config = evaluate.EvalConfig(model=str(tmp_path / source), dataset="mnist")
-        model = evaluate.load_model(config)
-        folders[source] = evaluate.chunk_cache(config, evaluate.threat_model(config), model)
+        config = evaluating.EvalConfig(model=str(tmp_path / source), dataset="mnist")
+        model = evaluating.load_model(config)
+        folders[source] = evaluating.chunk_cache(config, evaluating.threat_model(config), model)
     # The same weights, however stored, give the same key (the names differ only by the file).
     assert folders["m.keras"].split("-")[-1] == folders["m"].split("-")[-1]
 
@@ -318,7 +318,7 @@ def test_a_rerun_reads_the_cached_chunks_and_nocache_evaluates_afresh(tmp_path, 
     path = tmp_path / "m.keras"
     keras_lfr.models.small_cnn().save(path)
     kwargs = dict(model=str(path), protocol="paper", attacks=("fgsm",), examples=12, batch_size=8)
-    first = evaluate.evaluate(evaluate.EvalConfig(**kwargs, verbose=0))
+    first = evaluating.evaluate(evaluating.EvalConfig(**kwargs, verbose=0))
     assert sorted(os.listdir(first["cache_dir"])) == [
         "chunk-000000-000008.json",
         "chunk-000008-000012.json",
@@ -328,9 +328,9 @@ def test_a_rerun_reads_the_cached_chunks_and_nocache_evaluates_afresh(tmp_path, 
     monkeypatch.setattr(
         evaluation.running, "_robust_accuracy", lambda *a, **k: calls.append(1) or real(*a, **k)
     )
-    again = evaluate.evaluate(evaluate.EvalConfig(**kwargs, verbose=0))
+    again = evaluating.evaluate(evaluating.EvalConfig(**kwargs, verbose=0))
     assert calls == [] and again["results"] == first["results"]
-    afresh = evaluate.evaluate(evaluate.EvalConfig(**kwargs, cache=False, verbose=0))
+    afresh = evaluating.evaluate(evaluating.EvalConfig(**kwargs, cache=False, verbose=0))
     assert len(calls) == 2 and afresh["cache_dir"] is None
     for timer in ("seconds", "cpu_seconds"):
         del afresh["results"][timer], first["results"][timer]
@@ -386,14 +386,14 @@ def test_a_saved_zoo_model_keeps_its_dataset_and_epsilon(tmp_path):
     assert loaded.threat_model() == {"epsilon": 0.1, "clip_min": 0.0, "clip_max": 1.0}
     x = np.random.default_rng(0).uniform(size=(2, 28, 28, 1)).astype("float32")
     np.testing.assert_array_equal(loaded(x), model(x))
-    threat = evaluate.threat_model(evaluate.EvalConfig(model=path))
+    threat = evaluating.threat_model(evaluating.EvalConfig(model=path))
     assert (threat["dataset"], threat["epsilon"]) == ("fashion_mnist", 0.1)
     assert threat["source"] == {
         "dataset": f"the model's zoo entry, {FASHION}",
         "epsilon": "its zoo entry's radius",
     }
     assert threat["dataset_known"]
-    by_name = evaluate.threat_model(evaluate.EvalConfig(zoo=FASHION))
+    by_name = evaluating.threat_model(evaluating.EvalConfig(zoo=FASHION))
     assert {k: by_name[k] for k in ("dataset", "epsilon", "clip_min", "clip_max")} == {
         k: threat[k] for k in ("dataset", "epsilon", "clip_min", "clip_max")
     }
@@ -409,7 +409,7 @@ def test_the_first_line_comes_before_any_attack_and_warns_near_chance(monkeypatc
         return real(*args, **kwargs)
 
     monkeypatch.setattr(evaluation, "resumable_robust_accuracy", recorded)
-    config = evaluate.EvalConfig(
+    config = evaluating.EvalConfig(
         zoo=FASHION,
         dataset="mnist",
         protocol="paper",
@@ -419,7 +419,7 @@ def test_the_first_line_comes_before_any_attack_and_warns_near_chance(monkeypatc
         cache=False,
         verbose=0,
     )
-    output = evaluate.evaluate(config, log=events.append)
+    output = evaluating.evaluate(config, log=events.append)
     assert events[0].startswith("Protocol paper (cascade) on mnist (--dataset) at ε = 0.1 ")
     assert events[1].startswith("Warning: clean accuracy 9.4% on the first 32 images is near ")
     assert "the dataset or the preprocessing is probably wrong" in events[1]
@@ -434,24 +434,24 @@ def test_validation_examples_evaluates_the_held_out_training_images(tmp_path):
     keras.utils.set_random_seed(3)
     keras_lfr.models.small_cnn().save(path)
     kwargs = dict(model=str(path), protocol="paper", attacks=("fgsm",), batch_size=16, verbose=0)
-    config = evaluate.EvalConfig(**kwargs, validation_examples=100, examples=16)
-    output = evaluate.evaluate(config)
+    config = evaluating.EvalConfig(**kwargs, validation_examples=100, examples=16)
+    output = evaluating.evaluate(config)
     # The images trainers.train --validation_examples=100 holds out, and says so.
     held_out = config_lib.splits(config_lib.TrainConfig(validation_examples=100))["evaluation"]
     assert output["split"] == held_out == "train[59900:]"
-    assert "on the first 16 held-out training images (train[59900:]" in evaluate.describe(output)
+    assert "on the first 16 held-out training images (train[59900:]" in evaluating.describe(output)
     x, y = next(
         iter(keras_lfr.data.load("mnist", "train[59900:59916]", batch_size=16, shuffle=False))
     )
     clean = np.mean(np.argmax(keras.models.load_model(path).predict(x, verbose=0), -1) == y)
     assert output["results"]["clean"] == pytest.approx(clean)
-    on_test = evaluate.evaluate(evaluate.EvalConfig(**kwargs, examples=16))
+    on_test = evaluating.evaluate(evaluating.EvalConfig(**kwargs, examples=16))
     assert on_test["split"] == "test" and on_test["cache_dir"] != output["cache_dir"]
-    assert "on the first 16 test images." in evaluate.describe(on_test)
+    assert "on the first 16 test images." in evaluating.describe(on_test)
     with pytest.raises(ValueError, match="argument `examples`. Received: examples=200"):
-        evaluate.evaluate(evaluate.EvalConfig(**kwargs, validation_examples=100, examples=200))
+        evaluating.evaluate(evaluating.EvalConfig(**kwargs, validation_examples=100, examples=200))
     with pytest.raises(ValueError, match="argument `validation_examples`"):
-        evaluate.evaluate(evaluate.EvalConfig(**kwargs, validation_examples=-1))
+        evaluating.evaluate(evaluating.EvalConfig(**kwargs, validation_examples=-1))
 
 
 def test_precision_is_checked_and_has_its_own_chunk_cache(tmp_path):
@@ -460,40 +460,42 @@ def test_precision_is_checked_and_has_its_own_chunk_cache(tmp_path):
     from trainers import options
 
     parsed = flags.FlagValues()
-    options.define_flags(evaluate.EvalConfig, flag_values=parsed)
+    options.define_flags(evaluating.EvalConfig, flag_values=parsed)
     with pytest.raises(flags.IllegalFlagValueError, match=r"float32\|mixed"):
         parsed(["evaluate", "--precision=half"])
     with pytest.raises(ValueError, match=r"`precision`.*'half'.*'float32', 'mixed'"):
-        evaluate.evaluate(evaluate.EvalConfig(zoo=FASHION, precision="half"))
+        evaluating.evaluate(evaluating.EvalConfig(zoo=FASHION, precision="half"))
     keras_lfr.models.small_cnn().save(tmp_path / "m.keras")
-    config = evaluate.EvalConfig(model=str(tmp_path / "m.keras"))
-    threat, model = evaluate.threat_model(config), evaluate.load_model(config)
+    config = evaluating.EvalConfig(model=str(tmp_path / "m.keras"))
+    threat, model = evaluating.threat_model(config), evaluating.load_model(config)
     folders = {
-        precision: evaluate.chunk_cache(
-            evaluate.EvalConfig(model=config.model, precision=precision), threat, model
+        precision: evaluating.chunk_cache(
+            evaluating.EvalConfig(model=config.model, precision=precision), threat, model
         )
         for precision in ("float32", "mixed")
     }
     # float32's folder is the one it always had; mixed precision's is another.
-    assert folders["float32"] == evaluate.chunk_cache(config, threat, model)
+    assert folders["float32"] == evaluating.chunk_cache(config, threat, model)
     assert folders["mixed"] != folders["float32"]
     keras_lfr.export(model, tmp_path / "saved")
-    served = evaluate.EvalConfig(model=str(tmp_path / "saved"), precision="mixed", dataset="mnist")
+    served = evaluating.EvalConfig(
+        model=str(tmp_path / "saved"), precision="mixed", dataset="mnist"
+    )
     with pytest.raises(ValueError, match=r"`precision`.*SavedModel.*precision='float32'"):
-        evaluate.evaluate(served)
+        evaluating.evaluate(served)
 
 
 def test_a_mixed_precision_evaluation_says_so_and_records_it(tmp_path):
     kwargs = dict(zoo=FASHION, protocol="paper", attacks=("fgsm",), examples=8, batch_size=8)
     lines = []
-    output = evaluate.evaluate(
-        evaluate.EvalConfig(**kwargs, precision="mixed", verbose=0), log=lines.append
+    output = evaluating.evaluate(
+        evaluating.EvalConfig(**kwargs, precision="mixed", verbose=0), log=lines.append
     )
     assert output["precision"] == "mixed" and output["config"]["precision"] == "mixed"
     assert "the attacks search in bfloat16, every verdict is float32's" in lines[0]
     assert len(output["results"]["per_example"]) == 8
     chunk = json.loads((pathlib.Path(output["cache_dir"]) / "chunk-000000-000008.json").read_text())
     assert chunk["precision"] == "mixed"
-    full = evaluate.evaluate(evaluate.EvalConfig(**kwargs, verbose=0))
+    full = evaluating.evaluate(evaluating.EvalConfig(**kwargs, verbose=0))
     assert full["precision"] == "float32" and full["cache_dir"] != output["cache_dir"]
     assert output["results"]["clean"] == full["results"]["clean"]  # the clean pass is float32's

@@ -1,4 +1,4 @@
-"""trainers.release: provenance helpers, the docs' leaderboards (the release: test_zoo)."""
+"""trainers.studies.release: provenance helpers, the docs' leaderboards (the release: test_zoo)."""
 
 import subprocess
 
@@ -7,7 +7,8 @@ from conftest import REPO
 
 from keras_lfr import zoo
 from trainers import config as config_lib
-from trainers import release
+from trainers import record
+from trainers.studies import leaderboard
 
 
 @pytest.fixture
@@ -43,16 +44,16 @@ def repository(tmp_path):
 
 def test_version_at_reads_the_version_a_commit_held(repository):
     root, (first, second, third) = repository
-    assert release.version_at(first, root=str(root)) == "0.1.0"
-    assert release.version_at(second, root=str(root)) == "0.2.0"
-    assert release.version_at(third, root=str(root)) == "0.3.0"
-    assert release.version_at(first[:7], root=str(root)) == "0.1.0"
+    assert record.version_at(first, root=str(root)) == "0.1.0"
+    assert record.version_at(second, root=str(root)) == "0.2.0"
+    assert record.version_at(third, root=str(root)) == "0.3.0"
+    assert record.version_at(first[:7], root=str(root)) == "0.1.0"
 
 
 @pytest.mark.parametrize("revision", ["0" * 40, "no-such-branch"])
 def test_version_at_an_unknown_revision_is_unknown(repository, revision):
     root, _ = repository
-    assert release.version_at(revision, root=str(root)) == "unknown"
+    assert record.version_at(revision, root=str(root)) == "unknown"
 
 
 @pytest.mark.parametrize(
@@ -71,7 +72,7 @@ def test_version_at_an_unknown_revision_is_unknown(repository, revision):
 )
 def test_the_record_holds_every_hyperparameter_of_the_objective(method, overrides, expected):
     config = config_lib.make("fast", method=method, **overrides)
-    found = release.hyperparameters(config)
+    found = record.hyperparameters(config)
     assert found == {
         "epsilon": 0.3,
         "step_size": 0.1,
@@ -89,10 +90,10 @@ def test_the_record_holds_every_hyperparameter_of_the_objective(method, override
 @pytest.mark.parametrize("doc", ["ZOO.md", "RESULTS.md"])
 def test_the_leaderboards_in_the_docs_are_the_shipped_records(doc):
     """`--leaderboard` regenerates them; a record changed without it fails here."""
-    begin, end = release.LEADERBOARD_MARKERS
+    begin, end = leaderboard.MARKERS
     text = (REPO / "docs" / doc).read_text()
     block = text.partition(f"{begin}\n")[2].partition(end)[0]
-    assert block == release.leaderboard([zoo.info(name) for name in zoo.available()])
+    assert block == leaderboard.markdown([zoo.info(name) for name in zoo.available()])
 
 
 @pytest.mark.parametrize("name", zoo.available())

@@ -11,8 +11,9 @@ from absl import flags
 from conftest import tiny_model
 
 import keras_lfr
-from trainers import budgets, report, reproduce, sweep, train
 from trainers import config as config_lib
+from trainers import train
+from trainers.studies import budgets, report, reproduce, sweep
 
 
 def test_surface_values_match_direct_evaluation():
@@ -43,7 +44,7 @@ def test_reproduce_smoke_budget_writes_tables_and_figures(tmp_path):
     assert set(result["paper"]) >= {"clean", "fgsm", "pgd40", "mi_fgsm", "ddn", "worst_case"}
     assert set(result["strong"]) >= {"apgd_ce", "apgd_t", "square", "worst_case"}
     assert result["gamma"] >= 0 and len(result["checks"]) == 4
-    text = report.report(output, "python -m trainers.reproduce --budget=smoke")
+    text = report.report(output, "python -m trainers.studies.reproduce --budget=smoke")
     assert "REDUCED budget (smoke)" in text
     assert "| LFR | " in text and "| Standard | " not in text
     assert "(99.47)" in text and "(96.82)" in text  # the paper's numbers beside ours
@@ -99,7 +100,7 @@ def test_fast_recipe_on_fashion_mnist_trains_evaluates_and_reuses_the_evaluation
     )
     assert again["methods"]["pgd_at"]["strong"] == strong
     assert again["methods"]["pgd_at"]["eval_seconds"] == result["eval_seconds"]
-    text = report.report(again, "python -m trainers.reproduce --budget=smoke_fast")
+    text = report.report(again, "python -m trainers.studies.reproduce --budget=smoke_fast")
     assert "on fashion_mnist" in text and "(ε 0.1)" in text and "| AT | " in text
     assert "(95.37)" not in text  # the paper's MNIST numbers are not shown beside Fashion
 
@@ -234,7 +235,13 @@ def test_bare_reproduce_trains_the_table_rows_and_no_exploratory_variant():
     # `--methods` defaults to the published tables' rows; an exploratory
     # variant (here LFR at λ = 0.05) trains only when named.
     def printed(*extra):
-        command = [sys.executable, "-m", "trainers.reproduce", "--budget=fast", "--print_commands"]
+        command = [
+            sys.executable,
+            "-m",
+            "trainers.studies.reproduce",
+            "--budget=fast",
+            "--print_commands",
+        ]
         out = subprocess.run(
             [*command, "--model_dir=/runs", *extra], capture_output=True, text=True, check=True
         ).stdout

@@ -1,4 +1,4 @@
-"""`trainers.seeds`: the README's runs from several seeds, resumable, comparable without them."""
+"""`trainers.studies.seeds`: the README's runs from several seeds, resumable and comparable."""
 
 import dataclasses
 import json
@@ -7,7 +7,8 @@ import shutil
 import pytest
 from test_reproduce import parsed_command
 
-from trainers import budgets, compare, evaluate, seeds, train
+from trainers import evaluating, training
+from trainers.studies import budgets, comparing, seeds
 
 
 @pytest.mark.parametrize("method", seeds.METHODS)
@@ -49,19 +50,19 @@ def test_runs_are_evaluated_once_and_compared_from_their_results_alone(tmp_path,
     assert output["train_command"] == seeds.train_command("trades", 1, model_dir)
     # With the models gone, the results still group by setting and pair by seed.
     shutil.rmtree(model_dir)
-    groups = compare.group([compare.load(p) for p in paths])
+    groups = comparing.group([comparing.load(p) for p in paths])
     assert {label: [e["seed"] for e in runs] for label, runs in groups.items()} == {
         "pgd_at": [1],
         "trades": [1],
     }
-    (pair,) = compare.paired(groups)
+    (pair,) = comparing.paired(groups)
     assert pair["seeds"] == [1] and pair["examples"] == 4
 
     # A second call trains and evaluates nothing: every result is there.
     def refuse(*args, **kwargs):
         raise AssertionError("trained again")
 
-    monkeypatch.setattr(train, "train_and_evaluate", refuse)
+    monkeypatch.setattr(training, "train_and_evaluate", refuse)
     assert seeds.run_seeds(["pgd_at", "trades"], [1], model_dir, results_dir, 4) == paths
 
 
@@ -75,8 +76,8 @@ def test_runs_go_seed_by_seed_and_a_killed_study_continues_at_the_first_missing_
         if len(trained) == 3:
             raise KeyboardInterrupt  # killed during the third run
 
-    monkeypatch.setattr(train, "train_and_evaluate", fake_train)
-    monkeypatch.setattr(evaluate, "evaluate", lambda config: {"model": config.model})
+    monkeypatch.setattr(training, "train_and_evaluate", fake_train)
+    monkeypatch.setattr(evaluating, "evaluate", lambda config: {"model": config.model})
     args = (["pgd_at", "trades"], [0, 1], str(tmp_path / "runs"), str(tmp_path / "results"))
     with pytest.raises(KeyboardInterrupt):
         seeds.run_seeds(*args)

@@ -1,8 +1,8 @@
-"""`trainers.sweep`: sweep points."""
+"""`trainers.studies.sweep`: sweep points."""
 
 import pytest
 
-from trainers import sweep
+from trainers.studies import sweep
 
 
 def test_sweep_points_scale_the_defaults():

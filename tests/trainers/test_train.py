@@ -13,7 +13,7 @@ from absl import flags
 from conftest import REPO
 
 from trainers import config as config_lib
-from trainers import evaluate, options, runs, train
+from trainers import evaluating, options, runs, training
 
 
 # Eight optimizer steps on 256 images do not leave the constant classifier, so
@@ -30,7 +30,7 @@ def test_train_and_evaluate_writes_model_export_and_logs(tmp_path):
         lr_decay_epochs=(1,),
         verbose=0,
     )
-    result = train.train_and_evaluate(config, str(tmp_path))
+    result = training.train_and_evaluate(config, str(tmp_path))
     history = result["history"]
     assert {"loss", "clean_ce", "local_flatness", "accuracy", "val_accuracy"} <= set(history)
     assert len(history["loss"]) == 2
@@ -144,7 +144,7 @@ def test_help_lists_the_choices():
     assert "apgd_ce, apgd_t, square" in evaluate_help and "--data_dir" in evaluate_help
 
 
-@pytest.mark.parametrize("config_class", [config_lib.TrainConfig, evaluate.EvalConfig])
+@pytest.mark.parametrize("config_class", [config_lib.TrainConfig, evaluating.EvalConfig])
 def test_flags_are_derived_from_the_config(config_class):
     flag_values = flags.FlagValues()
     options.define_flags(config_class, flag_values)
@@ -185,7 +185,7 @@ def test_trainer_ramp_reaches_epsilon_on_its_epoch(tmp_path):
         lr_decay_epochs=(),
         verbose=0,
     )
-    history = train.train_and_evaluate(config, str(tmp_path))["history"]
+    history = training.train_and_evaluate(config, str(tmp_path))["history"]
     # The last step of each epoch: steps 3, 7 and 11 of an 8-step ramp.
     assert history["epsilon_scale"] == pytest.approx([3 / 8, 7 / 8, 1.0])
     assert len(history["wall_time"]) == 3 and np.all(np.diff(history["wall_time"]) > 0)

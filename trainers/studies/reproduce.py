@@ -1,9 +1,9 @@
 r"""Reproduces the LFR paper's MNIST experiments: Table 1, Figures 1–2, γ per method.
 
-    python -m trainers.reproduce --budget=paper     # the paper's setting (GPU work)
-    python -m trainers.reproduce --budget=fast      # each model in < 1 hour on 2 CPU cores
-    python -m trainers.reproduce --budget=fast --dataset=fashion_mnist   # at ε = 0.1
-    python -m trainers.reproduce --budget=reduced   # labelled reduced budget, 2 CPU cores
+    python -m trainers.studies.reproduce --budget=paper     # the paper's setting (GPU work)
+    python -m trainers.studies.reproduce --budget=fast      # each model in < 1 hour on 2 CPU cores
+    python -m trainers.studies.reproduce --budget=fast --dataset=fashion_mnist   # at ε = 0.1
+    python -m trainers.studies.reproduce --budget=reduced   # labelled reduced budget, 2 CPU cores
 
 Trains Standard, PGD-AT, TRADES, LLR, LFR, ADR, LSP and the variants
 TRADES-AWP, LFR-AWP, PGD-AT, TRADES and LFR with a 10-epoch ε ramp, and LFR
@@ -29,7 +29,8 @@ from absl import flags, logging
 import keras_lfr
 from keras_lfr import defaults
 
-from . import evaluate, figures, options, release, report, runs, train
+from .. import evaluating, options, record, runs, training
+from . import figures, report
 from .budgets import BUDGETS, EXPLORATORY, VARIANTS, Budget
 
 FLAGS = flags.FLAGS
@@ -68,7 +69,7 @@ def evaluate_method(model, budget, dataset="mnist", parts=tuple(EVALUATION_VERSI
     def test(count):
         return keras_lfr.data.load(dataset, "test", batch_size=500, num_examples=count)
 
-    x, y = evaluate.test_batch(dataset, max(budget.check_examples, budget.gamma_examples))
+    x, y = evaluating.test_batch(dataset, max(budget.check_examples, budget.gamma_examples))
     result = {}
     if "paper" in parts:
         result["paper"] = keras_lfr.evaluation.robust_accuracy(
@@ -149,7 +150,7 @@ def reproduce(
         if not evaluate_only:
             config = budget.train_config(method, dataset, verbose=verbose)
             command = budget.train_command(method, dataset, directory)
-            train.train_and_evaluate(config, directory, command=command)
+            training.train_and_evaluate(config, directory, command=command)
         results[method] = evaluate_saved(directory, budget, dataset, reuse=evaluate_only)
     output = {
         "methods": results,
@@ -157,7 +158,7 @@ def reproduce(
         "budget_fields": dataclasses.asdict(budget),
         "overrides": budget_overrides,
         "dataset": dataset,
-        "hardware": release.hardware(),
+        "hardware": record.hardware(),
     }
     if figures_dir is not None:
         output["figures"] = redraw_figures(budget_name, methods, workdir, figures_dir, dataset)
@@ -196,7 +197,7 @@ def evaluate_saved(directory, budget, dataset="mnist", reuse=False):
     if not stale:
         return cached
     history = run.history()
-    model = evaluate.load_classifier(run.model)
+    model = evaluating.load_classifier(run.model)
     start = time.perf_counter()
     result = {
         **{k: v for k, v in cached.items() if k not in ("budget_fields", "dataset", "versions")},
@@ -217,7 +218,7 @@ def redraw_figures(budget_name, methods, workdir, figures_dir, dataset="mnist"):
     models, histories = {}, {}
     for m in methods:
         run = runs.RunDir(method_dir(workdir, m, dataset))
-        models[m] = evaluate.load_classifier(run.model)
+        models[m] = evaluating.load_classifier(run.model)
         histories[m] = run.history()
     budget = BUDGETS[budget_name]
     os.makedirs(figures_dir, exist_ok=True)
@@ -290,7 +291,7 @@ def main(argv):
         evaluate_only=FLAGS.evaluate_only,
         **overrides,
     )
-    command = "python -m trainers.reproduce " + " ".join(sys.argv[1:])
+    command = "python -m trainers.studies.reproduce " + " ".join(sys.argv[1:])
     text = report.report(output, command.strip())
     report.write_report(text, FLAGS.report, *report.markers(FLAGS.budget, FLAGS.dataset))
     results_path = os.path.join(FLAGS.model_dir, f"results_{FLAGS.budget}_{FLAGS.dataset}.json")

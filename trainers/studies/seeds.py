@@ -1,20 +1,20 @@
 r"""Trains the fast recipe's PGD-AT, TRADES and LFR from several seeds and compares them.
 
-    python -m trainers.seeds                           # runs missing of seeds 0-2; tables
-    python -m trainers.seeds --seeds=1 --methods=lfr_cos10_e24
-    python -m trainers.seeds --print_commands          # the same runs as separate commands
-    python -m trainers.compare results/seeds/*.json    # the tables from the committed results
+    python -m trainers.studies.seeds                           # runs missing of seeds 0-2; tables
+    python -m trainers.studies.seeds --seeds=1 --methods=lfr_cos10_e24
+    python -m trainers.studies.seeds --print_commands        # the same runs as separate commands
+    python -m trainers.studies.compare results/seeds/*.json  # the tables of the committed results
 
 Each run is one of the README's MNIST commands (`METHODS`: the fast budget's
 PGD-AT, TRADES and LFR with its 10-epoch cosine ε ramp over 24 epochs, without
-`trainers.reproduce`'s per-epoch PGD-40 curve) from one seed. It trains in
+`trainers.studies.reproduce`'s per-epoch PGD-40 curve) from one seed. It trains in
 `--model_dir/<method>_s<seed>` (resuming from its checkpoints), is evaluated
 under the zoo's protocol (`keras_lfr.evaluation.RELEASE_PROTOCOL`) on the first
 `--examples` test images (resuming from its cached chunks) and its evaluation,
 which holds the run's configuration, is written to
 `--results_dir/<method>_s<seed>.json`. A run whose evaluation is there is
 skipped, so the same command continues where a killed one stopped, and the
-committed evaluations make the tables (`trainers.compare`: mean ± std per
+committed evaluations make the tables (`trainers.studies.compare`: mean ± std per
 method, paired differences over the runs of equal seeds) after the models are
 gone. Runs go seed by seed: every method of one seed before the next.
 """
@@ -28,7 +28,8 @@ from absl import flags
 
 from keras_lfr import evaluation
 
-from . import budgets, compare, evaluate, options, runs, train
+from .. import evaluating, options, runs, training
+from . import budgets, comparing
 
 FLAGS = flags.FLAGS
 
@@ -59,9 +60,9 @@ def train_command(method, seed, model_dir):
 
 
 def evaluation_config(model_dir, method, seed, examples, verbose=1):
-    """The `trainers.evaluate.EvalConfig` of one run: the zoo's protocol on the first `examples`."""
+    """The `trainers.evaluating.EvalConfig` of one run: the zoo protocol on the first `examples`."""
     model = runs.RunDir(run_dir(model_dir, method, seed)).model
-    return evaluate.EvalConfig(
+    return evaluating.EvalConfig(
         model=model, protocol=evaluation.RELEASE_PROTOCOL, examples=examples, verbose=verbose
     )
 
@@ -111,9 +112,9 @@ def run_seeds(methods, seeds, model_dir, results_dir, examples=1000, verbose=1):
                 continue
             config = BUDGET.train_config(method, DATASET, seed=seed, verbose=verbose)
             command = train_command(method, seed, model_dir)
-            train.train_and_evaluate(config, run_dir(model_dir, method, seed), command=command)
+            training.train_and_evaluate(config, run_dir(model_dir, method, seed), command=command)
             config = evaluation_config(model_dir, method, seed, examples, verbose=int(verbose > 0))
-            output = evaluate.evaluate(config)
+            output = evaluating.evaluate(config)
             output["command"] = evaluate_command(method, seed, model_dir, results_dir, examples)
             output["train_command"] = command
             runs.write_json(path, output)
@@ -138,7 +139,7 @@ def main(argv):
     )
     # The tables of every evaluation there, these runs' and earlier ones'.
     results = sorted(glob.glob(os.path.join(FLAGS.results_dir, "*.json")))
-    print(compare.tables(results))
+    print(comparing.tables(results))
 
 
 def define_flags():

@@ -1,4 +1,4 @@
-"""The named budgets of `trainers.reproduce`: how much each run trains and evaluates.
+"""The named budgets of `trainers.studies.reproduce`: how much each run trains and evaluates.
 
 A budget is data built by keyword; a variant is a method with some
 `TrainConfig` fields changed. `Budget.train_fields` is the one place where a
@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 from keras_lfr import defaults
 
-from . import config as config_lib
+from .. import config as config_lib
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -220,7 +220,7 @@ BUDGETS = {
     # About a minute per model: the fast recipe shrunk to 4 epochs on 8,192
     # images with the ε ramp over the first epoch, to see whether a method
     # trains at all (clean CE well below ln 10) when choosing default weights
-    # with `trainers.sweep`; clean and PGD-40 accuracy on 1,000 test images.
+    # with `trainers.studies.sweep`; clean and PGD-40 accuracy on 1,000 test images.
     "slice": Budget(
         epochs=4,
         train_examples=8192,

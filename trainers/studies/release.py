@@ -1,9 +1,9 @@
 r"""Releases a trained model into the zoo: weights and record under `keras_lfr/zoo/`.
 
-    python -m trainers.release --model_dir=runs/fast/lfr --name=mnist/linf-0.3/lfr-fast \
+    python -m trainers.studies.release --model_dir=runs/fast/lfr --name=mnist/linf-0.3/lfr-fast \
         --examples=10000
     keras-lfr-release --model_dir=... --name=... --examples=1000   # a smaller sample
-    python -m trainers.release --name=mnist/linf-0.3/lfr-fast --examples=10000  # from the entry
+    python -m trainers.studies.release --name=mnist/linf-0.3/lfr-fast --examples=10000  # the entry
 
 Reads the run directory that `trainers.train` wrote (`trainers.runs.RunDir`:
 its configuration, the training part of its record with the command and
@@ -23,155 +23,26 @@ import dataclasses
 import datetime
 import os
 import pathlib
-import re
-import subprocess
 import sys
 
 from absl import flags, logging
 
-import keras_lfr
 from keras_lfr import evaluation, zoo
 
-from . import config as config_lib
-from . import evaluate, options, runs
+from .. import config as config_lib
+from .. import evaluating, options, runs
+from ..record import CHECKOUT, TRAINING_FIELDS, hardware, training_record, version_at
+from . import leaderboard
 
 FLAGS = flags.FLAGS
-# The repository this module runs from (for its git provenance).
-_CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The zoo entries' evaluation results, per chunk of test images and for the
 # sanity checks: in the repository, not in the package (`evaluation_dir`).
-EVALUATIONS = pathlib.Path(_CHECKOUT) / "results" / "zoo"
+EVALUATIONS = pathlib.Path(CHECKOUT) / "results" / "zoo"
 
 
 def evaluation_dir(name):
     """The folder of zoo entry `name`'s evaluation results: `results/zoo/<name>/`."""
     return EVALUATIONS.joinpath(*name.split("/"))
-
-
-def _git(*args, root=_CHECKOUT):
-    """The output of `git ARGS` in `root` (raises `OSError` or `CalledProcessError`)."""
-    return subprocess.run(
-        ["git", *args], cwd=root, capture_output=True, text=True, check=True
-    ).stdout
-
-
-def commit():
-    """The git commit of this checkout (with `+dirty` if it has changes), or `"unknown"`."""
-    try:
-        head = _git("rev-parse", "HEAD").strip()
-        dirty = _git("status", "--porcelain", "--untracked-files=no").strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + ("+dirty" if dirty else "")
-
-
-def version_at(revision, root=None):
-    """keras_lfr's version at a git `revision`, or `"unknown"` if git cannot say.
-
-    Args:
-        revision: A commit (or any git revision).
-        root: The repository. Defaults to `None`: this checkout.
-
-    Returns:
-        The `__version__` that `keras_lfr/_version.py` held at `revision`
-        (`keras_lfr/__init__.py` at revisions before that file).
-    """
-    for path in ("keras_lfr/_version.py", "keras_lfr/__init__.py"):
-        try:
-            source = _git("show", f"{revision}:{path}", root=root or _CHECKOUT)
-        except (OSError, subprocess.CalledProcessError):
-            continue
-        found = re.search(r"^__version__ = [\"']([^\"']+)[\"']", source, re.MULTILINE)
-        if found:
-            return found.group(1)
-    return "unknown"
-
-
-def hardware():
-    """A one-line description of the machine: CPU cores and architecture, GPUs, the framework.
-
-    The framework is the Keras backend's: TensorFlow, or JAX (which needs no
-    TensorFlow installed).
-    """
-    import platform
-
-    if keras_lfr.backend.NAME == "tensorflow":
-        import tensorflow as tf
-
-        gpus = tf.config.list_physical_devices("GPU")
-        names = [
-            tf.config.experimental.get_device_details(g).get("device_name", "GPU") for g in gpus
-        ]
-        framework = f"TensorFlow {tf.__version__}"
-    else:
-        import jax
-
-        names = [device.device_kind for device in jax.devices() if device.platform == "gpu"]
-        framework = f"JAX {jax.__version__}"
-    devices = ", ".join(names) if names else "no GPU"
-    return f"{os.cpu_count()} CPU cores ({platform.machine()}), {devices}, {framework}"
-
-
-def hyperparameters(config):
-    """Every hyperparameter of a run's training objective, the method's defaults included.
-
-    The method's full configuration (e.g. TRADES' `beta` when the run left it
-    at its default), then AWP's and the ε ramp's settings.
-    """
-    method = keras_lfr.methods.get_method(
-        config.method, **config_lib.method_hyperparameters(config)
-    )
-    return {
-        **method.get_config(),
-        "awp_gamma": config.awp_gamma,
-        "awp_warmup": config.awp_warmup,
-        "epsilon_warmup_epochs": config.epsilon_warmup_epochs,
-        "epsilon_warmup_shape": config.epsilon_warmup_shape,
-    }
-
-
-def training_record(config, history, command):
-    """What a zoo record says of a training run; `trainers.train` writes it beside the model.
-
-    Args:
-        config: The run's `TrainConfig`.
-        history: Its cumulative Keras history (with `wall_time`).
-        command: The command that trained it.
-
-    Returns:
-        A dict with the zoo record's `dataset`, `threat_model`, `method`,
-        `hyperparameters`, `architecture` and `training` fields.
-    """
-    from . import builders
-
-    epsilon, _ = config_lib.threat_model(config)
-    return {
-        "dataset": config.dataset,
-        "threat_model": {"norm": "linf", "epsilon": float(epsilon)},
-        "method": config.method,
-        "hyperparameters": hyperparameters(config),
-        "architecture": builders.architecture(config),
-        "training": {
-            "command": command,
-            "seed": config.seed,
-            "epochs": config.epochs,
-            "wall_time_minutes": round(history.get("wall_time", [0.0])[-1] / 60, 1),
-            "hardware": hardware(),
-            "keras_lfr_version": keras_lfr.__version__,
-            "commit": commit(),
-        },
-    }
-
-
-# The record's fields that describe the training: kept when an entry is evaluated again.
-TRAINING_FIELDS = (
-    "dataset",
-    "threat_model",
-    "method",
-    "hyperparameters",
-    "architecture",
-    "training",
-)
 
 
 def _sanity_checks(classifier, dataset, epsilon, examples, queries, cache_dir):
@@ -180,7 +51,7 @@ def _sanity_checks(classifier, dataset, epsilon, examples, queries, cache_dir):
     path = evaluation.cache_path(cache_dir, "sanity-checks", classifier, *settings) + ".json"
     if os.path.exists(path):
         return runs.read_json(path)
-    x, y = evaluate.test_batch(dataset, examples)
+    x, y = evaluating.test_batch(dataset, examples)
     checks = evaluation.sanity_checks(
         classifier, x, y, epsilon=epsilon, queries=queries, verbose=False
     )
@@ -242,7 +113,7 @@ def release(
         classifier = zoo.load(name)
     else:
         record = _training_part(model_dir, command, training_commit)
-        classifier = evaluate.load_classifier(runs.RunDir(model_dir).model)
+        classifier = evaluating.load_classifier(runs.RunDir(model_dir).model)
     dataset, epsilon = record["dataset"], record["threat_model"]["epsilon"]
     entry = zoo.entry_dir(name)
     entry.mkdir(parents=True, exist_ok=True)
@@ -263,7 +134,7 @@ def release(
             classifier, dataset, epsilon, check_examples, queries, str(cache_dir)
         ),
         command=" ".join(
-            ["python -m trainers.release"]
+            ["python -m trainers.studies.release"]
             + ([f"--model_dir={model_dir}"] if model_dir is not None else [])
             + [f"--name={name}", f"--examples={examples}", f"--check_examples={check_examples}"]
             + [f"--queries={queries}", f"--protocol={protocol}"]
@@ -313,100 +184,12 @@ def _training_part(model_dir, command, training_commit):
     return record
 
 
-# Published AutoAttack accuracies on MNIST at ε = 0.3, the whole test set
-# (clean, AutoAttack `standard`), from the AutoAttack leaderboard (Croce &
-# Hein, ICML 2020), with the training as published.
-PUBLISHED_MNIST = (
-    ("Gowal et al. 2020", 99.26, 96.34, "published"),
-    ("Zhang et al. 2020a", 98.38, 93.96, "published"),
-    ("Gowal et al. 2019", 98.34, 92.83, "published"),
-    ("TRADES (Zhang et al. 2019), SmallCNN", 99.48, 92.81, "100 epochs on a GPU"),
-    ("Ding et al. 2020", 98.95, 91.40, "published"),
-    ("Atzmon et al. 2019", 99.35, 90.85, "published"),
-    ("Madry et al. 2018", 98.53, 88.50, "published"),
-    ("Jang et al. 2019", 98.47, 87.99, "published"),
-    ("Wong et al. 2020 (fast FGSM)", 98.50, 82.93, "published"),
-)
-
-
-def _sample(evaluation):
-    """'autoattack, 1000 images (s.e. 0.84 pp)': the protocol, the sample and its standard error."""
-    n, robust = evaluation["examples"], evaluation["robust"]
-    error = 100 * (robust * (1 - robust) / n) ** 0.5
-    return f"{evaluation['protocol']}, {n} images (s.e. {error:.2f} pp)"
-
-
-def _method(record):
-    """'trades + AWP': the record's method, and AWP when it trained with it."""
-    awp = record["hyperparameters"].get("awp_gamma", 0.0) > 0
-    return record["method"] + (" + AWP" if awp else "")
-
-
-# `--leaderboard` rewrites the text between these lines of each markdown file.
-LEADERBOARD_MARKERS = ("<!-- leaderboard:begin -->", "<!-- leaderboard:end -->")
-
-
-def leaderboard(records):
-    """The zoo's leaderboard in markdown: per dataset and threat model, sorted by robust accuracy.
-
-    On MNIST at ε = 0.3 the published AutoAttack rows stand beside ours;
-    each of ours names its protocol and sample, with the standard error of
-    its robust accuracy as an estimate from that sample, since a smaller
-    sample or a weaker protocol is not directly comparable with AutoAttack
-    on all 10,000 images.
-
-    Args:
-        records: Zoo records (`keras_lfr.zoo.info`).
-
-    Returns:
-        Markdown text.
-    """
-    groups = {}
-    for record in records:
-        key = (record["dataset"], zoo.threat_model_name(record["threat_model"]))
-        groups.setdefault(key, []).append(record)
-    if not groups:
-        groups[("mnist", "linf-0.3")] = []
-    lines = []
-    for (dataset, threat), group in sorted(groups.items()):
-        rows = [
-            (
-                record["evaluation"]["robust"] * 100,
-                f"| `{record['name']}` (keras_lfr, {_method(record)}) | "
-                f"{record['evaluation']['clean'] * 100:.2f} | "
-                f"{record['evaluation']['robust'] * 100:.2f} | "
-                f"{_sample(record['evaluation'])} | "
-                f"{record['training']['wall_time_minutes']:g} min, "
-                f"{record['training']['hardware']} |",
-            )
-            for record in group
-        ]
-        if (dataset, threat) == ("mnist", "linf-0.3"):
-            rows += [
-                (
-                    robust,
-                    f"| {name} | {clean:.2f} | {robust:.2f} | AutoAttack, 10000 images | "
-                    f"{compute} |",
-                )
-                for name, clean, robust, compute in PUBLISHED_MNIST
-            ]
-        lines += [
-            f"### {dataset}, {threat}",
-            "",
-            "| model | clean | robust | evaluation | training |",
-            "|---|---|---|---|---|",
-            *(row for _, row in sorted(rows, key=lambda r: -r[0])),
-            "",
-        ]
-    return "\n".join(lines)
-
-
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     if FLAGS.leaderboard:
-        text = leaderboard([zoo.info(name) for name in zoo.available()])
-        begin, end = LEADERBOARD_MARKERS
+        text = leaderboard.markdown([zoo.info(name) for name in zoo.available()])
+        begin, end = leaderboard.MARKERS
         for path in FLAGS.leaderboard:
             with open(path) as f:
                 head, _, rest = f.read().partition(begin)

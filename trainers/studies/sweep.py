@@ -1,10 +1,10 @@
 r"""Sweeps a method's hyperparameters: clean and PGD-40 accuracy per value.
 
-    python -m trainers.sweep --budget=reduced --values=0,0.02,0.05,0.2     # Fig. 3: LFR's λ
-    python -m trainers.sweep --method=adr --budget=slice --relative --values=1,0.1,0.01 \
+    python -m trainers.studies.sweep --budget=reduced --values=0,0.02,0.05,0.2     # Fig. 3: LFR's λ
+    python -m trainers.studies.sweep --method=adr --budget=slice --relative --values=1,0.1,0.01 \
         --params=local_weight,global_weight,entropy_weight,smoothness_weight
 
-Trains one model per value with a budget of `trainers.reproduce`, evaluates
+Trains one model per value with a budget of `trainers.studies.reproduce`, evaluates
 clean and PGD-40 accuracy (and reports the final clean cross-entropy, ln 10 =
 2.30 for a collapsed model), prints a markdown table and writes the figure.
 Each value is given to every parameter of `--params`; with `--relative` it
@@ -12,7 +12,6 @@ multiplies each parameter's default instead (to scale several weights of one
 method together).
 """
 
-import dataclasses
 import os
 import sys
 
@@ -20,7 +19,8 @@ from absl import flags, logging
 
 import keras_lfr
 
-from . import budgets, evaluate, figures, options, train
+from .. import evaluating, options, training
+from . import budgets, figures
 
 FLAGS = flags.FLAGS
 
@@ -49,10 +49,10 @@ def sweep(values, budget_name, workdir, method="lfr", params=("lam",), relative=
     results = {}
     for value in values:
         hparams = hyperparameters(method, params, value, relative)
-        config = dataclasses.replace(budget.train_config(method, verbose=verbose), hparams=hparams)
+        config = budget.train_config(method, verbose=verbose, hparams=hparams)
         directory = os.path.join(workdir, method, f"value_{value:g}")
-        trained = train.train_and_evaluate(config, directory)
-        model = evaluate.load_classifier(trained["model_path"])
+        trained = training.train_and_evaluate(config, directory)
+        model = evaluating.load_classifier(trained["model_path"])
         accuracy = keras_lfr.evaluation.robust_accuracy(model, test, pgd40, verbose=0)
         results[value] = {
             "clean": accuracy["clean"],

@@ -1,4 +1,4 @@
-"""The figures of `trainers.reproduce`: decision and loss surfaces, accuracy vs time."""
+"""The figures of `trainers.studies.reproduce`: decision and loss surfaces, accuracy vs time."""
 
 import itertools
 import os
@@ -7,7 +7,7 @@ import numpy as np
 
 import keras_lfr
 
-from . import evaluate
+from .. import evaluating
 from .budgets import VARIANTS
 from .report import NAMES
 
@@ -31,7 +31,7 @@ def figure_point(models, candidates, dataset="mnist"):
     (closest to, or across, the boundary); the first test image when there is
     no Standard model or it classifies none of them correctly.
     """
-    x, y = evaluate.test_batch(dataset, candidates)
+    x, y = evaluating.test_batch(dataset, candidates)
     index, lowest = 0, np.inf
     for i in range(candidates if "standard" in models else 0):
         values = keras_lfr.surfaces.surface(models["standard"], x[i], int(y[i]), resolution=9)[2]

@@ -1,10 +1,10 @@
-"""The markdown report of `trainers.reproduce`: Table 1, the strong protocol, γ."""
+"""The markdown report of `trainers.studies.reproduce`: Table 1, the strong protocol, γ."""
 
 import os
 
 from keras_lfr import defaults
 
-from . import config as config_lib
+from .. import config as config_lib
 from .budgets import VARIANTS, Budget
 
 BEGIN, END = "<!-- reproduce:begin -->", "<!-- reproduce:end -->"

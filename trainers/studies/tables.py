@@ -1,7 +1,7 @@
 r"""The docs' tables of results, generated from the zoo's records and the committed JSON.
 
-    python -m trainers.tables           # rewrite every generated table in README.md and docs/
-    python -m trainers.tables --check   # exit 1, naming each table that is out of date
+    python -m trainers.studies.tables          # rewrite every generated table of the docs
+    python -m trainers.studies.tables --check  # exit 1, naming each table that is out of date
 
 Every table of results in README.md and docs/ sits between two markers and is
 written by this program, never by hand:
@@ -13,9 +13,9 @@ written by this program, never by hand:
   "rows", "formats", "notes"}}}`; `formats` holds a format spec per column for
   numbers, `notes` the measured figures the table does not show).
 - `<!-- leaderboard:begin -->` ... `<!-- leaderboard:end -->`: the zoo's
-  leaderboard (`trainers.release.leaderboard`).
+  leaderboard (`trainers.studies.release.leaderboard`).
 - `<!-- reproduce:...:begin -->` ... `<!-- reproduce:...:end -->`: a
-  `trainers.reproduce` report (`trainers.report.report`, without its title:
+  `trainers.studies.reproduce` report (`trainers.studies.report.report`, without its title:
   the page gives its own) of the run whose output is
   `results/reproduce/<budget>_<dataset>.json`.
 
@@ -31,7 +31,7 @@ import re
 import sys
 
 # The repository: README.md, docs/ and results/ live beside trainers/.
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RESULTS = os.path.join(REPO, "results")
 # Markdown files that hold generated tables.
 DOCUMENTS = ("README.md", "docs/**/*.md")
@@ -111,7 +111,7 @@ def _order(records):
 
 def zoo_summary():
     """The README's table: every zoo entry, beside two published MNIST rows."""
-    from . import release
+    from .leaderboard import PUBLISHED_MNIST
 
     rows = []
     for record in _order(_records()):
@@ -126,7 +126,7 @@ def zoo_summary():
                 f"{record['training']['wall_time_minutes']:.0f} min",
             ]
         )
-    published = {row[0]: row for row in release.PUBLISHED_MNIST}
+    published = {row[0]: row for row in PUBLISHED_MNIST}
     for name in ("TRADES (Zhang et al. 2019), SmallCNN", "Madry et al. 2018"):
         _, clean, robust, compute = published[name]
         training = "100 GPU epochs" if "GPU" in compute else compute
@@ -211,10 +211,10 @@ def _seed_paths():
 
 
 def seeds():
-    """The seed study's tables (`trainers.compare.tables` on `results/seeds/`)."""
-    from . import compare
+    """The seed study's tables (`trainers.studies.compare.tables` on `results/seeds/`)."""
+    from .comparing import tables
 
-    return compare.tables(_seed_paths()).rstrip("\n")
+    return tables(_seed_paths()).rstrip("\n")
 
 
 def seed_costs():
@@ -244,7 +244,7 @@ def seed_costs():
 
 
 def reproduce_report(key):
-    """The `trainers.reproduce` report of `results/reproduce/<budget>_<dataset>.json`."""
+    """The `trainers.studies.reproduce` report of `results/reproduce/<budget>_<dataset>.json`."""
     from keras_lfr import evaluation
 
     from . import report
@@ -257,9 +257,10 @@ def reproduce_report(key):
             evaluation.Check(c["name"], c["passed"], c.get("detail") or "")
             for c in result["checks"]
         ]
-    # `trainers.reproduce` writes its output without the command; add it to the JSON.
+    # `trainers.studies.reproduce` writes its output without the command; add it to the JSON.
     command = output.get("command") or (
-        f"python -m trainers.reproduce --budget={output['budget']} --dataset={output['dataset']}"
+        "python -m trainers.studies.reproduce "
+        f"--budget={output['budget']} --dataset={output['dataset']}"
     )
     return report.report(output, command, heading=False)
 
@@ -278,9 +279,9 @@ def generate(marker):
     """The text between the begin and end lines of a marker, e.g. `table:zoo-summary`."""
     kind, _, name = marker.partition(":")
     if kind == "leaderboard":
-        from . import release
+        from . import leaderboard
 
-        return release.leaderboard(_records())
+        return leaderboard.markdown(_records())
     if kind == "reproduce":
         return reproduce_report(name) + "\n"
     if name in BLOCKS:
@@ -359,7 +360,7 @@ def main(argv):
         for line in found:
             print(f"out of date: {line}")
         if found:
-            print("Run `python -m trainers.tables` to regenerate them.")
+            print("Run `python -m trainers.studies.tables` to regenerate them.")
         return 1 if found else 0
     for path in documents():
         full = os.path.join(REPO, path)
@@ -374,7 +375,7 @@ def main(argv):
 
 
 def run():
-    """The entry point of `python -m trainers.tables`."""
+    """The entry point of `python -m trainers.studies.tables`."""
     sys.exit(main(sys.argv))
 
 
