@@ -265,6 +265,45 @@ def reproduce_report(key):
     return report.report(output, command, heading=False)
 
 
+def mixed_precision():
+    """Mixed precision against float32, image by image (`results/mixed_precision/verdicts.json`)."""
+    with open(os.path.join(RESULTS, "mixed_precision", "verdicts.json")) as f:
+        rows = json.load(f)["rows"]
+
+    def cascade(row, precision):
+        steps = row["cascade"].get(precision)
+        return " → ".join(str(n) for n in steps.values()) if steps else "–"
+
+    def seconds(row, precision):
+        value = row["cpu_seconds"].get(precision)
+        return f"{value:,.0f}" if value is not None else "–"
+
+    table = [
+        [
+            f"`{row['model']}`" if row["model"] != "authors" else "the authors' LFR",
+            cell(row["examples"]),
+            cell(row["robust_only_mixed"]),
+            cell(row["robust_only_float32"]),
+            cascade(row, "mixed"),
+            cascade(row, "float32"),
+            seconds(row, "mixed"),
+            seconds(row, "float32"),
+        ]
+        for row in rows
+    ]
+    columns = [
+        "model",
+        "images",
+        "robust only under mixed",
+        "robust only under float32",
+        "mixed: clean → APGD-CE → APGD-T → FAB-T → Square",
+        "float32: the same",
+        "mixed, CPU s",
+        "float32, CPU s",
+    ]
+    return markdown(columns, table)
+
+
 BLOCKS = {
     "zoo-summary": zoo_summary,
     "zoo-entries": zoo_entries,
@@ -272,6 +311,7 @@ BLOCKS = {
     "zoo-paired": zoo_paired,
     "seeds": seeds,
     "seed-costs": seed_costs,
+    "mixed-precision": mixed_precision,
 }
 
 
