@@ -4,8 +4,8 @@ keras_lfr's docstrings follow Keras' format, where an `Example:` header is
 followed by unindented `>>>` lines. The Google-style parser expects a
 section's content indented under its header, and outside a section Markdown
 reads `>>>` lines as prose. So, before parsing, this indents the lines under
-an `Example:`/`Examples:` header (griffe then renders them as a console
-session), and fences any other run of `>>>` lines as a `pycon` code block.
+an `Example:`/`Examples:` header (griffe then renders them as console
+examples), and fences any other run of `>>>` lines as a `pycon` code block.
 The docstrings themselves stay as `help()` shows them.
 """
 
