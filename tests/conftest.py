@@ -57,6 +57,7 @@ SLOWEST_FILES = (
     "tests/keras_lfr/test_mixed_precision.py",
     "tests/trainers/test_cli.py",
     "tests/keras_lfr/test_zoo.py",
+    "tests/keras_lfr/test_zoo_reattacked.py",
     "tests/trainers/test_packaging.py",
 )
 
