@@ -501,8 +501,15 @@ def evaluate(config, log=None):
         output["run"] = run.stored_config()
     if config.sanity_checks:
         x, y = test_batch(dataset, config.check_examples, config.data_dir, images, config.data_npz)
+        # With both kinds of attack, the black-box check reads the protocol just run.
+        black_box = None
+        names = set(chosen)
+        if names & set(keras_lfr.evaluation.BLACK_BOX_ATTACKS) and names - set(
+            keras_lfr.evaluation.BLACK_BOX_ATTACKS
+        ):
+            black_box = keras_lfr.evaluation.black_box_check(results, cascade=config.cascade)
         checks = keras_lfr.evaluation.sanity_checks(
-            model, x, y, epsilon=epsilon, queries=config.check_queries
+            model, x, y, epsilon=epsilon, queries=config.check_queries, black_box=black_box
         )
         output["sanity_checks"] = [dataclasses.asdict(c) for c in checks]
     if config.flatness:

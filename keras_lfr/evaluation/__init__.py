@@ -7,12 +7,14 @@ One module per job, every public name importable from here:
   chunks (`resumable_robust_accuracy`, `cache_key`, `cache_path`), in
   float32 or mixed precision (`PRECISIONS`);
 - `comparison`: paired comparisons of two models' verdicts (`paired_comparison`);
-- `sanity`: signs of gradient masking (`sanity_checks`, `confidence`);
+- `sanity`: signs of gradient masking (`sanity_checks`, `black_box_check`,
+  `confidence`);
 - `reports`: markdown tables and the checks' plain-text report.
 """
 
 from keras_lfr.evaluation.comparison import flags_to_string, paired_comparison
 from keras_lfr.evaluation.protocols import (
+    BLACK_BOX_ATTACKS,
     DEFAULT_PROTOCOL,
     PROTOCOLS,
     QUERY_PROTOCOLS,
@@ -32,9 +34,17 @@ from keras_lfr.evaluation.running import (
     resumable_robust_accuracy,
     robust_accuracy,
 )
-from keras_lfr.evaluation.sanity import Check, confidence, sanity_checks
+from keras_lfr.evaluation.sanity import (
+    BLACK_BOX_CHECK,
+    Check,
+    black_box_check,
+    confidence,
+    sanity_checks,
+)
 
 __all__ = [
+    "BLACK_BOX_ATTACKS",
+    "BLACK_BOX_CHECK",
     "DEFAULT_PROTOCOL",
     "PRECISIONS",
     "PROTOCOLS",
@@ -43,6 +53,7 @@ __all__ = [
     "Check",
     "Protocol",
     "autoattack_protocol",
+    "black_box_check",
     "cache_key",
     "cache_path",
     "confidence",

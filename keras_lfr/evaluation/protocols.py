@@ -164,6 +164,13 @@ QUERY_PROTOCOLS = tuple(name for name, p in PROTOCOLS.items() if p.takes_queries
 """The protocols with a black-box part (Square): those the zoo's records may be evaluated under."""
 
 
+BLACK_BOX_ATTACKS = ("square",)
+"""The protocols' attacks that only query the model's outputs; the others follow its gradients.
+
+Gradient masking can fool the gradient (white-box) attacks, never these, so
+`black_box_check` compares the two groups of one protocol."""
+
+
 def protocol(name, **kwargs):
     """Returns the attacks of a named protocol of `PROTOCOLS`.
 

@@ -318,6 +318,59 @@ def test_sanity_checks_flag_gradient_masking(trained, capsys):
     assert "likely sign of gradient masking" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(
+    "accuracies, cascade, passed, detail",
+    [
+        # A cascade: Square breaks 0.8 pp of what the white-box attacks left.
+        (
+            {"clean": 0.99, "apgd_ce": 0.90, "apgd_t": 0.895, "square": 0.887, "worst_case": 0.887},
+            True,
+            True,
+            "after apgd_ce, apgd_t: 89.5%, then square: 88.7%",
+        ),
+        # 2.5 pp: more than the tolerance.
+        ({"apgd_ce": 0.92, "fab_t": 0.91, "square": 0.885}, True, False, "then square: 88.5%"),
+        # Exactly the tolerance passes (2 of 100 images).
+        ({"apgd_ce": 0.96, "square": 0.94}, True, True, "after apgd_ce: 96.0%"),
+        # Each attack's own accuracy: Square against the strongest white-box attack.
+        (
+            {"apgd_ce": 0.95, "apgd_t": 0.93, "square": 0.92},
+            False,
+            True,
+            "strongest white-box, apgd_t: 93.0%, square: 92.0%",
+        ),
+        ({"apgd_ce": 0.95, "apgd_t": 0.96, "square": 0.92}, False, False, "apgd_ce: 95.0%"),
+    ],
+)
+def test_the_black_box_check_compares_square_with_the_protocols_white_box_attacks(
+    accuracies, cascade, passed, detail
+):
+    check = evaluation.black_box_check(accuracies, cascade=cascade)
+    assert check.name == evaluation.BLACK_BOX_CHECK
+    assert check.passed is passed
+    assert detail in check.detail
+
+
+@pytest.mark.parametrize(
+    "accuracies, cascade, message",
+    [
+        ({"apgd_ce": 0.9, "apgd_t": 0.89}, True, "needs a black-box attack"),
+        ({"clean": 0.99, "square": 0.9}, False, "needs a black-box attack"),
+        ({"apgd_ce": 0.9, "square": 0.89, "fab_t": 0.88}, True, "must run last"),
+    ],
+)
+def test_the_black_box_check_refuses_results_it_cannot_read(accuracies, cascade, message):
+    with pytest.raises(ValueError, match=message):
+        evaluation.black_box_check(accuracies, cascade=cascade)
+
+
+def test_sanity_checks_take_the_black_box_check_from_a_protocol_already_run(trained):
+    cnn, x, y = trained
+    given = evaluation.Check(evaluation.BLACK_BOX_CHECK, False, "from the record")
+    checks = evaluation.sanity_checks(cnn, x, y, steps=5, black_box=given, verbose=False)
+    assert checks[2] is given
+
+
 def test_attack_evaluation_callback_adds_keys_to_history():
     x, y = tiny_batch(batch=32)
     model = keras_lfr.wrap(tiny_model(), method="standard")

@@ -117,8 +117,9 @@ def test_evaluate_runs_a_chosen_subset_and_rejects_unknown_attacks():
 def test_evaluate_runs_the_sanity_checks_on_the_chosen_images(monkeypatch):
     seen = {}
 
-    def recorder(model, x, y, *, epsilon, queries):
+    def recorder(model, x, y, *, epsilon, queries, black_box):
         seen.update(x=np.asarray(x), y=np.asarray(y), epsilon=epsilon, queries=queries)
+        seen.update(black_box=black_box)
         return [evaluation.Check("recorded", True, "")]
 
     monkeypatch.setattr(keras_lfr.evaluation, "sanity_checks", recorder)
@@ -139,6 +140,7 @@ def test_evaluate_runs_the_sanity_checks_on_the_chosen_images(monkeypatch):
     np.testing.assert_array_equal(seen["x"], x)
     np.testing.assert_array_equal(seen["y"], y)
     assert (seen["epsilon"], seen["queries"]) == (0.2, 5000)
+    assert seen["black_box"] is None  # the paper protocol has no black-box attack to read
     assert output["sanity_checks"] == [{"name": "recorded", "passed": True, "detail": ""}]
 
 
