@@ -27,7 +27,7 @@ import dataclasses
 
 import keras_lfr
 
-from .options import option, parse_hparams
+from .options import data_option, option, parse_hparams
 
 LR_SCHEDULES = ("piecewise", "cosine")
 OPTIMIZERS = ("sgd", "adam")
@@ -146,13 +146,9 @@ class TrainConfig:
     )
     seed: int = option(0, "Seed of weights, shuffling and random starts.")
     deterministic: bool = option(False, "Deterministic TensorFlow ops (bitwise-repeatable runs).")
-    data_dir: str = option(None, "tfds data directory (default: $TFDS_DATA_DIR).")
-    data_npz: str = option(
-        None,
-        "An .npz of the dataset in keras.datasets' format (x_train, y_train, x_test, y_test) "
-        "to read instead of tfds: no TensorFlow needed.",
-    )
-    download: bool = option(True, "Let tfds download the dataset if it is missing.")
+    data_dir: str = data_option("data_dir")
+    data_npz: str = data_option("data_npz")
+    download: bool = data_option("download")
     verbose: object = option(
         "auto",
         "Keras fit verbosity (2: one line per epoch).",

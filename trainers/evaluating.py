@@ -18,7 +18,7 @@ import keras_lfr
 from keras_lfr import _optional, _validation, defaults
 
 from . import runs
-from .options import option
+from .options import data_option, option
 
 
 @dataclasses.dataclass
@@ -72,15 +72,9 @@ class EvalConfig:
         + ", ".join(keras_lfr.evaluation.QUERY_PROTOCOLS)
         + ").",
     )
-    data_dir: str = option(
-        None, "tfds data directory (default: TFDS_DATA_DIR or ~/tensorflow_datasets)."
-    )
-    data_npz: str = option(
-        None,
-        "An .npz in keras.datasets' format (x_train, y_train, x_test, y_test) to read the "
-        "images from instead of tfds: no TensorFlow needed.",
-    )
-    download: bool = option(True, "Let tfds download the dataset if it is not prepared.")
+    data_dir: str = data_option("data_dir")
+    data_npz: str = data_option("data_npz")
+    download: bool = data_option("download")
     cascade: bool = option(
         True,
         "Run each attack only on the examples still robust (AutoAttack's cascade): the "
