@@ -96,9 +96,9 @@ def load(name):
             )
         cnn = keras_lfr.models.small_cnn()
         return keras_lfr.models.load_weights_npz(cnn, path), "mnist", 0.3
-    entry = keras_lfr.zoo.entry_of(keras_lfr.zoo.info(name))
+    threat = keras_lfr.ThreatModel.of_record(keras_lfr.zoo.info(name))
     model = keras_lfr.models.to_float32(keras_lfr.zoo.load(name))
-    return model, entry["dataset"], entry["epsilon"]
+    return model, threat.dataset, threat.epsilon
 
 
 def chunk_loader(dataset):

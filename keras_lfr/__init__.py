@@ -33,6 +33,7 @@ from keras_lfr import (  # noqa: E402
 from keras_lfr.export import export  # noqa: E402
 from keras_lfr.methods import available_methods, local_flatness  # noqa: E402
 from keras_lfr.robust_model import LFRModel, RobustModel, wrap  # noqa: E402
+from keras_lfr.threat import ThreatModel  # noqa: E402
 
 
 def __getattr__(name):
@@ -47,6 +48,7 @@ def __getattr__(name):
 __all__ = [
     "LFRModel",
     "RobustModel",
+    "ThreatModel",
     "attacks",
     "available_methods",
     "backend",

@@ -9,6 +9,7 @@ import numpy as np
 from keras_lfr import _validation, attacks, defaults, ops
 from keras_lfr._guards import ACCURACY_METRICS, CollapseWarning, DriftWarning, NaNGuard
 from keras_lfr.evaluation import running
+from keras_lfr.threat import ThreatModel
 
 __all__ = [
     "ACCURACY_METRICS",
@@ -25,17 +26,17 @@ def default_attack(model):
     """PGD-10 with steps of ε/10 at the model's own threat model (or the paper's).
 
     Args:
-        model: A `keras_lfr.RobustModel` (its `threat_model()` gives ε and
-            the pixel range) or any other model (ε = 0.3 on [0, 1]).
+        model: A `keras_lfr.RobustModel` or `keras_lfr.zoo.ZooModel` (its
+            `keras_lfr.ThreatModel.of_model` gives ε and the pixel range) or
+            any other model (the paper's ε = 0.3 on [0, 1]).
 
     Returns:
         An attack `fn(model, x, y) -> x_adv`.
     """
-    ball = {"epsilon": defaults.PAPER_EPSILON, "clip_min": 0.0, "clip_max": 1.0}
-    threat_model = getattr(model, "threat_model", None)
-    if threat_model is not None:
-        ball.update({k: v for k, v in threat_model().items() if v is not None})
-    return functools.partial(attacks.pgd, step_size=ball["epsilon"] / 10, steps=10, **ball)
+    threat = ThreatModel.of_model(model) or ThreatModel(defaults.PAPER_EPSILON)
+    return functools.partial(
+        attacks.pgd, step_size=threat.epsilon / 10, steps=10, **threat.as_ball()
+    )
 
 
 class AttackEvaluation(keras.callbacks.Callback):
@@ -51,8 +52,9 @@ class AttackEvaluation(keras.callbacks.Callback):
         attacks_by_name: Dict of name -> `fn(model, x, y) -> x_adv`. Defaults
             to `None`: PGD-10 with steps of ε/10, named `"pgd"`, at the
             radius and pixel range the model is trained for when it is a
-            `keras_lfr.RobustModel` (`threat_model()`), else at the paper's
-            ε = 0.3 on [0, 1] (`keras_lfr.defaults`).
+            `keras_lfr.RobustModel` or a zoo model
+            (`keras_lfr.ThreatModel.of_model`), else at the paper's ε = 0.3
+            on [0, 1] (`keras_lfr.defaults`).
         every: Evaluate every `every` epochs (and after the last one).
             Defaults to `1`.
         batch_size: Examples per attack batch. Defaults to `256`.

@@ -28,7 +28,8 @@ import socket
 import keras
 import numpy as np
 
-from keras_lfr import _optional, defaults
+from keras_lfr import _optional
+from keras_lfr.threat import ThreatModel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,14 +39,14 @@ class DatasetInfo:
     name: str
     image_shape: tuple
     num_classes: int
-    # The standard l-inf radius on pixels in [0, 1] (`keras_lfr.defaults.EPSILON`).
+    # The standard l-inf radius on pixels in [0, 1] (`keras_lfr.ThreatModel.of_dataset`).
     epsilon: float
     # Images in the tfds "train" split.
     train_size: int
 
 
 DATASETS = {
-    name: DatasetInfo(name, shape, 10, defaults.EPSILON[name], size)
+    name: DatasetInfo(name, shape, 10, ThreatModel.of_dataset(name).epsilon, size)
     for name, shape, size in (
         ("mnist", (28, 28, 1), 60_000),
         ("fashion_mnist", (28, 28, 1), 60_000),

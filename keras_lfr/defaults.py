@@ -5,6 +5,8 @@ and inner step from here, so that a default is changed in one place.
 
 - `EPSILON`: the standard l-inf radius of each dataset in the literature
   (MNIST 0.3, Fashion-MNIST 0.1, CIFAR-10 8/255), on pixels in [0, 1].
+  `keras_lfr.ThreatModel.of_dataset` is the one reader of it: a radius
+  left out is the dataset's.
 - The LFR paper's MNIST setting (Xu et al., ICIP 2020): ε = 0.3, K = 40
   inner steps of 0.01. The methods default to it.
 - `step_size(epsilon, fraction)`: inner steps are given as a fraction of ε
@@ -36,17 +38,3 @@ def step_size(epsilon, fraction):
 
 
 PAPER_STEP_SIZE = step_size(PAPER_EPSILON, PAPER_STEP_FRACTION)
-
-
-def dataset_epsilon(dataset):
-    """The standard l-inf radius of a dataset.
-
-    Raises:
-        ValueError: If the dataset has no standard radius here.
-    """
-    if dataset not in EPSILON:
-        raise ValueError(
-            f"Invalid value for argument `dataset`. Received: dataset={dataset!r}. "
-            f"Expected one of {sorted(EPSILON)} (or pass `epsilon` explicitly)."
-        )
-    return EPSILON[dataset]

@@ -115,7 +115,7 @@ def attack_evaluation(config):
     looked at, or held-out training images with `validation_examples`
     (`config.splits`). Logged as `val_adv_pgd40_accuracy`.
     """
-    epsilon, _ = config_lib.threat_model(config)
+    epsilon = config_lib.threat_model(config).epsilon
     x, y = next(
         iter(
             keras_lfr.data.load(

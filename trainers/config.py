@@ -5,7 +5,7 @@ flag (`trainers.options`). A recipe is a dict of field values; `make` builds a
 config from a recipe and explicit fields, the way the command line does. The
 radius defaults to the dataset's standard ε and the inner step may be given
 as a fraction of ε (`step_fraction`), so a recipe keeps its meaning on every
-dataset (`keras_lfr.defaults`).
+dataset (`threat_model`, a `keras_lfr.ThreatModel`).
 
 A config is built in one chain of layers, each winning over those before it:
 
@@ -26,9 +26,8 @@ same for the command line.
 import dataclasses
 
 import keras_lfr
-from keras_lfr import defaults
 
-from .options import option, parse_hparams
+from .options import data_option, option, parse_hparams
 
 LR_SCHEDULES = ("piecewise", "cosine")
 OPTIMIZERS = ("sgd", "adam")
@@ -147,13 +146,9 @@ class TrainConfig:
     )
     seed: int = option(0, "Seed of weights, shuffling and random starts.")
     deterministic: bool = option(False, "Deterministic TensorFlow ops (bitwise-repeatable runs).")
-    data_dir: str = option(None, "tfds data directory (default: $TFDS_DATA_DIR).")
-    data_npz: str = option(
-        None,
-        "An .npz of the dataset in keras.datasets' format (x_train, y_train, x_test, y_test) "
-        "to read instead of tfds: no TensorFlow needed.",
-    )
-    download: bool = option(True, "Let tfds download the dataset if it is missing.")
+    data_dir: str = data_option("data_dir")
+    data_npz: str = data_option("data_npz")
+    download: bool = data_option("download")
     verbose: object = option(
         "auto",
         "Keras fit verbosity (2: one line per epoch).",
@@ -209,19 +204,28 @@ def make(recipe=None, **fields):
 
 
 def threat_model(config):
-    """`(epsilon, step_size)` of a config, with the defaults resolved.
+    """The `keras_lfr.ThreatModel` a config trains against, with the defaults resolved.
 
     ε is `config.epsilon`, else the dataset's standard radius; the step is
     `config.step_size`, else `step_fraction · ε`, else `None` (the method's
-    own default).
+    own default): `keras_lfr.ThreatModel.of_dataset`.
+
+    Args:
+        config: A `TrainConfig`.
+
+    Returns:
+        A `keras_lfr.ThreatModel` on `config.dataset`, pixels in [0, 1].
+
+    Raises:
+        ValueError: If the dataset has no standard ε and none is given, or
+            ε or the step is invalid.
     """
-    epsilon = config.epsilon
-    if epsilon is None:
-        epsilon = defaults.dataset_epsilon(config.dataset)
-    step_size = config.step_size
-    if step_size is None and config.step_fraction is not None:
-        step_size = defaults.step_size(epsilon, config.step_fraction)
-    return epsilon, step_size
+    return keras_lfr.ThreatModel.of_dataset(
+        config.dataset,
+        config.epsilon,
+        step_fraction=config.step_fraction,
+        step_size=config.step_size,
+    )
 
 
 def splits(config):
@@ -282,7 +286,8 @@ def method_hyperparameters(config):
     them).
     """
     accepted = keras_lfr.methods.hyperparameter_names(config.method)
-    epsilon, step_size = threat_model(config)
-    values = {**dataclasses.asdict(config), "epsilon": epsilon, "step_size": step_size}
+    threat = threat_model(config)
+    resolved = {"epsilon": threat.epsilon, "step_size": threat.step_size}
+    values = {**dataclasses.asdict(config), **resolved}
     named = {k: v for k, v in values.items() if k in accepted and v is not None}
     return {**named, **config.hparams}

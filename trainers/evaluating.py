@@ -18,7 +18,7 @@ import keras_lfr
 from keras_lfr import _optional, _validation, defaults
 
 from . import runs
-from .options import option
+from .options import data_option, option
 
 
 @dataclasses.dataclass
@@ -72,15 +72,9 @@ class EvalConfig:
         + ", ".join(keras_lfr.evaluation.QUERY_PROTOCOLS)
         + ").",
     )
-    data_dir: str = option(
-        None, "tfds data directory (default: TFDS_DATA_DIR or ~/tensorflow_datasets)."
-    )
-    data_npz: str = option(
-        None,
-        "An .npz in keras.datasets' format (x_train, y_train, x_test, y_test) to read the "
-        "images from instead of tfds: no TensorFlow needed.",
-    )
-    download: bool = option(True, "Let tfds download the dataset if it is not prepared.")
+    data_dir: str = data_option("data_dir")
+    data_npz: str = data_option("data_npz")
+    download: bool = data_option("download")
     cascade: bool = option(
         True,
         "Run each attack only on the examples still robust (AutoAttack's cascade): the "
@@ -149,13 +143,19 @@ def _keras_model(config):
     return None
 
 
-def threat_model(config):
+def threat_model(config, model=None):
     """The dataset, ε and pixel range to evaluate at, and where each came from.
 
     Flags win; then, for a keras_lfr `.keras` file, the ε and pixel range of
     its method and the dataset of its run directory; for a zoo entry (or a
     model saved from `keras_lfr.zoo.load`), the entry's dataset, ε and pixel
-    range; then MNIST and the dataset's standard ε on [0, 1].
+    range (`keras_lfr.ThreatModel.of_model`); then MNIST and the dataset's
+    standard ε on [0, 1] (`keras_lfr.ThreatModel.of_dataset`).
+
+    Args:
+        config: An `EvalConfig`.
+        model: The model of `--zoo` or of a `.keras` `--model`, when the
+            caller has loaded it already. Defaults to `None`: loaded here.
 
     Returns:
         A dict with `dataset`, `epsilon`, `clip_min`, `clip_max`,
@@ -163,11 +163,15 @@ def threat_model(config):
         unknown), `source` (a short phrase per value, for the output) and
         `dataset_known` (`False` when neither the model nor `--dataset`
         named the dataset).
+
+    Raises:
+        ValueError: If `--epsilon` or the pixel range is invalid.
     """
-    trained, dataset, dataset_source = {}, None, None
-    model = _keras_model(config)
+    if model is None:
+        model = _keras_model(config)
+    trained = keras_lfr.ThreatModel.of_model(model)
+    dataset = dataset_source = None
     if isinstance(model, keras_lfr.zoo.ZooModel):
-        trained = {k: v for k, v in model.threat_model().items() if v is not None}
         if config.zoo is not None:
             dataset_source, epsilon_origin = "the zoo entry", "the zoo entry's radius"
         else:
@@ -175,7 +179,6 @@ def threat_model(config):
             epsilon_origin = "its zoo entry's radius"
         dataset = model.dataset
     elif isinstance(model, keras_lfr.RobustModel):
-        trained = {k: v for k, v in model.threat_model().items() if v is not None}
         epsilon_origin = "the model's training radius"
     if config.model is not None and config.model.endswith(".keras"):
         run = runs.RunDir.of_model(config.model)
@@ -188,16 +191,16 @@ def threat_model(config):
         dataset, dataset_source = defaults.DATASET, "default"
     if config.epsilon is not None:
         epsilon, epsilon_source = config.epsilon, "--epsilon"
-    elif "epsilon" in trained:
-        epsilon, epsilon_source = trained["epsilon"], epsilon_origin
+    elif trained is not None:
+        epsilon, epsilon_source = trained.epsilon, epsilon_origin
     else:
-        epsilon, epsilon_source = defaults.dataset_epsilon(dataset), f"{dataset}'s standard radius"
+        epsilon, epsilon_source = None, f"{dataset}'s standard radius"
+    pixels = {} if trained is None else {"clip_min": trained.clip_min, "clip_max": trained.clip_max}
+    threat = keras_lfr.ThreatModel.of_dataset(dataset, epsilon, **pixels)
     return {
         "dataset": dataset,
-        "epsilon": float(epsilon),
-        "clip_min": float(trained.get("clip_min", 0.0)),
-        "clip_max": float(trained.get("clip_max", 1.0)),
-        "trained_epsilon": trained.get("epsilon"),
+        **threat.as_ball(),
+        "trained_epsilon": None if trained is None else trained.epsilon,
         "source": {"dataset": dataset_source, "epsilon": epsilon_source},
         "dataset_known": dataset_source != "default",
     }
@@ -238,6 +241,9 @@ def evaluated_images(config, dataset):
 def validate(config, threat):
     """Checks every argument of an evaluation before anything runs or is written.
 
+    ε and the pixel range were checked when `threat_model` resolved them
+    (`keras_lfr.ThreatModel`).
+
     Raises:
         ValueError: Naming the first invalid argument, the value received and
             what was expected.
@@ -250,8 +256,6 @@ def validate(config, threat):
             f"with the SavedModel model={config.model!r}. Expected precision='float32': a "
             "SavedModel cannot be copied in bfloat16; evaluate its .keras file instead."
         )
-    _validation.clip_range(threat["clip_min"], threat["clip_max"])
-    _validation.epsilon_in_range(threat["epsilon"], threat["clip_min"], threat["clip_max"])
     for name in ("batch_size", "queries", "check_examples", "check_queries"):
         _validation.positive_int(name, getattr(config, name))
     if config.examples is not None:
@@ -360,7 +364,11 @@ def load_classifier(path):
 
     Attacks then run in float32 even on a model trained with mixed precision.
     """
-    model = keras.models.load_model(path)
+    return as_classifier(keras.models.load_model(path))
+
+
+def as_classifier(model):
+    """A loaded Keras model as the classifier to attack: unwrapped, computing in float32."""
     if isinstance(model, keras_lfr.RobustModel):
         model = model.unwrap()
     return keras_lfr.models.to_float32(model)
@@ -402,7 +410,8 @@ def evaluate(config, log=None):
     """
     log = log or (lambda line: None)
     sources(config)
-    threat = threat_model(config)
+    loaded = _keras_model(config)  # loaded once: for its threat model, then attacked
+    threat = threat_model(config, loaded)
     dataset, epsilon = threat["dataset"], threat["epsilon"]
     images = validate(config, threat)
     pixels = {"clip_min": threat["clip_min"], "clip_max": threat["clip_max"]}
@@ -418,7 +427,7 @@ def evaluate(config, log=None):
                 f"Expected names from the {config.protocol!r} protocol: {sorted(chosen)}."
             )
         chosen = {name: chosen[name] for name in config.attacks}
-    model = load_model(config, dataset)
+    model = load_model(config, dataset) if loaded is None else as_classifier(loaded)
     source = {"data_dir": config.data_dir, "download": config.download, "data_npz": config.data_npz}
     keras_lfr.data.require(dataset, **source)
     if images["count"] is not None:

@@ -44,6 +44,36 @@ def option(default, help, *, choices=None, item=None, parse=None, flag_default=N
     return dataclasses.field(default=default, metadata=metadata)
 
 
+# Where a program reads its dataset from: the same three settings, with the
+# same help, in every configuration that loads data (`keras_lfr.data.load`'s
+# `data_dir`, `data_npz` and `download`). Name -> (default, help).
+DATA_OPTIONS = {
+    "data_dir": (
+        None,
+        "tfds data directory (default: $TFDS_DATA_DIR, else ~/tensorflow_datasets).",
+    ),
+    "data_npz": (
+        None,
+        "An .npz of the dataset in keras.datasets' format (x_train, y_train, x_test, y_test) "
+        "to read instead of tfds: no TensorFlow needed.",
+    ),
+    "download": (True, "Let tfds download the dataset if it is not prepared."),
+}
+
+
+def data_option(name):
+    """The field of one of the data settings, `DATA_OPTIONS[name]`, for a configuration.
+
+    Args:
+        name: `"data_dir"`, `"data_npz"` or `"download"`.
+
+    Returns:
+        A `dataclasses.field` (`option`).
+    """
+    default, help_text = DATA_OPTIONS[name]
+    return option(default, help_text)
+
+
 def parse_hparams(pairs):
     """Parses `["name=value", ...]` into a dict, values as int, float, bool or string.
 

@@ -114,10 +114,9 @@ def training_record(config, history, command):
         A dict with the zoo record's `dataset`, `threat_model`, `method`,
         `hyperparameters`, `architecture` and `training` fields.
     """
-    epsilon, _ = config_lib.threat_model(config)
     return {
         "dataset": config.dataset,
-        "threat_model": {"norm": "linf", "epsilon": float(epsilon)},
+        "threat_model": config_lib.threat_model(config).as_record(),
         "method": config.method,
         "hyperparameters": hyperparameters(config),
         "architecture": builders.architecture(config),

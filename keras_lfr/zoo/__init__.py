@@ -25,7 +25,8 @@ import pathlib
 import keras
 import numpy as np
 
-from keras_lfr import _validation, data, defaults, evaluation, models
+from keras_lfr import _validation, data, evaluation, models
+from keras_lfr.threat import ThreatModel, ball_of
 
 MODELS = pathlib.Path(__file__).resolve().parent / "models"
 # An entry's folder holds these two files and nothing else.
@@ -157,10 +158,14 @@ class ZooModel(keras.Model):
     def threat_model(self):
         """The l-inf ball of the entry, like `RobustModel.threat_model`.
 
+        The dict form of `keras_lfr.ThreatModel.of_model(model)`
+        (`ThreatModel.as_ball`), which also has the entry's dataset.
+
         Returns:
-            A dict with `epsilon`, `clip_min` and `clip_max`.
+            A dict with `epsilon`, `clip_min` and `clip_max`; `None` values
+            for a model without an entry.
         """
-        return {key: self.entry.get(key) for key in ("epsilon", "clip_min", "clip_max")}
+        return ball_of(self)
 
     def get_config(self):
         return {**super().get_config(), "entry": dict(self.entry)}
@@ -175,15 +180,13 @@ class ZooModel(keras.Model):
 
 
 def entry_of(record):
-    """What a `ZooModel` knows of its entry: name, dataset, ε and pixel range."""
-    hyperparameters = record["hyperparameters"]
-    return {
-        "name": record["name"],
-        "dataset": record["dataset"],
-        "epsilon": float(record["threat_model"]["epsilon"]),
-        "clip_min": float(hyperparameters.get("clip_min", 0.0)),
-        "clip_max": float(hyperparameters.get("clip_max", 1.0)),
-    }
+    """What a `ZooModel` knows of its entry: name, dataset, ε and pixel range.
+
+    The record's `keras_lfr.ThreatModel` (`ThreatModel.of_record`) as a
+    dict, with the entry's name.
+    """
+    threat = ThreatModel.of_record(record)
+    return {"name": record["name"], "dataset": threat.dataset, **threat.as_ball()}
 
 
 def load(name):
@@ -248,8 +251,18 @@ def validate(record):
 
 
 def threat_model_name(threat_model):
-    """`{"norm": "linf", "epsilon": 0.3}` -> `"linf-0.3"`."""
-    return f"{threat_model['norm']}-{threat_model['epsilon']:g}"
+    """`{"norm": "linf", "epsilon": 0.3}` -> `"linf-0.3"`: a record's `keras_lfr.ThreatModel.name`.
+
+    Args:
+        threat_model: A record's `threat_model` field.
+
+    Returns:
+        A string.
+
+    Raises:
+        ValueError: If the norm or ε is invalid.
+    """
+    return ThreatModel(threat_model["epsilon"], norm=threat_model["norm"]).name
 
 
 def clean_accuracy(model, dataset, n_examples=1000):
@@ -290,7 +303,7 @@ def benchmark(
             unwrapped; mixed-precision layers are evaluated in float32).
         dataset: A dataset of `keras_lfr.data.DATASETS`.
         epsilon: The l-inf radius; `None` for the dataset's standard one
-            (`keras_lfr.defaults`). Defaults to `None`.
+            (`keras_lfr.ThreatModel.of_dataset`). Defaults to `None`.
         n_examples: Test images. Defaults to `10000` (the whole MNIST test
             split).
         protocol: A protocol with a black-box part
@@ -321,7 +334,7 @@ def benchmark(
     if isinstance(model, RobustModel):
         model = model.unwrap()
     model = models.to_float32(model)
-    epsilon = defaults.dataset_epsilon(dataset) if epsilon is None else float(epsilon)
+    epsilon = ThreatModel.of_dataset(dataset, epsilon).epsilon
     _validation.one_of("protocol", protocol, evaluation.QUERY_PROTOCOLS)
     attacks = evaluation.protocol(protocol, epsilon=epsilon, queries=queries)
     if cache_dir is not None:

@@ -19,10 +19,10 @@ def test_step_size_is_the_fraction_of_epsilon_rounded(epsilon, fraction, expecte
 
 def test_every_dataset_takes_its_epsilon_from_defaults():
     for name, info in keras_lfr.data.DATASETS.items():
-        assert info.epsilon == defaults.dataset_epsilon(name)
+        assert info.epsilon == keras_lfr.ThreatModel.of_dataset(name).epsilon
     assert defaults.EPSILON == {"mnist": 0.3, "fashion_mnist": 0.1, "cifar10": 8 / 255}
     with pytest.raises(ValueError, match="dataset='svhn'"):
-        defaults.dataset_epsilon("svhn")
+        keras_lfr.ThreatModel.of_dataset("svhn")
 
 
 @pytest.mark.parametrize("function", [LFR, LLR, PGDAT, TRADES, evaluation.sanity_checks])

@@ -159,9 +159,11 @@ def fashion_run(tmp_path):
     config = config_lib.make("fast", method="pgd_at", dataset="fashion_mnist")
     run = runs.RunDir(tmp_path / "run")
     run.claim(config)
-    epsilon, step_size = config_lib.threat_model(config)
+    threat = config_lib.threat_model(config)
     cnn = keras_lfr.models.small_cnn(dropout=0.0)
-    robust = keras_lfr.wrap(cnn, method="pgd_at", epsilon=epsilon, step_size=step_size, steps=2)
+    robust = keras_lfr.wrap(
+        cnn, method="pgd_at", epsilon=threat.epsilon, step_size=threat.step_size, steps=2
+    )
     robust.save(run.model)
     return run
 

@@ -164,12 +164,17 @@ def test_printed_train_commands_match_the_budget():
         "python -m trainers.train --recipe=fast --method=trades --dataset=fashion_mnist "
         "--attack_eval_examples=500 --model_dir=/runs/fashion_mnist/trades"
     )
+
+    def ball(config):
+        threat = config_lib.threat_model(config)
+        return threat.epsilon, threat.step_size
+
     fashion = budgets.BUDGETS["fast"].train_config("trades", "fashion_mnist")
-    assert config_lib.threat_model(fashion) == (0.1, 0.033333)
-    assert config_lib.threat_model(budgets.BUDGETS["fast"].train_config("trades")) == (0.3, 0.1)
+    assert ball(fashion) == (0.1, 0.033333)
+    assert ball(budgets.BUDGETS["fast"].train_config("trades")) == (0.3, 0.1)
     paper = budgets.BUDGETS["paper"].train_config("lfr", "fashion_mnist")
-    assert config_lib.threat_model(paper) == (0.1, 0.003333)
-    assert config_lib.threat_model(budgets.BUDGETS["paper"].train_config("lfr")) == (0.3, 0.01)
+    assert ball(paper) == (0.1, 0.003333)
+    assert ball(budgets.BUDGETS["paper"].train_config("lfr")) == (0.3, 0.01)
     config = budgets.BUDGETS["fast"].train_config("lfr")
     assert config.optimizer == "adam" and config.steps == 5 and config.epochs == 20
     # The AWP rows: the base method, AWP on once the 5-epoch ε ramp is over.

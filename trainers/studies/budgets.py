@@ -11,7 +11,7 @@ import dataclasses
 import math
 from typing import NamedTuple
 
-from keras_lfr import defaults
+from keras_lfr import ThreatModel, defaults
 
 from .. import config as config_lib
 
@@ -46,7 +46,7 @@ class Budget:
 
     def step_size(self, dataset="mnist"):
         """The inner step on a dataset: `step_fraction` of its standard ε."""
-        return defaults.step_size(defaults.dataset_epsilon(dataset), self.step_fraction)
+        return ThreatModel.of_dataset(dataset, step_fraction=self.step_fraction).step_size
 
     def train_fields(self, method, dataset="mnist"):
         """The `TrainConfig` fields of one model under this budget, beyond its recipe.

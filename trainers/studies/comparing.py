@@ -73,9 +73,9 @@ def setting(stored):
     as 0.1 and the same step given as 1/3 of ε = 0.3 are one setting.
     """
     config = config_lib.TrainConfig(**stored)
-    epsilon, step_size = config_lib.threat_model(config)
+    threat = config_lib.threat_model(config)
     fields = runs.identity(config)
-    fields.update(epsilon=epsilon, step_size=step_size, step_fraction=None)
+    fields.update(epsilon=threat.epsilon, step_size=threat.step_size, step_fraction=None)
     return runs.normalise(fields)
 
 

@@ -27,7 +27,7 @@ import sys
 
 from absl import flags, logging
 
-from keras_lfr import evaluation, zoo
+from keras_lfr import ThreatModel, evaluation, zoo
 
 from .. import config as config_lib
 from .. import evaluating, options, runs
@@ -123,7 +123,8 @@ def release(
     else:
         record = _training_part(model_dir, command, training_commit)
         classifier = evaluating.load_classifier(runs.RunDir(model_dir).model)
-    dataset, epsilon = record["dataset"], record["threat_model"]["epsilon"]
+    threat = ThreatModel.of_record(record)
+    dataset, epsilon = threat.dataset, threat.epsilon
     entry = zoo.entry_dir(name)
     entry.mkdir(parents=True, exist_ok=True)
     cache_dir = evaluation_dir(name)

@@ -2,7 +2,7 @@
 
 import os
 
-from keras_lfr import defaults
+from keras_lfr import ThreatModel
 
 from .. import config as config_lib
 from .budgets import VARIANTS, Budget
@@ -47,7 +47,7 @@ def describe_budget(output):
     """One paragraph: what was trained and evaluated, and on what."""
     budget = Budget(**output["budget_fields"])
     dataset = output.get("dataset", "mnist")
-    epsilon = defaults.dataset_epsilon(dataset)
+    epsilon = ThreatModel.of_dataset(dataset).epsilon
     step = budget.step_size(dataset)
     if output["budget"] == "paper":
         label = "the paper's full budget"
@@ -91,7 +91,7 @@ def report(output, command, heading=True):
     methods = output["methods"]
     budget = Budget(**output["budget_fields"])
     dataset = output.get("dataset", "mnist")
-    epsilon = defaults.dataset_epsilon(dataset)
+    epsilon = ThreatModel.of_dataset(dataset).epsilon
     title = [f"## Table 1 on {dataset}, {output['budget']} budget", ""] if heading else []
     lines = [
         *title,

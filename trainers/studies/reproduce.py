@@ -27,7 +27,6 @@ import numpy as np
 from absl import flags, logging
 
 import keras_lfr
-from keras_lfr import defaults
 
 from .. import evaluating, options, record, runs, training
 from . import figures, report
@@ -64,7 +63,7 @@ def evaluate_method(model, budget, dataset="mnist", parts=tuple(EVALUATION_VERSI
         A dict with the requested parts' results.
     """
     model = keras_lfr.models.to_float32(model)
-    epsilon = defaults.dataset_epsilon(dataset)
+    epsilon = keras_lfr.ThreatModel.of_dataset(dataset).epsilon
 
     def test(count):
         return keras_lfr.data.load(dataset, "test", batch_size=500, num_examples=count)
