@@ -96,7 +96,7 @@ def black_box_check(accuracies, *, cascade, tolerance=0.02):
     >>> keras_lfr.evaluation.black_box_check(
     ...     keras_lfr.zoo.info("mnist/linf-0.3/lfr-fast")["evaluation"]["per_attack"], cascade=True)
     Check(name='black-box not stronger than white-box', passed=True,
-          detail='after apgd_ce, apgd_t, fab_t: 89.4%, then square: 89.4%')
+          detail='after apgd_ce, apgd_t, fab_t: 89.44%, then square: 89.36%')
     """
     # The attacks' accuracies: not the clean one, the worst case or the count.
     names = [
@@ -119,14 +119,14 @@ def black_box_check(accuracies, *, cascade, tolerance=0.02):
             )
         white_box, black_box = accuracies[white[-1]], accuracies[black[-1]]
         detail = (
-            f"after {', '.join(white)}: {white_box:.1%}, then {', '.join(black)}: {black_box:.1%}"
+            f"after {', '.join(white)}: {white_box:.2%}, then {', '.join(black)}: {black_box:.2%}"
         )
     else:
         strongest = min(white, key=lambda name: accuracies[name])
         white_box, black_box = accuracies[strongest], min(accuracies[name] for name in black)
         detail = (
-            f"strongest white-box, {strongest}: {white_box:.1%}, "
-            f"{', '.join(black)}: {black_box:.1%}"
+            f"strongest white-box, {strongest}: {white_box:.2%}, "
+            f"{', '.join(black)}: {black_box:.2%}"
         )
     return Check(BLACK_BOX_CHECK, _at_most(white_box - black_box, tolerance), detail)
 

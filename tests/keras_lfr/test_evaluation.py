@@ -326,20 +326,20 @@ def test_sanity_checks_flag_gradient_masking(trained, capsys):
             {"clean": 0.99, "apgd_ce": 0.90, "apgd_t": 0.895, "square": 0.887, "worst_case": 0.887},
             True,
             True,
-            "after apgd_ce, apgd_t: 89.5%, then square: 88.7%",
+            "after apgd_ce, apgd_t: 89.50%, then square: 88.70%",
         ),
         # 2.5 pp: more than the tolerance.
-        ({"apgd_ce": 0.92, "fab_t": 0.91, "square": 0.885}, True, False, "then square: 88.5%"),
+        ({"apgd_ce": 0.92, "fab_t": 0.91, "square": 0.885}, True, False, "then square: 88.50%"),
         # Exactly the tolerance passes (2 of 100 images).
-        ({"apgd_ce": 0.96, "square": 0.94}, True, True, "after apgd_ce: 96.0%"),
+        ({"apgd_ce": 0.96, "square": 0.94}, True, True, "after apgd_ce: 96.00%"),
         # Each attack's own accuracy: Square against the strongest white-box attack.
         (
             {"apgd_ce": 0.95, "apgd_t": 0.93, "square": 0.92},
             False,
             True,
-            "strongest white-box, apgd_t: 93.0%, square: 92.0%",
+            "strongest white-box, apgd_t: 93.00%, square: 92.00%",
         ),
-        ({"apgd_ce": 0.95, "apgd_t": 0.96, "square": 0.92}, False, False, "apgd_ce: 95.0%"),
+        ({"apgd_ce": 0.95, "apgd_t": 0.96, "square": 0.92}, False, False, "apgd_ce: 95.00%"),
     ],
 )
 def test_the_black_box_check_compares_square_with_the_protocols_white_box_attacks(

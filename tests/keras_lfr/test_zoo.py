@@ -1,5 +1,6 @@
 """`keras_lfr.zoo`: entries load at their recorded accuracy; records, checksums, benchmark."""
 
+import dataclasses
 import json
 import pathlib
 import shutil
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 import keras_lfr
-from keras_lfr import zoo
+from keras_lfr import evaluation, zoo
 from trainers.studies import leaderboard, release
 
 PACKAGE = pathlib.Path(keras_lfr.__file__).resolve().parent
@@ -294,6 +295,26 @@ def test_every_entrys_robust_accuracy_is_the_mean_of_its_verdicts(name):
     verdicts = evaluated["per_example"]
     assert len(verdicts) == evaluated["examples"] and set(verdicts) <= {"0", "1"}
     assert evaluated["robust"] == pytest.approx(verdicts.count("1") / len(verdicts), abs=5e-5)
+
+
+@pytest.mark.parametrize("name", zoo.available())
+def test_no_shipped_record_fails_a_sanity_check(name):
+    """A failed check on a shipped model would be a sign of gradient masking, not noise.
+
+    The black-box check is the one `evaluation.black_box_check` derives from
+    the record's own per-attack results.
+    """
+    evaluated = zoo.info(name)["evaluation"]
+    failed = [check for check in evaluated["sanity_checks"] if not check["passed"]]
+    assert failed == []
+    derived = evaluation.black_box_check(evaluated["per_attack"], cascade=evaluated["cascade"])
+    assert [check["name"] for check in evaluated["sanity_checks"]] == [
+        "unbounded attack reaches ~0%",
+        "more steps and restarts add little",
+        derived.name,
+        "FGSM not stronger than PGD",
+    ]
+    assert dataclasses.asdict(derived) == evaluated["sanity_checks"][2]
 
 
 @pytest.mark.parametrize("name", [n for n in zoo.available() if chunk_folder(n)])

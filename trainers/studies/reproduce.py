@@ -41,7 +41,7 @@ TABLE_METHODS = tuple(method for method in METHODS if method not in EXPLORATORY)
 EVALUATION_VERSIONS = {
     "paper": keras_lfr.evaluation.PROTOCOLS["paper"].version,
     "strong": keras_lfr.evaluation.PROTOCOLS["strong"].version,
-    "checks": 3,
+    "checks": 4,
     "confidence": 1,
 }
 
@@ -101,12 +101,20 @@ def evaluate_method(model, budget, dataset="mnist", parts=tuple(EVALUATION_VERSI
             verbose=0,
         )
     if "checks" in parts:
+        # The black-box check reads the strong protocol when it ran here (else
+        # `sanity_checks` runs it on the check images).
+        black_box = None
+        if "strong" in result:
+            black_box = keras_lfr.evaluation.black_box_check(
+                result["strong"], cascade=budget.cascade
+            )
         result["checks"] = keras_lfr.evaluation.sanity_checks(
             model,
             x[: budget.check_examples],
             y[: budget.check_examples],
             epsilon=epsilon,
             queries=budget.square_queries,
+            black_box=black_box,
             verbose=False,
         )
     return result
