@@ -6,7 +6,7 @@ import warnings
 
 import keras
 
-from keras_lfr import _guards, _seed_state, _validation, backend, checks, ops, threat
+from keras_lfr import _guards, _seed_state, _validation, backend, checks, ops
 from keras_lfr.methods import AWP, deserialize, get_method, serialize
 from keras_lfr.methods.base import CLEAN_TERMS
 
@@ -143,15 +143,16 @@ class RobustModel(keras.Model):
     def threat_model(self):
         """The l-inf ball the model is trained against, for evaluating it at the same radius.
 
-        The dict form of `keras_lfr.ThreatModel.of_model(model)`
-        (`ThreatModel.as_ball`).
+        `keras_lfr.ThreatModel.of_model(model)` reads it.
 
         Returns:
             A dict with `epsilon` (the method's full radius, after any ramp)
             and the pixel range `clip_min`, `clip_max`; `None` values for a
             method without a ball (`"standard"`).
         """
-        return threat.ball_of(self)
+        return {
+            name: getattr(self.method, name, None) for name in ("epsilon", "clip_min", "clip_max")
+        }
 
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, jit_compile="auto", **kwargs):
         """Configures the model for training; like `keras.Model.compile`.

@@ -5,8 +5,8 @@ dataset's standard one (`ThreatModel.of_dataset`, the one place where "no ε
 given" becomes the dataset's radius of `keras_lfr.defaults.EPSILON`), the one
 a model was trained at (`ThreatModel.of_model`), or a zoo entry's
 (`ThreatModel.of_record`). `RobustModel.threat_model()` and
-`keras_lfr.zoo.ZooModel.threat_model()` return its `as_ball()` dict, and
-`keras_lfr.zoo.threat_model_name` its `name`.
+`keras_lfr.zoo.ZooModel.threat_model()` give the `as_ball()` dict that
+`of_model` reads, and `keras_lfr.zoo.threat_model_name` is its `name`.
 """
 
 import dataclasses
@@ -119,13 +119,13 @@ class ThreatModel:
     def of_model(cls, model):
         """The threat model a model was trained at, or `None` when it has none.
 
-        A `keras_lfr.RobustModel` gives its method's ε and pixel range (its
-        dataset is unknown); a `keras_lfr.zoo.ZooModel` its entry's ε, pixel
-        range and dataset. The `step_size` is `None`: an attack chooses its
-        own. A `RobustModel` trained without a ball
-        (`method="standard"`), a `ZooModel` without an entry and any other
-        model give `None`: the caller chooses the radius then (e.g.
-        `of_dataset`).
+        Read from the model's own `threat_model()`: a `keras_lfr.RobustModel`
+        gives its method's ε and pixel range (its dataset is unknown); a
+        `keras_lfr.zoo.ZooModel` its entry's ε, pixel range and `dataset`.
+        The `step_size` is `None`: an attack chooses its own. A
+        `RobustModel` trained without a ball (`method="standard"`), a
+        `ZooModel` without an entry and any other model give `None`: the
+        caller chooses the radius then (e.g. `of_dataset`).
 
         Args:
             model: A model, or any other object.
@@ -139,23 +139,17 @@ class ThreatModel:
         >>> keras_lfr.ThreatModel.of_model(robust).epsilon
         0.2
         """
-        from keras_lfr import zoo
-        from keras_lfr.robust_model import RobustModel
-
-        if isinstance(model, RobustModel):
-            method = model.method
-            if getattr(method, "epsilon", None) is None:
-                return None
-            return cls(method.epsilon, clip_min=method.clip_min, clip_max=method.clip_max)
-        if isinstance(model, zoo.ZooModel) and model.entry.get("epsilon") is not None:
-            entry = model.entry
-            return cls(
-                entry["epsilon"],
-                clip_min=entry.get("clip_min", 0.0),
-                clip_max=entry.get("clip_max", 1.0),
-                dataset=entry.get("dataset"),
-            )
-        return None
+        threat_model = getattr(model, "threat_model", None)
+        ball = threat_model() if callable(threat_model) else {}
+        if not isinstance(ball, dict) or ball.get("epsilon") is None:
+            return None
+        dataset = getattr(model, "dataset", None)
+        return cls(
+            ball["epsilon"],
+            clip_min=ball.get("clip_min", 0.0),
+            clip_max=ball.get("clip_max", 1.0),
+            dataset=dataset if isinstance(dataset, str) else None,
+        )
 
     @classmethod
     def of_record(cls, record):
@@ -203,20 +197,3 @@ class ThreatModel:
     def as_record(self):
         """The `threat_model` field of a zoo record: `{"norm": ..., "epsilon": ...}`."""
         return {"norm": self.norm, "epsilon": self.epsilon}
-
-
-def ball_of(model):
-    """`ThreatModel.of_model(model).as_ball()`, with `None` values when the model has none.
-
-    What `RobustModel.threat_model()` and `ZooModel.threat_model()` return.
-
-    Args:
-        model: A model, or any other object.
-
-    Returns:
-        A dict with `epsilon`, `clip_min` and `clip_max`.
-    """
-    threat = ThreatModel.of_model(model)
-    if threat is None:
-        return {"epsilon": None, "clip_min": None, "clip_max": None}
-    return threat.as_ball()

@@ -26,7 +26,7 @@ import keras
 import numpy as np
 
 from keras_lfr import _validation, data, evaluation, models
-from keras_lfr.threat import ThreatModel, ball_of
+from keras_lfr.threat import ThreatModel
 
 MODELS = pathlib.Path(__file__).resolve().parent / "models"
 # An entry's folder holds these two files and nothing else.
@@ -158,14 +158,14 @@ class ZooModel(keras.Model):
     def threat_model(self):
         """The l-inf ball of the entry, like `RobustModel.threat_model`.
 
-        The dict form of `keras_lfr.ThreatModel.of_model(model)`
-        (`ThreatModel.as_ball`), which also has the entry's dataset.
+        `keras_lfr.ThreatModel.of_model(model)` reads it, with the entry's
+        `dataset`.
 
         Returns:
             A dict with `epsilon`, `clip_min` and `clip_max`; `None` values
             for a model without an entry.
         """
-        return ball_of(self)
+        return {key: self.entry.get(key) for key in ("epsilon", "clip_min", "clip_max")}
 
     def get_config(self):
         return {**super().get_config(), "entry": dict(self.entry)}
