@@ -31,7 +31,7 @@ from keras_lfr import (  # noqa: E402
     zoo,
 )
 from keras_lfr.export import export  # noqa: E402
-from keras_lfr.methods import available_methods, local_flatness  # noqa: E402
+from keras_lfr.methods import available_methods, local_flatness, logit_scale_pressure  # noqa: E402
 from keras_lfr.robust_model import LFRModel, RobustModel, wrap  # noqa: E402
 from keras_lfr.threat import ThreatModel  # noqa: E402
 
@@ -60,6 +60,7 @@ __all__ = [
     "evaluation",
     "export",
     "local_flatness",
+    "logit_scale_pressure",
     "methods",
     "models",
     "ops",

@@ -97,8 +97,9 @@ class EvalConfig:
     flatness: bool = option(
         False,
         "Also report the local flatness γ(x, ε) (5 steps of ε/3, best iterate: the fast "
-        "budget's setting in reproduce's γ table) and evaluation.confidence (clean CE, logit "
-        "margins) on the first min(examples, 1000) images (of the split).",
+        "budget's setting in reproduce's γ table), evaluation.confidence (clean CE, logit "
+        "margins) and keras_lfr.logit_scale_pressure at the flattest points, on the first "
+        "min(examples, 1000) images (of the split).",
     )
     cache_dir: str = option(
         None,
@@ -524,13 +525,15 @@ def evaluate(config, log=None):
     if config.flatness:
         count = min(config.examples or 1000, 1000)
         x, y = test_batch(dataset, count, config.data_dir, images, config.data_npz)
-        gamma = keras.ops.convert_to_numpy(
-            keras_lfr.local_flatness(model, x, y, epsilon, epsilon / 3, 5)
+        gamma, points = keras_lfr.local_flatness(
+            model, x, y, epsilon, epsilon / 3, 5, return_points=True
         )
+        gamma = keras.ops.convert_to_numpy(gamma)
         output["flatness"] = {
             "gamma_mean": float(gamma.mean()),
             "gamma_median": float(np.median(gamma)),
             **keras_lfr.evaluation.confidence(model, x, y),
+            "logit_scale_pressure": keras_lfr.logit_scale_pressure(model, x, y, points),
             "examples": len(gamma),
         }
     return output

@@ -11,7 +11,7 @@ from keras_lfr.methods.base import (
     register_method,
     serialize,
 )
-from keras_lfr.methods.lfr import LFR, local_flatness
+from keras_lfr.methods.lfr import LFR, local_flatness, logit_scale_pressure
 from keras_lfr.methods.llr import LLR
 from keras_lfr.methods.lsp import LSP
 from keras_lfr.methods.pgd_at import PGDAT
@@ -34,6 +34,7 @@ __all__ = [
     "get_method",
     "hyperparameter_names",
     "local_flatness",
+    "logit_scale_pressure",
     "perturbed_weights",
     "register_method",
     "serialize",

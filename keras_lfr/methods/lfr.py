@@ -1,5 +1,10 @@
 """Local Flatness Regularization (Xu, Li, Jiang, Xia, ICIP 2020)."""
 
+import math
+
+import keras
+import numpy as np
+
 from keras_lfr import _validation, defaults, ops
 from keras_lfr.methods.base import BallMethod, register_method
 
@@ -21,6 +26,7 @@ def local_flatness(
     clip_min=0.0,
     clip_max=1.0,
     seed=0,
+    return_points=False,
 ):
     """Estimates the local flatness γ(x, ε) of a model around each input.
 
@@ -43,9 +49,12 @@ def local_flatness(
         clip_max: Largest valid pixel value. Defaults to `1.0`.
         seed: Int or shape-`[2]` int tensor for the random start. Defaults
             to `0`.
+        return_points: Also return the points x' where the estimates were
+            found (for `logit_scale_pressure`). Defaults to `False`.
 
     Returns:
-        A float32 tensor `(batch,)` of γ estimates.
+        A float32 tensor `(batch,)` of γ estimates; with `return_points`, a
+        tuple `(gamma, x_flattest)`.
 
     Raises:
         ValueError: If an argument is out of range.
@@ -61,7 +70,7 @@ def local_flatness(
     random_start = _validation.one_of("random_start", random_start, ops.START_KINDS)
     x = _validation.images(x, clip_min, clip_max)
     labels = ops.sparse_labels(y)
-    _, gamma = ops.ascend(
+    points, gamma = ops.ascend(
         lambda x_adv: flatness(model, x_adv, labels),
         x,
         ops.random_start(x, random_start, epsilon, ops.as_seed(seed), clip_min, clip_max),
@@ -72,7 +81,65 @@ def local_flatness(
         clip_max=clip_max,
         keep_best=True,
     )
-    return gamma
+    return (gamma, points) if return_points else gamma
+
+
+def logit_scale_pressure(model, x, y, x_adv, *, lam=0.02, log_step=0.01):
+    """Which way LFR's objective pushes the scale of the logits.
+
+    Multiplying a model's logits by c > 0 changes no prediction, and a
+    network can do it along one direction of its last layer's weights. LFR's
+    objective CE(x) + λ · ‖∇ₓ CE(x')‖₁ depends on c both ways: a larger c
+    lowers the clean CE, and lowers the penalty at points x' where the loss
+    is saturated (p_y → 1), but raises it where the loss is still in its
+    linear regime, since there ∇ₓ CE grows like c. This returns the
+    derivatives with respect to log c at c = 1, by central differences.
+    A model whose penalty falls as its logits shrink at most of its x' is on
+    the unconfident side, where training can lower the penalty by shrinking
+    the logits instead of flattening the loss.
+
+    Args:
+        model: A callable returning logits; called with `training=False`.
+        x: Inputs.
+        y: Integer or one-hot labels.
+        x_adv: The points x' at which the penalty is measured, e.g. the
+            inner maximisation's (`local_flatness(..., return_points=True)`).
+        lam: The penalty weight λ. Defaults to `0.02`.
+        log_step: The central-difference step in log c. Defaults to `0.01`.
+
+    Returns:
+        A dict of floats: `"clean_ce"`, d/d log c of the batch-mean clean
+        CE; `"penalty"`, λ times d/d log c of the batch mean of
+        ‖∇ₓ CE(c · z(x'), y)‖₁; `"total"`, their sum (where it is positive,
+        gradient descent shrinks the logits); `"shrinking_share"`, the
+        fraction of examples whose penalty falls as the logits shrink.
+
+    Example:
+
+    >>> gamma, points = keras_lfr.local_flatness(model, x, y, 0.3, 0.1, 5, return_points=True)
+    >>> keras_lfr.logit_scale_pressure(model, x, y, points)
+    {'clean_ce': -0.0096, 'penalty': 0.0137, 'total': 0.0041, 'shrinking_share': 0.04}
+    """
+    lam = _validation.non_negative_float("lam", lam)
+    labels = ops.sparse_labels(y)
+    logits = keras.ops.cast(model(x, training=False), "float32")
+
+    def scaled(sign):
+        c = math.exp(sign * log_step)
+        clean = keras.ops.mean(ops.cross_entropy(labels, c * logits))
+        penalty = flatness(lambda t, training=False: c * model(t, training=training), x_adv, labels)
+        return clean, penalty
+
+    (clean_up, penalty_up), (clean_down, penalty_down) = scaled(1), scaled(-1)
+    per_example = keras.ops.convert_to_numpy((penalty_up - penalty_down) / (2 * log_step))
+    clean_ce = float(clean_up - clean_down) / (2 * log_step)
+    penalty = lam * float(np.mean(per_example))
+    return {
+        "clean_ce": clean_ce,
+        "penalty": penalty,
+        "total": clean_ce + penalty,
+        "shrinking_share": float(np.mean(per_example > 0)),
+    }
 
 
 @register_method("lfr")

@@ -105,9 +105,11 @@ def test_evaluate_runs_a_chosen_subset_and_rejects_unknown_attacks():
     flat = evaluating.evaluate(config)["flatness"]
     cnn = evaluating.load_model(config)
     x, y = evaluating.test_batch("mnist", 16)
-    gamma = keras_lfr.local_flatness(cnn, x, y, 0.3, 0.1, 5).numpy()
+    gamma, points = keras_lfr.local_flatness(cnn, x, y, 0.3, 0.1, 5, return_points=True)
     assert flat["examples"] == 16 and flat["gamma_median"] == pytest.approx(np.median(gamma))
     assert flat["clean_ce"] == pytest.approx(evaluation.confidence(cnn, x, y)["clean_ce"])
+    pressure = keras_lfr.logit_scale_pressure(cnn, x, y, points)
+    assert flat["logit_scale_pressure"] == pytest.approx(pressure)
     config.attacks = ("pgd41",)
     with pytest.raises(ValueError, match="argument `attacks`"):
         evaluating.evaluate(config)

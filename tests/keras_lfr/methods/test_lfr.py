@@ -1,5 +1,6 @@
 """LFR's penalty, inner maximisation and local flatness against independent computations."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -153,3 +154,69 @@ def test_training_gradients_are_finite_and_reach_every_weight():
     for grad, variable in zip(grads, model.trainable_variables, strict=True):
         assert grad is not None, variable.path
         assert np.all(np.isfinite(grad)), variable.path
+
+
+def linear_scale_derivatives(weights, bias, x, y, x_adv):
+    """d/d log c of CE(c·z(x)) and of ‖∇ₓ CE(c·z(x'))‖₁ at c = 1 for z = W x + b, in closed form."""
+
+    def softmax(z):
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    onehot = np.eye(weights.shape[1])[y]
+    z = x.reshape(len(x), -1) @ weights + bias
+    p = softmax(z)
+    clean = np.mean(np.sum(p * z, axis=1) - np.sum(onehot * z, axis=1))
+    z_adv = x_adv.reshape(len(x_adv), -1) @ weights + bias
+    p_adv = softmax(z_adv)
+    gradient = (p_adv - onehot) @ weights.T  # ∇ₓ CE at c = 1
+    # d(c (p_c − e_y))/d log c = (p − e_y) + p ⊙ (z − E_p z), at c = 1.
+    dp = p_adv * (z_adv - np.sum(p_adv * z_adv, axis=1, keepdims=True))
+    d_gradient = (p_adv - onehot + dp) @ weights.T
+    per_example = np.sum(np.sign(gradient) * d_gradient, axis=1)
+    return clean, per_example
+
+
+@pytest.mark.parametrize("scale", [0.1, 1.0, 8.0])  # unconfident, mixed, saturated
+def test_logit_scale_pressure_matches_the_closed_form_of_a_linear_model(scale):
+    rng = np.random.default_rng(3)
+    x = rng.uniform(size=(16, 4, 4, 1)).astype("float32")
+    y = rng.integers(0, 10, size=16)
+    x_adv = np.clip(x + rng.uniform(-0.2, 0.2, size=x.shape), 0, 1).astype("float32")
+    weights = (scale * rng.normal(size=(16, 10))).astype("float32")
+    bias = (scale * rng.normal(size=10)).astype("float32")
+    layers = [keras.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Dense(10)]
+    model = keras.Sequential(layers)
+    model.layers[-1].set_weights([weights, bias])
+    got = keras_lfr.logit_scale_pressure(model, x, y, x_adv, lam=0.5)
+    clean, per_example = linear_scale_derivatives(
+        weights.astype("float64"),
+        bias.astype("float64"),
+        x.astype("float64"),
+        y,
+        x_adv.astype("float64"),
+    )
+    assert got["clean_ce"] == pytest.approx(clean, rel=1e-3, abs=1e-5)
+    assert got["penalty"] == pytest.approx(0.5 * per_example.mean(), rel=1e-3, abs=1e-5)
+    assert got["total"] == pytest.approx(got["clean_ce"] + got["penalty"])
+    assert got["shrinking_share"] == pytest.approx(np.mean(per_example > 0))
+
+
+def test_logit_scale_pressure_tells_a_saturated_model_from_an_unconfident_one():
+    x, y = tiny_batch(batch=16)
+    model = tiny_model()
+    gamma, points = keras_lfr.local_flatness(model, x, y, 0.1, 0.05, 2, return_points=True)
+    assert points.shape == x.shape and gamma.shape == (16,)
+    inputs = keras.Input(x.shape[1:])
+    shrunk = keras.Model(inputs, 1e-3 * model(inputs))
+    grown = keras.Model(inputs, 1e3 * model(inputs))
+    # Nearly uniform logits: every penalty grows with the scale.
+    assert keras_lfr.logit_scale_pressure(shrunk, x, y, points)["shrinking_share"] == 1.0
+    # Huge logits: the gradient vanishes wherever the prediction is right and confident.
+    correct = np.argmax(grown(x), axis=1) == np.asarray(y)
+    assert (
+        keras_lfr.logit_scale_pressure(grown, x[correct], y[correct], points[correct])[
+            "shrinking_share"
+        ]
+        < 0.5
+    )
