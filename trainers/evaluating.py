@@ -513,10 +513,8 @@ def evaluate(config, log=None):
         x, y = test_batch(dataset, config.check_examples, config.data_dir, images, config.data_npz)
         # With both kinds of attack, the black-box check reads the protocol just run.
         black_box = None
-        names = set(chosen)
-        if names & set(keras_lfr.evaluation.BLACK_BOX_ATTACKS) and names - set(
-            keras_lfr.evaluation.BLACK_BOX_ATTACKS
-        ):
+        black = set(chosen) & set(keras_lfr.evaluation.BLACK_BOX_ATTACKS)
+        if black and black != set(chosen):
             black_box = keras_lfr.evaluation.black_box_check(results, cascade=config.cascade)
         checks = keras_lfr.evaluation.sanity_checks(
             model, x, y, epsilon=epsilon, queries=config.check_queries, black_box=black_box

@@ -191,8 +191,8 @@ def sanity_checks(
     one_step = accuracy(attacks.fgsm, epsilon=epsilon)
     if black_box is None:
         strong = strong_protocol(epsilon, queries=queries)
-        results = robust_accuracy(model, [(x, labels)], strong, cascade=True, verbose=0)
-        black_box = black_box_check(results, cascade=True, tolerance=tolerance)
+        evaluated = robust_accuracy(model, [(x, labels)], strong, cascade=True, verbose=0)
+        black_box = black_box_check(evaluated, cascade=True, tolerance=tolerance)
     results = [
         Check(
             "unbounded attack reaches ~0%",
