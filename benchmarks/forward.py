@@ -20,6 +20,12 @@ settings in `keras_lfr.evaluation.autoattack_protocol` imply
 (projections, bookkeeping, smaller batches) is counted, so the total is a
 floor under any float32 implementation of the protocol on these cores at
 these rates.
+
+With `--precisions=float32,mixed` (the default) it prices the protocol in
+mixed precision too (`precision="mixed"`: the search runs on a
+`keras_lfr.models.bfloat16_copy`, each attack's verdict is one float32
+forward pass) and prints the least fraction of float32's CPU time that mixed
+precision can take on these cores: the ratio of the two floors.
 """
 
 import time
@@ -66,13 +72,23 @@ def forward_seconds(dtype, batch_size, calls, repeats):
     return _best_seconds(forward, batch_size, calls, repeats)
 
 
-def input_gradient_seconds(batch_size, calls, repeats):
-    """(wall, CPU) seconds of one compiled float32 input gradient of `batch_size` images.
+def searched_model(precision):
+    """SmallCNN as the attacks search on it in `precision`: float32 logits either way."""
+    model = keras_lfr.models.small_cnn()
+    if precision == "float32":
+        return model
+    copy = keras_lfr.models.bfloat16_copy(model)
+    return lambda images, training=False: tf.cast(copy(images, training=training), "float32")
+
+
+def input_gradient_seconds(batch_size, calls, repeats, precision="float32"):
+    """(wall, CPU) seconds of one compiled input gradient of `batch_size` images.
 
     The gradient is taken as the attacks take theirs (`backend.value_and_gradient`),
-    of a logit gap as FAB-T's.
+    of a logit gap as FAB-T's, on the model they search in `precision`
+    (`"float32"` or `"mixed"`, `searched_model`).
     """
-    model = keras_lfr.models.small_cnn()
+    model = searched_model(precision)
 
     def gap(images):
         logits = model(images, training=False)
@@ -106,6 +122,27 @@ def protocol_passes(attacks):
     }
 
 
+def attack_floors(passes, entering, rates, verdict_forward):
+    """CPU seconds of each attack's passes at the given per-image rates.
+
+    Args:
+        passes: `protocol_passes`' dict of `(gradients, forwards)` per attack.
+        entering: Images entering each attack, in `ATTACKS`' order.
+        rates: `(gradient, forward)` CPU seconds per image of the search's passes.
+        verdict_forward: CPU seconds per image of the verdict's forward pass,
+            the last of each attack's forwards (float32's in either precision).
+
+    Returns:
+        A dict mapping each attack's name to its floor in CPU seconds.
+    """
+    gradient, forward = rates
+    return {
+        name: int(count) * (gradients * gradient + (forwards - 1) * forward + verdict_forward)
+        for name, count in zip(ATTACKS, entering, strict=True)
+        for gradients, forwards in [passes[name]]
+    }
+
+
 def main(argv):
     del argv
     if len(FLAGS.entering) != len(ATTACKS) or not all(n.isdigit() for n in FLAGS.entering):
@@ -125,25 +162,51 @@ def main(argv):
         wall, cpu_seconds[dtype] = forward_seconds(dtype, *calls)
         rate = 2 * MACS * FLAGS.batch_size / cpu_seconds[dtype] / 1e9
         print(f"| {dtype} | {1e3 * wall:.1f} | {1e3 * cpu_seconds[dtype]:.1f} | {rate:.0f} |")
-    if "float32" not in cpu_seconds:
-        cpu_seconds["float32"] = forward_seconds("float32", *calls)[1]
-    forward = cpu_seconds["float32"] / FLAGS.batch_size
-    gradient = input_gradient_seconds(*calls)[1] / FLAGS.batch_size
+    rates = {}
+    for precision in FLAGS.precisions:
+        model = searched_model(precision)
+        forward = _best_seconds(tf.function(lambda x, m=model: m(x)), *calls)[1]
+        gradient = input_gradient_seconds(*calls, precision=precision)[1]
+        rates[precision] = (gradient / FLAGS.batch_size, forward / FLAGS.batch_size)
+    verdict = rates["float32"][1] if "float32" in rates else None
     print(
-        f"\nfloat32 CPU ms per image: forward {1e3 * forward:.4f}, input gradient "
-        f"{1e3 * gradient:.4f} ({gradient / forward:.2f} forwards)"
+        "\n| precision | forward, CPU ms / image | input gradient, CPU ms / image | in forwards |"
     )
+    print("|---|---|---|---|")
+    for precision, (gradient, forward) in rates.items():
+        print(
+            f"| {precision} | {1e3 * forward:.4f} | {1e3 * gradient:.4f} "
+            f"| {gradient / forward:.2f} |"
+        )
+    if verdict is None:
+        verdict = forward_seconds("float32", *calls)[1] / FLAGS.batch_size
     passes = protocol_passes(evaluation.autoattack_protocol())
-    print("| attack | images entering | gradients / image | forwards / image | floor, CPU s |")
-    print("|---|---|---|---|---|")
-    total = 0.0
+    floors = {
+        precision: attack_floors(passes, FLAGS.entering, rate, verdict)
+        for precision, rate in rates.items()
+    }
+    print(
+        "\n| attack | images entering | gradients / image | forwards / image | "
+        + " | ".join(f"floor, {precision}, CPU s" for precision in floors)
+        + " |"
+    )
+    print("|---|---|---|---|" + "---|" * len(floors))
     for name, entering in zip(ATTACKS, FLAGS.entering, strict=True):
         gradients, forwards = passes[name]
-        floor = int(entering) * (gradients * gradient + forwards * forward)
-        total += floor
-        print(f"| {name} | {entering} | {gradients} | {forwards} | {floor:,.0f} |")
-    print(f"| total | | | | **{total:,.0f}** |")
-    print(f"The floor is {total / forward / 1e6:.2f} million forward passes' CPU time.")
+        cells = " | ".join(f"{floor[name]:,.0f}" for floor in floors.values())
+        print(f"| {name} | {entering} | {gradients} | {forwards} | {cells} |")
+    totals = {precision: sum(floor.values()) for precision, floor in floors.items()}
+    print("| total | | | | " + " | ".join(f"**{t:,.0f}**" for t in totals.values()) + " |")
+    if "float32" in totals:
+        print(
+            f"The float32 floor is {totals['float32'] / verdict / 1e6:.2f} million "
+            "float32 forward passes' CPU time."
+        )
+    if {"float32", "mixed"} <= set(totals):
+        print(
+            f"Mixed precision's floor is {totals['mixed'] / totals['float32']:.2f} "
+            "of float32's on these cores."
+        )
 
 
 if __name__ == "__main__":
@@ -152,6 +215,11 @@ if __name__ == "__main__":
     flags.DEFINE_integer("repeats", 5, "Rounds; the best is reported.")
     flags.DEFINE_integer("threads", 0, "TensorFlow's intra- and inter-op threads; 0: default.")
     flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "Compute dtypes of the model.")
+    flags.DEFINE_list(
+        "precisions",
+        list(evaluation.PRECISIONS),
+        "The attacks' precisions to price the protocol in (`evaluation.PRECISIONS`).",
+    )
     flags.DEFINE_list(
         "entering",
         ["994", "940", "938", "938"],

@@ -62,3 +62,19 @@ def test_protocol_passes_count_each_attacks_model_calls(monkeypatch, name):
     x_adv = attacks[name](model, x, labels)
     model(x_adv)  # the verdict
     assert (model.gradients, model.forwards) == forward.protocol_passes(attacks)[name]
+
+
+def test_attack_floors_price_each_pass_and_the_float32_verdict():
+    passes = forward.protocol_passes(evaluation.autoattack_protocol())
+    entering = ["994", "940", "938", "938"]
+    gradient, search_forward, verdict = 2.5e-4, 1e-4, 3e-4
+    floors = forward.attack_floors(passes, entering, (gradient, search_forward), verdict)
+    # By hand: APGD-CE's 101 gradients and its float32 verdict; Square's 5,000
+    # searching forwards and its verdict.
+    assert floors["apgd_ce"] == pytest.approx(994 * (101 * gradient + verdict))
+    assert floors["square"] == pytest.approx(938 * (5000 * search_forward + verdict))
+    # At float32's own rates for the search, the verdict is one more pass of them.
+    same = forward.attack_floors(passes, entering, (gradient, verdict), verdict)
+    for name, (gradients, forwards) in passes.items():
+        count = int(entering[forward.ATTACKS.index(name)])
+        assert same[name] == pytest.approx(count * (gradients * gradient + forwards * verdict))
