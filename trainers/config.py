@@ -115,8 +115,8 @@ class TrainConfig:
         "Other method hyperparameters as name=value pairs (see docs/methods.md), e.g. "
         "adr: local_weight, global_weight, entropy_weight, smoothness_weight, layer, base; "
         "lsp: weight, temperature, layer, base; pgd_at: clean_weight; "
-        "trades, lfr: random_start; awp: base, gamma, warmup_steps (or --awp_gamma with "
-        "any method).",
+        "trades: random_start; lfr: random_start, penalty (paper, scale_free); "
+        "awp: base, gamma, warmup_steps (or --awp_gamma with any method).",
         parse=parse_hparams,
         flag_default=[],
     )

@@ -8,10 +8,36 @@ import numpy as np
 from keras_lfr import _validation, defaults, ops
 from keras_lfr.methods.base import BallMethod, register_method
 
+# LFR's penalties: the paper's, and one whose gradient has no pull along the logits' scale.
+PENALTIES = ("paper", "scale_free")
+
 
 def flatness(model, x_adv, labels):
     """Per-example ‖∇ₓ CE(x', y)‖₁ at `x_adv`, model in inference mode (differentiable)."""
     return ops.l1_norm(ops.input_gradient(model, x_adv, labels)[0])
+
+
+def scale_free(norm, logits):
+    """A per-example penalty with the same value and no gradient along the logits' scale.
+
+    Returns `norm · s₀ / s`, where `s` is each example's logit spread (the
+    standard deviation of its logits over the classes) and `s₀` the same
+    number held constant (`stop_gradient`). Its value is `norm`'s. Scaling
+    the logits by `c` scales `s` by `c`, so along that direction the
+    penalty's derivative is `d norm / d log c − norm`: where ‖∇ₓ CE‖₁ grows
+    like `c` (the loss's linear regime) the pull to shrink the logits
+    cancels, and where the loss saturates the pull to grow them remains.
+
+    Args:
+        norm: Per-example penalties `(batch,)`, e.g. ‖∇ₓ CE(x', y)‖₁.
+        logits: The logits `(batch, classes)` the penalties were computed from.
+
+    Returns:
+        A float32 tensor `(batch,)`, equal to `norm` in value.
+    """
+    spread = keras.ops.std(keras.ops.cast(logits, "float32"), axis=-1)
+    spread = keras.ops.maximum(spread, 1e-12)
+    return norm * keras.ops.stop_gradient(spread) / spread
 
 
 def local_flatness(
@@ -156,6 +182,11 @@ class LFR(BallMethod):
     Reports `clean_ce` (CE on x) and `local_flatness` (the batch mean of
     ‖∇ₓ CE(x', y)‖₁, the penalty before multiplying by `lam`).
 
+    With `penalty="scale_free"`, the outer penalty keeps its value but loses
+    its gradient along the logits' scale (`scale_free`): the model cannot
+    lower it by shrinking its logits, only by flattening the loss. The inner
+    max is the paper's either way.
+
     Args:
         epsilon: Radius of the l-inf ball. Defaults to `0.3` (MNIST).
         step_size: Inner sign-ascent step. Defaults to `0.01`.
@@ -165,9 +196,16 @@ class LFR(BallMethod):
         clip_max: Largest valid pixel value. Defaults to `1.0`.
         random_start: `"normal"`, `"uniform"` or `"none"`. Defaults to
             `"normal"`.
+        penalty: `"paper"` (‖∇ₓ CE(x')‖₁, the authors') or `"scale_free"`
+            (the same value, no gradient along the logits' scale). Defaults
+            to `"paper"`.
 
     Raises:
         ValueError: If a hyperparameter is out of range.
+
+    Example:
+
+    >>> model = keras_lfr.wrap(cnn, method=keras_lfr.methods.LFR(penalty="scale_free"))
     """
 
     terms = ("clean_ce", "local_flatness")
@@ -189,10 +227,12 @@ class LFR(BallMethod):
         clip_min=0.0,
         clip_max=1.0,
         random_start="normal",
+        penalty="paper",
     ):
         self._set_ball(epsilon, step_size, steps, clip_min, clip_max)
         self.lam = _validation.non_negative_float("lam", lam)
         self.random_start = _validation.one_of("random_start", random_start, ops.START_KINDS)
+        self.penalty = _validation.one_of("penalty", penalty, PENALTIES)
 
     def perturb(self, model, x, y, seed, scale=1.0):
         return self.ascend(
@@ -202,10 +242,18 @@ class LFR(BallMethod):
     def loss(self, model, x, y, x_adv, sample_weight=None):
         logits = model(x, training=True)
         clean_ce = ops.weighted_mean(ops.cross_entropy(y, logits), sample_weight)
-        grad, _ = ops.input_gradient(model, x_adv, y, training=True)
-        flatness = ops.weighted_mean(ops.l1_norm(grad), sample_weight)
+        grad, adv_logits = ops.input_gradient(model, x_adv, y, training=True)
+        norm = ops.l1_norm(grad)
+        if self.penalty == "scale_free":
+            norm = scale_free(norm, adv_logits)
+        flatness = ops.weighted_mean(norm, sample_weight)
         total = clean_ce + self.lam * flatness
         return logits, total, {"clean_ce": clean_ce, "local_flatness": flatness}
 
     def get_config(self):
-        return {**self.ball_config(), "lam": self.lam, "random_start": self.random_start}
+        return {
+            **self.ball_config(),
+            "lam": self.lam,
+            "random_start": self.random_start,
+            "penalty": self.penalty,
+        }

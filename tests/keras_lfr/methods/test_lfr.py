@@ -220,3 +220,50 @@ def test_logit_scale_pressure_tells_a_saturated_model_from_an_unconfident_one():
         ]
         < 0.5
     )
+
+
+@pytest.mark.parametrize("scale", [0.1, 1.0, 8.0])  # unconfident, mixed, saturated
+def test_scale_free_penalty_loses_exactly_the_pull_along_the_logit_scale(scale):
+    """Same loss value; along (W, b) ↦ (cW, cb), d/d log c drops by λ · mean ‖∇ₓ CE(x')‖₁."""
+    rng = np.random.default_rng(4)
+    x = rng.uniform(size=(16, 4, 4, 1)).astype("float32")
+    y = rng.integers(0, 10, size=16)
+    x_adv = np.clip(x + rng.uniform(-0.2, 0.2, size=x.shape), 0, 1).astype("float32")
+    weights = (scale * rng.normal(size=(16, 10))).astype("float32")
+    bias = (scale * rng.normal(size=10)).astype("float32")
+    layers = [keras.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Dense(10)]
+    model = keras.Sequential(layers)
+    model.layers[-1].set_weights([weights, bias])
+    lam = 0.5
+
+    def along_scale(penalty):
+        method = LFR(epsilon=0.2, step_size=0.05, steps=1, lam=lam, penalty=penalty)
+        with tf.GradientTape() as tape:
+            _, total, _ = method.loss(model, tf.constant(x), tf.constant(y), tf.constant(x_adv))
+        kernel_grad, bias_grad = tape.gradient(total, model.trainable_variables)
+        return float(total), float(np.sum(kernel_grad * weights) + np.sum(bias_grad * bias))
+
+    paper_total, paper_pull = along_scale("paper")
+    free_total, free_pull = along_scale("scale_free")
+    clean, per_example = linear_scale_derivatives(
+        weights.astype("float64"),
+        bias.astype("float64"),
+        x.astype("float64"),
+        y,
+        x_adv.astype("float64"),
+    )
+    norms, _ = per_example_input_grads(model, x_adv, y)
+    assert free_total == pytest.approx(paper_total, rel=1e-6)
+    assert paper_pull == pytest.approx(clean + lam * per_example.mean(), rel=1e-3, abs=1e-5)
+    assert free_pull == pytest.approx(
+        clean + lam * (per_example - norms).mean(), rel=1e-3, abs=1e-5
+    )
+
+
+def test_scale_free_is_an_lfr_choice_with_a_clear_error():
+    assert LFR(penalty="scale_free").get_config()["penalty"] == "scale_free"
+    restored = keras_lfr.methods.deserialize(keras_lfr.methods.serialize(LFR(penalty="scale_free")))
+    assert restored.penalty == "scale_free"
+    assert keras_lfr.methods.get_method("lfr", penalty="scale_free").penalty == "scale_free"
+    with pytest.raises(ValueError, match="penalty.*'paper', 'scale_free'"):
+        LFR(penalty="margin")
