@@ -6,7 +6,7 @@ every verdict is float32's) on the first `--examples` test images of each
 MNIST zoo entry and of the LFR authors' model (`KERAS_LFR_REFERENCE_WEIGHTS`
 or `--reference_weights`), compared image by image with float32's verdicts.
 
-Two modes:
+Three modes:
 
 - `--mode=verdicts` (the default): for each model, the mixed-precision
   evaluation, resumable (finished chunks are cached under `--cache_dir`, one
@@ -23,6 +23,10 @@ Two modes:
   process, nothing cached: the CPU seconds (`time.process_time`, all
   threads, tracing included) and wall seconds per 1,000 images of each, and
   their ratio. Writes `--out`.
+- `--mode=noise --attack_seed=1`: float32 with other random starts against
+  float32's own verdicts (seed 0), image by image: how many images two
+  float32 runs disagree on, the yardstick for `--mode=verdicts`' counts.
+  Resumable like `verdicts`.
 
 From the repository root:
 
@@ -36,13 +40,17 @@ From the repository root:
     # Without TensorFlow (the GPU check, `benchmarks/device_run.sh`): images from an .npz.
     KERAS_BACKEND=jax python -m benchmarks.mixed_precision --mode=timing --models=authors \
         --examples=200 --data_npz=mnist.npz --reference_weights=lfr_official_mnist_smallcnn.npz
+    # The yardstick: float32 from other random starts against float32's verdicts.
+    python -m benchmarks.mixed_precision --mode=noise --attack_seed=1 --examples=1000
 
-Results go to `results/mixed_precision/verdicts.json` or `timing.json` by
+Results go to `results/mixed_precision/<mode>.json` by
 default (rewritten after every model, so a stopped run keeps what it
 measured).
 """
 
+import functools
 import glob
+import inspect
 import json
 import os
 import platform
@@ -113,12 +121,18 @@ def chunk_loader(dataset):
     )
 
 
-def run(name, model, dataset, epsilon, precision, cached=True):
-    """The autoattack cascade on the first `--examples` images: `resumable_robust_accuracy`'s."""
-    attacks = evaluation.protocol(PROTOCOL, epsilon=epsilon, queries=FLAGS.queries)
+def run(name, model, dataset, epsilon, precision, cached=True, seed=None):
+    """The autoattack cascade on the first `--examples` images: `resumable_robust_accuracy`'s.
+
+    The attacks' random starts use `seed`, by default `--attack_seed`.
+    """
+    seed = FLAGS.attack_seed if seed is None else seed
+    protocol = evaluation.protocol(PROTOCOL, epsilon=epsilon, queries=FLAGS.queries)
+    attacks = reseeded(protocol, seed)
     cache_dir = None
     if cached and FLAGS.cache_dir:
         settings = [dataset, FLAGS.chunk_size, PROTOCOL, epsilon, FLAGS.queries, precision]
+        settings += [f"seed{seed}"] if seed else []
         root = os.path.join(FLAGS.cache_dir, name.replace("/", "-"))
         cache_dir = evaluation.cache_path(root, precision, model, *settings)
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -137,6 +151,18 @@ def run(name, model, dataset, epsilon, precision, cached=True):
         "cpu_seconds": time.process_time() - cpu_start,
     }
     return results
+
+
+def reseeded(attacks, seed):
+    """The attacks with `seed` for their random starts (those that take one); 0 leaves them."""
+    if not seed:
+        return attacks
+    return {
+        name: functools.partial(attack, seed=seed)
+        if "seed" in inspect.signature(attack.func).parameters
+        else attack
+        for name, attack in attacks.items()
+    }
 
 
 def cascade(results, n):
@@ -228,6 +254,55 @@ def compare_verdicts():
         save({"rows": rows, "acceptance": acceptance(rows)})
         print(verdict_table(rows), flush=True)
     print(acceptance(rows)["summary"])
+
+
+def compare_seeds():
+    """Float32 at `--attack_seed` against float32 at seed 0: how far two float32 runs disagree."""
+    if not FLAGS.attack_seed:
+        raise app.UsageError(
+            "Invalid value for flag --attack_seed. Received: 0. Expected another seed than the "
+            "evaluations' own (0) for --mode=noise."
+        )
+    rows = []
+    for name in model_names():
+        model, dataset, epsilon = load(name)
+        print(f"{name}: float32 autoattack, seed {FLAGS.attack_seed} against seed 0")
+        reseeded_run = run(name, model, dataset, epsilon, "float32")
+        baseline = shipped_float32(name, epsilon)
+        if baseline is None:
+            baseline = run(name, model, dataset, epsilon, "float32", seed=0)
+            baseline["source"] = "run here"
+        paired = evaluation.paired_comparison(reseeded_run["per_example"], baseline["per_example"])
+        rows.append(
+            {
+                "model": name,
+                "examples": FLAGS.examples,
+                "attack_seed": FLAGS.attack_seed,
+                "robust_only_reseeded": paired["only_a"],
+                "robust_only_seed0": paired["only_b"],
+                "robust": {"reseeded": reseeded_run["worst_case"], "seed0": baseline["worst_case"]},
+                "cpu_seconds": total_cpu(reseeded_run),
+                "seed0_source": baseline["source"],
+                "per_example": reseeded_run["per_example"],
+            }
+        )
+        save({"rows": rows})
+        print(noise_table(rows), flush=True)
+
+
+def noise_table(rows):
+    lines = [
+        "| model | images | robust only at the new seed | robust only at seed 0 | "
+        "robust, new seed | robust, seed 0 |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['model']} | {row['examples']} | {row['robust_only_reseeded']} | "
+            f"{row['robust_only_seed0']} | {100 * row['robust']['reseeded']:.1f} | "
+            f"{100 * row['robust']['seed0']:.1f} |"
+        )
+    return "\n".join(lines)
 
 
 def acceptance(rows):
@@ -335,14 +410,17 @@ def save(results):
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # tfds's lines would hide the tables
-    if FLAGS.mode == "verdicts":
-        compare_verdicts()
-    else:
-        time_precisions()
+    {"verdicts": compare_verdicts, "timing": time_precisions, "noise": compare_seeds}[FLAGS.mode]()
 
 
 if __name__ == "__main__":
-    flags.DEFINE_enum("mode", "verdicts", ["verdicts", "timing"], "What to measure.")
+    flags.DEFINE_enum("mode", "verdicts", ["verdicts", "timing", "noise"], "What to measure.")
+    flags.DEFINE_integer(
+        "attack_seed",
+        0,
+        "Seed of the attacks' random starts (0: the evaluations' own); --mode=noise compares "
+        "float32 at this seed with float32 at seed 0.",
+    )
     flags.DEFINE_list(
         "models", None, "Zoo entries and/or 'authors' (default: every MNIST entry and authors)."
     )

@@ -48,3 +48,14 @@ def test_acceptance_allows_one_image_per_thousand_and_no_excess_overall():
     one_model = mixed_precision.acceptance([row("a", 2, 0), row("b", 0, 5)])
     assert not one_model["passed"] and "on a." in one_model["summary"]
     assert mixed_precision.acceptance([row("a", 2, 3, examples=10000)])["passed"]
+
+
+def test_reseeded_changes_only_the_seeds_of_the_attacks_that_take_one():
+    from keras_lfr import evaluation
+
+    protocol = evaluation.protocol("autoattack")
+    assert mixed_precision.reseeded(protocol, 0) is protocol
+    reseeded = mixed_precision.reseeded(protocol, 3)
+    assert reseeded["fab_t"] is protocol["fab_t"]  # FAB-T has no random start
+    for name in ("apgd_ce", "apgd_t", "square"):
+        assert reseeded[name].keywords == {**protocol[name].keywords, "seed": 3}
