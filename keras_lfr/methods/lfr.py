@@ -184,8 +184,9 @@ class LFR(BallMethod):
 
     With `penalty="scale_free"`, the outer penalty keeps its value but loses
     its gradient along the logits' scale (`scale_free`): the model cannot
-    lower it by shrinking its logits, only by flattening the loss. The inner
-    max is the paper's either way.
+    lower it by shrinking its logits. The inner max is the paper's either
+    way. Measured less robust than the paper's penalty (docs/RESULTS.md):
+    without that pull the logits grow unchecked.
 
     Args:
         epsilon: Radius of the l-inf ball. Defaults to `0.3` (MNIST).
