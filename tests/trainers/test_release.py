@@ -65,7 +65,7 @@ def test_version_at_an_unknown_revision_is_unknown(repository, revision):
             {"beta": 6.0, "awp_gamma": 0.005, "awp_warmup": 5},
             {"beta": 6.0, "random_start": "normal_unclipped"},
         ),
-        ("lfr", {}, {"lam": 0.02, "random_start": "normal"}),
+        ("lfr", {}, {"lam": 0.02, "random_start": "normal", "penalty": "paper"}),
         ("pgd_at", {"epsilon_warmup_shape": "cosine"}, {"clean_weight": 0.0}),
     ],
     ids=["trades_default", "trades_awp", "lfr", "pgd_at"],
