@@ -24,8 +24,9 @@ these rates.
 With `--precisions=float32,mixed` (the default) it prices the protocol in
 mixed precision too (`precision="mixed"`: the search runs on a
 `keras_lfr.models.bfloat16_copy`, each attack's verdict is one float32
-forward pass) and prints the least fraction of float32's CPU time that mixed
-precision can take on these cores: the ratio of the two floors.
+forward pass) and prints the ratio of the two floors: the least fraction of
+float32's CPU time that mixed precision can take on these cores, as long as
+its bookkeeping is no cheaper than float32's (it is the same float32 work).
 """
 
 import time
@@ -149,6 +150,12 @@ def main(argv):
         raise app.UsageError(
             f"Invalid value for flag --entering. Received: {','.join(FLAGS.entering)!r}. "
             f"Expected {len(ATTACKS)} image counts, one per attack: {', '.join(ATTACKS)}."
+        )
+    unknown = sorted(set(FLAGS.precisions) - set(evaluation.PRECISIONS))
+    if unknown:
+        raise app.UsageError(
+            f"Invalid value for flag --precisions. Received: {','.join(FLAGS.precisions)!r}. "
+            f"Expected some of {', '.join(evaluation.PRECISIONS)}."
         )
     if FLAGS.threads:
         tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)

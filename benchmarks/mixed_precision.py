@@ -159,7 +159,7 @@ def reseeded(attacks, seed):
         return attacks
     return {
         name: functools.partial(attack, seed=seed)
-        if "seed" in inspect.signature(attack.func).parameters
+        if "seed" in inspect.signature(attack).parameters
         else attack
         for name, attack in attacks.items()
     }
@@ -226,6 +226,12 @@ def join_chunks(folder, n):
 
 
 def compare_verdicts():
+    if FLAGS.attack_seed:
+        raise app.UsageError(
+            f"Invalid value for flag --attack_seed. Received: {FLAGS.attack_seed}. Expected 0 "
+            "for --mode=verdicts, whose float32 verdicts are the zoo's own (seed 0); "
+            "--mode=noise takes another seed."
+        )
     rows = []
     for name in model_names():
         model, dataset, epsilon = load(name)
@@ -268,7 +274,7 @@ def compare_seeds():
         model, dataset, epsilon = load(name)
         print(f"{name}: float32 autoattack, seed {FLAGS.attack_seed} against seed 0")
         reseeded_run = run(name, model, dataset, epsilon, "float32")
-        baseline = shipped_float32(name, epsilon)
+        baseline = None if FLAGS.float32 == "run" else shipped_float32(name, epsilon)
         if baseline is None:
             baseline = run(name, model, dataset, epsilon, "float32", seed=0)
             baseline["source"] = "run here"
@@ -291,6 +297,7 @@ def compare_seeds():
 
 
 def noise_table(rows):
+    """`compare_seeds`' rows as a markdown table."""
     lines = [
         "| model | images | robust only at the new seed | robust only at seed 0 | "
         "robust, new seed | robust, seed 0 |",
@@ -441,7 +448,7 @@ if __name__ == "__main__":
     flags.DEFINE_string(
         "cache_dir",
         os.path.join(RESULTS, "chunks"),
-        "Where finished chunks are cached (verdicts mode); empty for none.",
+        "Where finished chunks are cached (verdicts and noise modes); empty for none.",
     )
     flags.DEFINE_string("out", None, "JSON results (default: results/mixed_precision/<mode>.json).")
     flags.DEFINE_integer("verbose", 1, "1 for a line per chunk, 0 for none.")

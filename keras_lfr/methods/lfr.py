@@ -18,7 +18,7 @@ def flatness(model, x_adv, labels):
 
 
 def scale_free(norm, logits):
-    """A per-example penalty with the same value and no gradient along the logits' scale.
+    """A per-example penalty with `norm`'s value whose pull on the logits' scale is lower by `norm`.
 
     Returns `norm · s₀ / s`, where `s` is each example's logit spread (the
     standard deviation of its logits over the classes) and `s₀` the same
@@ -26,7 +26,8 @@ def scale_free(norm, logits):
     the logits by `c` scales `s` by `c`, so along that direction the
     penalty's derivative is `d norm / d log c − norm`: where ‖∇ₓ CE‖₁ grows
     like `c` (the loss's linear regime) the pull to shrink the logits
-    cancels, and where the loss saturates the pull to grow them remains.
+    cancels, and where the loss saturates the pull to grow them is stronger
+    by `norm`.
 
     Args:
         norm: Per-example penalties `(batch,)`, e.g. ‖∇ₓ CE(x', y)‖₁.
@@ -182,9 +183,10 @@ class LFR(BallMethod):
     Reports `clean_ce` (CE on x) and `local_flatness` (the batch mean of
     ‖∇ₓ CE(x', y)‖₁, the penalty before multiplying by `lam`).
 
-    With `penalty="scale_free"`, the outer penalty keeps its value but loses
-    its gradient along the logits' scale (`scale_free`): the model cannot
-    lower it by shrinking its logits. The inner max is the paper's either
+    With `penalty="scale_free"`, the outer penalty keeps its value but its
+    derivative along the logits' scale is lower by its value (`scale_free`):
+    where the loss is linear the model cannot lower it by shrinking its
+    logits. The inner max is the paper's either
     way. Measured less robust than the paper's penalty (docs/RESULTS.md):
     without that pull the logits grow unchecked.
 
@@ -198,8 +200,8 @@ class LFR(BallMethod):
         random_start: `"normal"`, `"uniform"` or `"none"`. Defaults to
             `"normal"`.
         penalty: `"paper"` (‖∇ₓ CE(x')‖₁, the authors') or `"scale_free"`
-            (the same value, no gradient along the logits' scale). Defaults
-            to `"paper"`.
+            (the same value, without the pull to shrink the logits where the
+            loss is linear: `scale_free`). Defaults to `"paper"`.
 
     Raises:
         ValueError: If a hyperparameter is out of range.

@@ -1,4 +1,4 @@
-"""`benchmarks/mixed_precision.py`'s bookkeeping: the shipped chunks it joins and its acceptance."""
+"""`benchmarks/mixed_precision.py`'s bookkeeping: the chunks it joins, its acceptance, its seeds."""
 
 import json
 
