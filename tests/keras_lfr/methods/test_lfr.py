@@ -177,9 +177,9 @@ def linear_scale_derivatives(weights, bias, x, y, x_adv):
     return clean, per_example
 
 
-@pytest.mark.parametrize("scale", [0.1, 1.0, 8.0])  # unconfident, mixed, saturated
-def test_logit_scale_pressure_matches_the_closed_form_of_a_linear_model(scale):
-    rng = np.random.default_rng(3)
+def linear_case(scale, seed):
+    """A linear model with logits of size ~`scale`, a batch, its x' and their scale derivatives."""
+    rng = np.random.default_rng(seed)
     x = rng.uniform(size=(16, 4, 4, 1)).astype("float32")
     y = rng.integers(0, 10, size=16)
     x_adv = np.clip(x + rng.uniform(-0.2, 0.2, size=x.shape), 0, 1).astype("float32")
@@ -188,14 +188,16 @@ def test_logit_scale_pressure_matches_the_closed_form_of_a_linear_model(scale):
     layers = [keras.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Dense(10)]
     model = keras.Sequential(layers)
     model.layers[-1].set_weights([weights, bias])
-    got = keras_lfr.logit_scale_pressure(model, x, y, x_adv, lam=0.5)
-    clean, per_example = linear_scale_derivatives(
-        weights.astype("float64"),
-        bias.astype("float64"),
-        x.astype("float64"),
-        y,
-        x_adv.astype("float64"),
+    derivatives = linear_scale_derivatives(
+        *(a.astype("float64") for a in (weights, bias, x)), y, x_adv.astype("float64")
     )
+    return (model, x, y, x_adv, *derivatives)
+
+
+@pytest.mark.parametrize("scale", [0.1, 1.0, 8.0])  # unconfident, mixed, saturated
+def test_logit_scale_pressure_matches_the_closed_form_of_a_linear_model(scale):
+    model, x, y, x_adv, clean, per_example = linear_case(scale, seed=3)
+    got = keras_lfr.logit_scale_pressure(model, x, y, x_adv, lam=0.5)
     assert got["clean_ce"] == pytest.approx(clean, rel=1e-3, abs=1e-5)
     assert got["penalty"] == pytest.approx(0.5 * per_example.mean(), rel=1e-3, abs=1e-5)
     assert got["total"] == pytest.approx(got["clean_ce"] + got["penalty"])
@@ -225,15 +227,8 @@ def test_logit_scale_pressure_tells_a_saturated_model_from_an_unconfident_one():
 @pytest.mark.parametrize("scale", [0.1, 1.0, 8.0])  # unconfident, mixed, saturated
 def test_scale_free_penalty_loses_exactly_the_pull_along_the_logit_scale(scale):
     """Same loss value; along (W, b) ↦ (cW, cb), d/d log c drops by λ · mean ‖∇ₓ CE(x')‖₁."""
-    rng = np.random.default_rng(4)
-    x = rng.uniform(size=(16, 4, 4, 1)).astype("float32")
-    y = rng.integers(0, 10, size=16)
-    x_adv = np.clip(x + rng.uniform(-0.2, 0.2, size=x.shape), 0, 1).astype("float32")
-    weights = (scale * rng.normal(size=(16, 10))).astype("float32")
-    bias = (scale * rng.normal(size=10)).astype("float32")
-    layers = [keras.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Dense(10)]
-    model = keras.Sequential(layers)
-    model.layers[-1].set_weights([weights, bias])
+    model, x, y, x_adv, clean, per_example = linear_case(scale, seed=4)
+    weights, bias = model.layers[-1].get_weights()
     lam = 0.5
 
     def along_scale(penalty):
@@ -245,13 +240,6 @@ def test_scale_free_penalty_loses_exactly_the_pull_along_the_logit_scale(scale):
 
     paper_total, paper_pull = along_scale("paper")
     free_total, free_pull = along_scale("scale_free")
-    clean, per_example = linear_scale_derivatives(
-        weights.astype("float64"),
-        bias.astype("float64"),
-        x.astype("float64"),
-        y,
-        x_adv.astype("float64"),
-    )
     norms, _ = per_example_input_grads(model, x_adv, y)
     assert free_total == pytest.approx(paper_total, rel=1e-6)
     assert paper_pull == pytest.approx(clean + lam * per_example.mean(), rel=1e-3, abs=1e-5)
