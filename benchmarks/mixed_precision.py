@@ -6,7 +6,7 @@ every verdict is float32's) on the first `--examples` test images of each
 MNIST zoo entry and of the LFR authors' model (`KERAS_LFR_REFERENCE_WEIGHTS`
 or `--reference_weights`), compared image by image with float32's verdicts.
 
-Three modes:
+Four modes:
 
 - `--mode=verdicts` (the default): for each model, the mixed-precision
   evaluation, resumable (finished chunks are cached under `--cache_dir`, one
@@ -27,6 +27,10 @@ Three modes:
   float32's own verdicts (seed 0), image by image: how many images two
   float32 runs disagree on, the yardstick for `--mode=verdicts`' counts.
   Resumable like `verdicts`.
+- `--mode=square --images=125,547 --seeds=6`: Square alone on the given
+  test images, from each of `--seeds` seeds, searching in each precision:
+  how many seeds break each image (Square's draws depend on the batch, so
+  these are not the cascade's).
 
 From the repository root:
 
@@ -354,6 +358,41 @@ def verdict_table(rows):
     return "\n".join(lines)
 
 
+def square_seeds():
+    """Square alone on `--images` from `--seeds` seeds, in each precision: how often each falls."""
+    rows = []
+    for name in model_names():
+        model, dataset, epsilon = load(name)
+        images = [int(i) for i in FLAGS.images]
+        x, y = [], []
+        for i in images:
+            for image, label in chunk_loader(dataset)(i, i + 1):
+                x.append(np.asarray(image))
+                y.append(np.asarray(label))
+        x, y = np.concatenate(x), np.concatenate(y)
+        square = evaluation.protocol(PROTOCOL, epsilon=epsilon, queries=FLAGS.queries)["square"]
+        broken = {}
+        for precision in evaluation.PRECISIONS:
+            counts = np.zeros(len(images), int)
+            for seed in range(FLAGS.seeds):
+                attack = functools.partial(square, seed=seed)
+                counts += ~np.asarray(evaluation.correct_under(model, attack, precision)(x, y))
+            broken[precision] = counts.tolist()
+        for k, image in enumerate(images):
+            row = {"model": name, "image": image, "seeds": FLAGS.seeds}
+            rows.append({**row, **{f"broken_{p}": broken[p][k] for p in broken}})
+        save({"rows": rows})
+    print(
+        "| model | test image | seeds | Square breaks it, float32 | Square breaks it, mixed |\n"
+        "|---|---:|---:|---:|---:|"
+    )
+    for row in rows:
+        print(
+            f"| {row['model']} | {row['image']} | {row['seeds']} | {row['broken_float32']} | "
+            f"{row['broken_mixed']} |"
+        )
+
+
 def time_precisions():
     rows = []
     for name in model_names():
@@ -417,11 +456,21 @@ def save(results):
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # tfds's lines would hide the tables
-    {"verdicts": compare_verdicts, "timing": time_precisions, "noise": compare_seeds}[FLAGS.mode]()
+    modes = {
+        "verdicts": compare_verdicts,
+        "timing": time_precisions,
+        "noise": compare_seeds,
+        "square": square_seeds,
+    }
+    modes[FLAGS.mode]()
 
 
 if __name__ == "__main__":
-    flags.DEFINE_enum("mode", "verdicts", ["verdicts", "timing", "noise"], "What to measure.")
+    flags.DEFINE_enum(
+        "mode", "verdicts", ["verdicts", "timing", "noise", "square"], "What to measure."
+    )
+    flags.DEFINE_list("images", [], "Test images Square attacks alone (--mode=square).")
+    flags.DEFINE_integer("seeds", 6, "Seeds of Square's random search (--mode=square).")
     flags.DEFINE_integer(
         "attack_seed",
         0,

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from conftest import REPO
 
+import keras_lfr
+
 
 @pytest.mark.parametrize(
     "module, args, expected",
@@ -123,3 +125,38 @@ def test_jax_gpu_check_runs_on_the_cpu_without_tensorflow(tmp_path):
     assert training["pgd40_examples"] == 16
     assert 0 <= training["pgd40_accuracy"] <= training["clean_accuracy"] <= 1
     assert training["projected_100_epochs_minutes"] > 0
+
+
+def test_square_seeds_counts_the_seeds_that_break_each_image(tmp_path):
+    rng = np.random.default_rng(0)
+    data = tmp_path / "mnist.npz"
+    np.savez(
+        data,
+        x_test=rng.integers(0, 256, (4, 28, 28, 1), dtype=np.uint8),
+        y_test=rng.integers(0, 10, 4, dtype=np.uint8),
+    )
+    out = tmp_path / "square.json"
+    args = ["--mode=square", "--models=mnist/linf-0.3/pgd-at-fast", "--images=1,3", "--seeds=2"]
+    args += ["--queries=3", f"--data_npz={data}", f"--out={out}", "--cache_dir="]
+    completed = subprocess.run(
+        [sys.executable, "-m", "benchmarks.mixed_precision", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["image"] for row in rows] == [1, 3]
+    # Noise images with random labels: one misclassified when clean is broken from every seed.
+    images = np.load(data)["x_test"][[1, 3]].astype("float32") / 255.0
+    wrong = (
+        np.argmax(keras_lfr.zoo.load("mnist/linf-0.3/pgd-at-fast")(images), axis=1)
+        != (np.load(data)["y_test"][[1, 3]])
+    )
+    assert wrong.any()
+    for row, misclassified in zip(rows, wrong, strict=True):
+        for precision in ("float32", "mixed"):
+            assert 0 <= row[f"broken_{precision}"] <= 2
+            assert row[f"broken_{precision}"] == 2 or not misclassified
+    assert "| mnist/linf-0.3/pgd-at-fast | 3 | 2 |" in completed.stdout
