@@ -85,17 +85,20 @@ print(json.dumps(sorted(m for m in sys.modules if m.startswith("tensorflow") and
 """
 
 
+def noise_mnist(path, train, test):
+    """An MNIST-shaped .npz of noise images with random labels (`--data_npz`'s layout)."""
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, count in (("train", train), ("test", test)):
+        arrays[f"x_{split}"] = rng.integers(0, 256, (count, 28, 28, 1), dtype=np.uint8)
+        arrays[f"y_{split}"] = rng.integers(0, 10, count, dtype=np.uint8)
+    np.savez(path, **arrays)
+    return path
+
+
 def test_jax_gpu_check_runs_on_the_cpu_without_tensorflow(tmp_path):
     pytest.importorskip("jax")
-    rng = np.random.default_rng(0)
-    data = tmp_path / "mnist.npz"
-    np.savez(
-        data,
-        x_train=rng.integers(0, 256, (64, 28, 28, 1), dtype=np.uint8),
-        y_train=rng.integers(0, 10, 64, dtype=np.uint8),
-        x_test=rng.integers(0, 256, (16, 28, 28, 1), dtype=np.uint8),
-        y_test=rng.integers(0, 10, 16, dtype=np.uint8),
-    )
+    data = noise_mnist(tmp_path / "mnist.npz", train=64, test=16)
     out = tmp_path / "jax_gpu.json"
     args = ["--methods=lfr", "--steps=1", "--dtypes=float32", "--repeats=1"]
     args += ["--big_batch_sizes=", "--epochs=1", "--train_examples=64", "--train_steps=1"]
@@ -128,13 +131,7 @@ def test_jax_gpu_check_runs_on_the_cpu_without_tensorflow(tmp_path):
 
 
 def test_square_seeds_counts_the_seeds_that_break_each_image(tmp_path):
-    rng = np.random.default_rng(0)
-    data = tmp_path / "mnist.npz"
-    np.savez(
-        data,
-        x_test=rng.integers(0, 256, (4, 28, 28, 1), dtype=np.uint8),
-        y_test=rng.integers(0, 10, 4, dtype=np.uint8),
-    )
+    data = noise_mnist(tmp_path / "mnist.npz", train=0, test=4)
     out = tmp_path / "square.json"
     args = ["--mode=square", "--models=mnist/linf-0.3/pgd-at-fast", "--images=1,3", "--seeds=2"]
     args += ["--queries=3", f"--data_npz={data}", f"--out={out}", "--cache_dir="]
