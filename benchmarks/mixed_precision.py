@@ -364,9 +364,10 @@ def square_seeds():
     for name in model_names():
         model, dataset, epsilon = load(name)
         images = [int(i) for i in FLAGS.images]
+        load_chunk = chunk_loader(dataset)
         x, y = [], []
         for i in images:
-            for image, label in chunk_loader(dataset)(i, i + 1):
+            for image, label in load_chunk(i, i + 1):
                 x.append(np.asarray(image))
                 y.append(np.asarray(label))
         x, y = np.concatenate(x), np.concatenate(y)
@@ -456,19 +457,20 @@ def save(results):
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # tfds's lines would hide the tables
-    modes = {
-        "verdicts": compare_verdicts,
-        "timing": time_precisions,
-        "noise": compare_seeds,
-        "square": square_seeds,
-    }
-    modes[FLAGS.mode]()
+    MODES[FLAGS.mode]()
+
+
+# What each `--mode` runs.
+MODES = {
+    "verdicts": compare_verdicts,
+    "timing": time_precisions,
+    "noise": compare_seeds,
+    "square": square_seeds,
+}
 
 
 if __name__ == "__main__":
-    flags.DEFINE_enum(
-        "mode", "verdicts", ["verdicts", "timing", "noise", "square"], "What to measure."
-    )
+    flags.DEFINE_enum("mode", "verdicts", list(MODES), "What to measure.")
     flags.DEFINE_list("images", [], "Test images Square attacks alone (--mode=square).")
     flags.DEFINE_integer("seeds", 6, "Seeds of Square's random search (--mode=square).")
     flags.DEFINE_integer(
