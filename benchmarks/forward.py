@@ -22,11 +22,13 @@ floor under any float32 implementation of the protocol on these cores at
 these rates.
 
 With `--precisions=float32,mixed` (the default) it prices the protocol in
-mixed precision too (`precision="mixed"`: the search runs on a
-`keras_lfr.models.bfloat16_copy`, each attack's verdict is one float32
-forward pass) and prints the ratio of the two floors: the least fraction of
-float32's CPU time that mixed precision can take on these cores, as long as
-its bookkeeping is no cheaper than float32's (it is the same float32 work).
+mixed precision too (`precision="mixed"`: each attack searches in the
+precision `keras_lfr.evaluation.search_precision` gives it, the gradient
+attacks on a `keras_lfr.models.bfloat16_copy` and Square in float32; each
+attack's verdict is one float32 forward pass) and prints the ratio of the
+two floors: the least fraction of float32's CPU time that mixed precision
+can take on these cores, as long as its bookkeeping is no cheaper than
+float32's (it is the same float32 work).
 """
 
 import time
@@ -73,23 +75,26 @@ def forward_seconds(dtype, batch_size, calls, repeats):
     return _best_seconds(forward, batch_size, calls, repeats)
 
 
-def searched_model(precision):
-    """SmallCNN as the attacks search on it in `precision`: float32 logits either way."""
+def searched_model(search):
+    """SmallCNN as an attack searching in `search` (`"float32"` or `"bfloat16"`) sees it.
+
+    Float32 logits either way.
+    """
     model = keras_lfr.models.small_cnn()
-    if precision == "float32":
+    if search == "float32":
         return model
     copy = keras_lfr.models.bfloat16_copy(model)
     return lambda images, training=False: tf.cast(copy(images, training=training), "float32")
 
 
-def input_gradient_seconds(batch_size, calls, repeats, precision="float32"):
+def input_gradient_seconds(batch_size, calls, repeats, search="float32"):
     """(wall, CPU) seconds of one compiled input gradient of `batch_size` images.
 
     The gradient is taken as the attacks take theirs (`backend.value_and_gradient`),
-    of a logit gap as FAB-T's, on the model they search in `precision`
-    (`"float32"` or `"mixed"`, `searched_model`).
+    of a logit gap as FAB-T's, on the model they search in `search`
+    (`"float32"` or `"bfloat16"`, `searched_model`).
     """
-    model = searched_model(precision)
+    model = searched_model(search)
 
     def gap(images):
         logits = model(images, training=False)
@@ -129,18 +134,18 @@ def attack_floors(passes, entering, rates, verdict_forward):
     Args:
         passes: `protocol_passes`' dict of `(gradients, forwards)` per attack.
         entering: Images entering each attack, in `ATTACKS`' order.
-        rates: `(gradient, forward)` CPU seconds per image of the search's passes.
+        rates: Per attack, `(gradient, forward)` CPU seconds per image of its
+            search's passes (at the rates of the precision it searches in).
         verdict_forward: CPU seconds per image of the verdict's forward pass,
             the last of each attack's forwards (float32's in either precision).
 
     Returns:
         A dict mapping each attack's name to its floor in CPU seconds.
     """
-    gradient, forward = rates
     return {
         name: int(count) * (gradients * gradient + (forwards - 1) * forward + verdict_forward)
         for name, count in zip(ATTACKS, entering, strict=True)
-        for gradients, forwards in [passes[name]]
+        for (gradients, forwards), (gradient, forward) in [(passes[name], rates[name])]
     }
 
 
@@ -169,28 +174,31 @@ def main(argv):
         wall, cpu_seconds[dtype] = forward_seconds(dtype, *calls)
         rate = 2 * MACS * FLAGS.batch_size / cpu_seconds[dtype] / 1e9
         print(f"| {dtype} | {1e3 * wall:.1f} | {1e3 * cpu_seconds[dtype]:.1f} | {rate:.0f} |")
-    rates = {}
-    for precision in FLAGS.precisions:
-        model = searched_model(precision)
+    attacks = evaluation.autoattack_protocol()
+    plans = {
+        precision: {name: evaluation.search_precision(attacks[name], precision) for name in ATTACKS}
+        for precision in FLAGS.precisions
+    }
+    rates = {}  # per search precision: (gradient, forward) CPU seconds per image
+    searches = {"float32", *(s for plan in plans.values() for s in plan.values())}
+    for search in [s for s in ("float32", "bfloat16") if s in searches]:
+        model = searched_model(search)
         forward = _best_seconds(tf.function(lambda x, m=model: m(x)), *calls)[1]
-        gradient = input_gradient_seconds(*calls, precision=precision)[1]
-        rates[precision] = (gradient / FLAGS.batch_size, forward / FLAGS.batch_size)
-    verdict = rates["float32"][1] if "float32" in rates else None
-    print(
-        "\n| precision | forward, CPU ms / image | input gradient, CPU ms / image | in forwards |"
-    )
+        gradient = input_gradient_seconds(*calls, search=search)[1]
+        rates[search] = (gradient / FLAGS.batch_size, forward / FLAGS.batch_size)
+    verdict = rates["float32"][1]
+    print("\n| search | forward, CPU ms / image | input gradient, CPU ms / image | in forwards |")
     print("|---|---|---|---|")
-    for precision, (gradient, forward) in rates.items():
+    for search, (gradient, forward) in rates.items():
         print(
-            f"| {precision} | {1e3 * forward:.4f} | {1e3 * gradient:.4f} "
-            f"| {gradient / forward:.2f} |"
+            f"| {search} | {1e3 * forward:.4f} | {1e3 * gradient:.4f} | {gradient / forward:.2f} |"
         )
-    if verdict is None:
-        verdict = forward_seconds("float32", *calls)[1] / FLAGS.batch_size
-    passes = protocol_passes(evaluation.autoattack_protocol())
+    passes = protocol_passes(attacks)
     floors = {
-        precision: attack_floors(passes, FLAGS.entering, rate, verdict)
-        for precision, rate in rates.items()
+        precision: attack_floors(
+            passes, FLAGS.entering, {name: rates[s] for name, s in plan.items()}, verdict
+        )
+        for precision, plan in plans.items()
     }
     print(
         "\n| attack | images entering | gradients / image | forwards / image | "

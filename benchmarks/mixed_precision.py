@@ -1,10 +1,11 @@
 r"""Mixed precision against float32: the same verdicts, image by image, and the CPU time each costs.
 
 The `autoattack` protocol (APGD-CE, APGD-T, FAB-T, Square; a cascade) in
-mixed precision (`precision="mixed"`: the attacks search on a bfloat16 copy,
-every verdict is float32's) on the first `--examples` test images of each
-MNIST zoo entry and of the LFR authors' model (`KERAS_LFR_REFERENCE_WEIGHTS`
-or `--reference_weights`), compared image by image with float32's verdicts.
+mixed precision (`precision="mixed"`: the gradient attacks search on a
+bfloat16 copy, Square in float32, every verdict is float32's) on the first
+`--examples` test images of each MNIST zoo entry and of the LFR authors'
+model (`KERAS_LFR_REFERENCE_WEIGHTS` or `--reference_weights`), compared
+image by image with float32's verdicts.
 
 Four modes:
 
@@ -28,9 +29,11 @@ Four modes:
   float32 runs disagree on, the yardstick for `--mode=verdicts`' counts.
   Resumable like `verdicts`.
 - `--mode=square --images=125,547 --seeds=6`: Square alone on the given
-  test images, from each of `--seeds` seeds, searching in each precision:
-  how many seeds break each image (Square's draws depend on the batch, so
-  these are not the cascade's).
+  test images, from each of `--seeds` seeds, searching on the model and on
+  its bfloat16 copy (judged in float32 both times): how many seeds break
+  each image. Square's draws depend on the batch, so these are not the
+  cascade's. This is why mixed precision keeps Square's search in float32
+  (`evaluation.search_precision`).
 
 From the repository root:
 
@@ -65,6 +68,7 @@ from absl import app, flags, logging
 
 import keras_lfr
 from keras_lfr import evaluation
+from keras_lfr.evaluation import running
 
 FLAGS = flags.FLAGS
 AUTHORS = "authors"
@@ -137,6 +141,8 @@ def run(name, model, dataset, epsilon, precision, cached=True, seed=None):
     if cached and FLAGS.cache_dir:
         settings = [dataset, FLAGS.chunk_size, PROTOCOL, epsilon, FLAGS.queries, precision]
         settings += [f"seed{seed}"] if seed else []
+        if precision != "float32":  # which attacks search in bfloat16 (float32's keys unchanged)
+            settings += [{n: evaluation.search_precision(a, precision) for n, a in attacks.items()}]
         root = os.path.join(FLAGS.cache_dir, name.replace("/", "-"))
         cache_dir = evaluation.cache_path(root, precision, model, *settings)
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -359,7 +365,7 @@ def verdict_table(rows):
 
 
 def square_seeds():
-    """Square alone on `--images` from `--seeds` seeds, in each precision: how often each falls."""
+    """Square alone on `--images` from `--seeds` seeds, on the model and its bfloat16 copy."""
     rows = []
     for name in model_names():
         model, dataset, epsilon = load(name)
@@ -372,25 +378,28 @@ def square_seeds():
                 y.append(np.asarray(label))
         x, y = np.concatenate(x), np.concatenate(y)
         square = evaluation.protocol(PROTOCOL, epsilon=epsilon, queries=FLAGS.queries)["square"]
+        # Square searching on the model and on its bfloat16 copy, judged in float32 both
+        # times, compiled as the evaluations compile it.
+        searched = {"float32": model, "bfloat16": running._Bfloat16Search(model)}
         broken = {}
-        for precision in evaluation.PRECISIONS:
+        for search, searched_model in searched.items():
             counts = np.zeros(len(images), int)
             for seed in range(FLAGS.seeds):
                 attack = functools.partial(square, seed=seed)
-                counts += ~np.asarray(evaluation.correct_under(model, attack, precision)(x, y))
-            broken[precision] = counts.tolist()
+                counts += ~np.asarray(running._correct_under(model, attack, searched_model)(x, y))
+            broken[search] = counts.tolist()
         for k, image in enumerate(images):
             row = {"model": name, "image": image, "seeds": FLAGS.seeds}
             rows.append({**row, **{f"broken_{p}": broken[p][k] for p in broken}})
         save({"rows": rows})
     print(
-        "| model | test image | seeds | Square breaks it, float32 | Square breaks it, mixed |\n"
-        "|---|---:|---:|---:|---:|"
+        "| model | test image | seeds | Square breaks it, float32 search | "
+        "Square breaks it, bfloat16 search |\n|---|---:|---:|---:|---:|"
     )
     for row in rows:
         print(
             f"| {row['model']} | {row['image']} | {row['seeds']} | {row['broken_float32']} | "
-            f"{row['broken_mixed']} |"
+            f"{row['broken_bfloat16']} |"
         )
 
 

@@ -58,13 +58,15 @@ class AttackEvaluation(keras.callbacks.Callback):
         every: Evaluate every `every` epochs (and after the last one).
             Defaults to `1`.
         batch_size: Examples per attack batch. Defaults to `256`.
-        precision: `"float32"`, or `"mixed"`: the attacks search on a
-            bfloat16 copy of the model (its weights copied at every
-            evaluation) and each point they return is judged by the model
-            itself (`keras_lfr.evaluation.correct_under`). Much cheaper where
+        precision: `"float32"`, or `"mixed"`: every attack but Square
+            searches on a bfloat16 copy of the model, its weights copied at
+            every evaluation (`keras_lfr.evaluation.search_precision`), and
+            each point the attacks return is judged by the model itself
+            (`keras_lfr.evaluation.correct_under`). Much cheaper where
             bfloat16 is fast; it can only miss an example float32 would have
             broken, never count one float32 rejects, so it reads as an upper
-            bound of float32's accuracy. Needs a functional or Sequential
+            bound of float32's accuracy. An attack that searches in bfloat16
+            (the default PGD does) needs a functional or Sequential
             classifier. Defaults to `"float32"`.
 
     Raises:

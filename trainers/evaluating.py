@@ -83,10 +83,11 @@ class EvalConfig:
     )
     precision: str = option(
         "float32",
-        "float32, or mixed: the attacks search on a bfloat16 copy of the model (several times "
-        "faster where bfloat16 is) and every point they return is judged in float32, so an "
-        "image counts as broken only if float32 confirms it. Mixed can miss an adversarial "
-        "example float32 would find: use it for screens, float32 for numbers you report.",
+        "float32, or mixed: every attack but Square searches on a bfloat16 copy of the model "
+        "(faster where bfloat16 is), Square in float32, and every point they return is judged "
+        "in float32, so an image counts as broken only if float32 confirms it. Mixed can miss "
+        "an adversarial example float32 would find: use it for screens, float32 for numbers "
+        "you report.",
         choices=list(keras_lfr.evaluation.PRECISIONS),
     )
     sanity_checks: bool = option(False, "Also run the gradient-masking sanity checks.")
@@ -270,6 +271,42 @@ def validate(config, threat):
     return images
 
 
+def chosen_attacks(config, threat):
+    """The attacks an evaluation runs: `--protocol`'s, only `--attacks` if given.
+
+    Args:
+        config: An `EvalConfig`.
+        threat: `threat_model(config, ...)`: the radius and pixel range.
+
+    Returns:
+        A dict of name -> attack, in the protocol's order.
+
+    Raises:
+        ValueError: If `--attacks` names an attack outside `--protocol`.
+    """
+    kwargs = {k: threat[k] for k in ("epsilon", "clip_min", "clip_max")}
+    if keras_lfr.evaluation.PROTOCOLS[config.protocol].takes_queries:
+        kwargs["queries"] = config.queries
+    chosen = keras_lfr.evaluation.protocol(config.protocol, **kwargs)
+    if config.attacks:
+        unknown = sorted(set(config.attacks) - set(chosen))
+        if unknown:
+            raise ValueError(
+                f"Invalid value for argument `attacks`. Received: attacks={list(config.attacks)}. "
+                f"Expected names from the {config.protocol!r} protocol: {sorted(chosen)}."
+            )
+        chosen = {name: chosen[name] for name in config.attacks}
+    return chosen
+
+
+def search_plan(config, chosen):
+    """`{name: "float32" or "bfloat16"}`: where each attack searches at `--precision`."""
+    return {
+        name: keras_lfr.evaluation.search_precision(attack, config.precision)
+        for name, attack in chosen.items()
+    }
+
+
 def chunk_cache(config, threat, model):
     """The folder of an evaluation's chunk results: `--cache_dir`, else one per model and setting.
 
@@ -291,6 +328,7 @@ def chunk_cache(config, threat, model):
         settings["validation_examples"] = config.validation_examples
     if config.precision != "float32":  # never mixed with float32's chunks (nor these with it)
         settings["precision"] = config.precision
+        settings["search"] = search_plan(config, chosen_attacks(config, threat))
     if config.data_npz:  # other images, or in another order, than tfds'
         settings["data_npz"] = os.path.abspath(config.data_npz)
     root = os.environ.get("KERAS_LFR_CACHE_DIR") or os.path.join(
@@ -415,19 +453,7 @@ def evaluate(config, log=None):
     threat = threat_model(config, loaded)
     dataset, epsilon = threat["dataset"], threat["epsilon"]
     images = validate(config, threat)
-    pixels = {"clip_min": threat["clip_min"], "clip_max": threat["clip_max"]}
-    kwargs = {"epsilon": epsilon, **pixels}
-    if keras_lfr.evaluation.PROTOCOLS[config.protocol].takes_queries:
-        kwargs["queries"] = config.queries
-    chosen = keras_lfr.evaluation.protocol(config.protocol, **kwargs)
-    if config.attacks:
-        unknown = sorted(set(config.attacks) - set(chosen))
-        if unknown:
-            raise ValueError(
-                f"Invalid value for argument `attacks`. Received: attacks={list(config.attacks)}. "
-                f"Expected names from the {config.protocol!r} protocol: {sorted(chosen)}."
-            )
-        chosen = {name: chosen[name] for name in config.attacks}
+    chosen = chosen_attacks(config, threat)
     model = load_model(config, dataset) if loaded is None else as_classifier(loaded)
     source = {"data_dir": config.data_dir, "download": config.download, "data_npz": config.data_npz}
     keras_lfr.data.require(dataset, **source)
@@ -439,6 +465,7 @@ def evaluate(config, log=None):
         "protocol": config.protocol,
         "cascade": config.cascade,
         "precision": config.precision,
+        **({"search": search_plan(config, chosen)} if config.precision != "float32" else {}),
         "dataset": dataset,
         "epsilon": epsilon,
         "threat_model": threat,
@@ -543,7 +570,8 @@ def describe(output):
     Args:
         output: `evaluate`'s output, or the part of it known before the
             attacks run (`protocol`, `cascade`, `dataset`, `epsilon`,
-            `threat_model`, optionally `precision`, `split` and `examples`).
+            `threat_model`, optionally `precision`, `search`, `split` and
+            `examples`).
     """
     threat = output["threat_model"]
     source = threat["source"]
@@ -563,7 +591,13 @@ def describe(output):
             "--validation_examples holds out), not the test split."
         )
     if output.get("precision", "float32") != "float32":
-        line += " Mixed precision: the attacks search in bfloat16, every verdict is float32's."
+        by_search = {}
+        for name, search in output.get("search", {}).items():
+            by_search.setdefault(search, []).append(name)
+        searches = "; ".join(
+            f"{', '.join(names)} in {search}" for search, names in sorted(by_search.items())
+        )
+        line += f" Mixed precision: the attacks search {searches}; every verdict is float32's."
     trained = threat["trained_epsilon"]
     if trained is not None and abs(trained - output["epsilon"]) > 1e-9:
         line += f" Note: the model was trained at ε = {trained:g}, not {output['epsilon']:g}."

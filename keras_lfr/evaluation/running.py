@@ -1,5 +1,6 @@
 """Running attacks: robust accuracy in memory and in resumable chunks, their cache and precision."""
 
+import functools
 import hashlib
 import json
 import os
@@ -8,7 +9,7 @@ import time
 import keras
 import numpy as np
 
-from keras_lfr import _validation, backend, checks, ops
+from keras_lfr import _validation, attacks, backend, checks, ops
 from keras_lfr._version import __version__
 from keras_lfr.evaluation.comparison import flags_to_string
 
@@ -18,31 +19,79 @@ def _as_logits_fn(model):
     return backend.batch_function(lambda x: model(x, training=False), _variables(model))
 
 
-# The precisions an evaluation's attacks may search in; their verdicts are always float32's.
+# What an evaluation's attacks may search in (each attack's: `search_precision`);
+# their verdicts are always float32's.
 PRECISIONS = ("float32", "mixed")
+
+# Score-based searches: they keep a candidate only if its score beats the best so
+# far (Square's acceptance test). Late in the search the gains are smaller than the
+# rounding of bfloat16 logits, so under mixed precision they run in float32.
+# (`protocols.BLACK_BOX_ATTACKS` names the protocols' attacks of this kind.)
+_SCORE_SEARCHES = (attacks.square,)
+
+
+def search_precision(attack, precision):
+    """The precision in which `attack` searches during an evaluation in `precision`.
+
+    Under `"mixed"`, Square (`attacks.square`, or a `functools.partial` of
+    it) searches in float32 and every other attack on a bfloat16 copy of the
+    model. Square keeps a candidate only if its margin is lower than the
+    best so far, and on a bfloat16 copy it misses examples that float32
+    finds: the small gains of its late, small squares are below bfloat16's
+    rounding. Any other callable, a wrapper around Square included, counts
+    as a gradient-based search.
+
+    Args:
+        attack: `fn(model, x, labels) -> x_adv`.
+        precision: The evaluation's precision, one of `PRECISIONS`.
+
+    Returns:
+        `"float32"` or `"bfloat16"`.
+
+    Raises:
+        ValueError: If `precision` is not one of `PRECISIONS`.
+
+    Example:
+
+    >>> chosen = keras_lfr.evaluation.protocol("autoattack")
+    >>> {name: keras_lfr.evaluation.search_precision(a, "mixed") for name, a in chosen.items()}
+    {'apgd_ce': 'bfloat16', 'apgd_t': 'bfloat16', 'fab_t': 'bfloat16', 'square': 'float32'}
+    """
+    _validation.one_of("precision", precision, PRECISIONS)
+    while isinstance(attack, functools.partial):
+        attack = attack.func
+    if precision == "float32" or attack in _SCORE_SEARCHES:
+        return "float32"
+    return "bfloat16"
+
+
+def _search_plan(attacks_by_name, precision):
+    """`{name: search_precision(attack, precision)}`: what a chunk of mixed precision records."""
+    return {name: search_precision(a, precision) for name, a in attacks_by_name.items()}
 
 
 def correct_under(model, attack, precision="float32"):
     """The compiled accuracy-under-attack step of every evaluation loop.
 
-    With `precision="mixed"`, the attack searches on a bfloat16 copy of the
-    model (`keras_lfr.models.bfloat16_copy`, its logits cast to float32;
-    forward passes and input gradients in bfloat16), and the point it
-    returns is judged on `model` itself, in float32: an example counts as
-    broken only if `model` misclassifies the attack's point. A rounding error
-    of the search can therefore cost a found example (the attack keeps a point
-    that bfloat16 misclassifies and float32 does not), never add one. The
-    copy's weights are copied from `model`'s at every call, so a model that
-    trains between calls (`callbacks.AttackEvaluation`) is searched as it
-    is now.
+    With `precision="mixed"`, a gradient-based attack searches on a bfloat16
+    copy of the model (`keras_lfr.models.bfloat16_copy`, its logits cast to
+    float32; forward passes and input gradients in bfloat16), and the point
+    it returns is judged on `model` itself, in float32: an example counts as
+    broken only if `model` misclassifies the attack's point. A rounding
+    error of the search can therefore cost a found example (the attack keeps
+    a point that bfloat16 misclassifies and float32 does not), never add one.
+    Score-based searches stay in float32 (`search_precision`). The copy's
+    weights are copied from `model`'s at every call, so a model that trains
+    between calls (`callbacks.AttackEvaluation`) is searched as it is now.
 
     Args:
         model: A Keras model or any callable returning logits (for
-            `"mixed"`: a functional or Sequential Keras model, or a
-            `keras_lfr.RobustModel` wrapping one).
+            `"mixed"` with a gradient-based attack: a functional or
+            Sequential Keras model, or a `keras_lfr.RobustModel` wrapping
+            one).
         attack: `fn(model, x, labels) -> x_adv`.
-        precision: `"float32"` or `"mixed"` (search in bfloat16, verdicts
-            in float32). Defaults to `"float32"`.
+        precision: `"float32"` or `"mixed"` (gradient searches in bfloat16,
+            verdicts in float32). Defaults to `"float32"`.
 
     Returns:
         A function `(x, labels) -> bool per example`: is the model's
@@ -51,8 +100,8 @@ def correct_under(model, attack, precision="float32"):
         attack), not once per size.
 
     Raises:
-        ValueError: If `precision` is not one of `PRECISIONS`, or is
-            `"mixed"` and `model` cannot be copied in bfloat16.
+        ValueError: If `precision` is not one of `PRECISIONS`, or the
+            attack searches in bfloat16 and `model` cannot be copied.
 
     Example:
 
@@ -60,13 +109,7 @@ def correct_under(model, attack, precision="float32"):
     ...     cnn, keras_lfr.evaluation.protocol("autoattack")["apgd_ce"], precision="mixed")
     >>> robust = correct(x, labels)  # float32 verdicts of a bfloat16 search
     """
-    return _correct_under(model, attack, _searched(model, precision))
-
-
-def _searched(model, precision):
-    """The model the attacks search on: `model` itself, or its `_Bfloat16Search`."""
-    _validation.one_of("precision", precision, PRECISIONS)
-    return model if precision == "float32" else _Bfloat16Search(model)
+    return _compile(model, {"attack": attack}, precision)[1]["attack"]
 
 
 class _Bfloat16Search:
@@ -95,7 +138,7 @@ class _Bfloat16Search:
 
 
 def _correct_under(model, attack, searched):
-    """`correct_under`, the attack searching on `searched` (`_searched`), judged on `model`."""
+    """`correct_under`, the attack searching on `searched` (`model` or its `_Bfloat16Search`)."""
 
     def correct(x, labels):
         x_adv = attack(searched, x, labels)
@@ -153,9 +196,10 @@ def robust_accuracy(
         per_example: Also return, under `"per_example"`, each example's
             worst-case verdict as a string of `"1"` (robust) and `"0"`, in
             the data's order (for `paired_comparison`). Defaults to `False`.
-        precision: `"float32"`, or `"mixed"`: the attacks search on a
-            bfloat16 copy of the model, several times faster where bfloat16
-            is (most CPUs and GPUs), and every point they return is judged on
+        precision: `"float32"`, or `"mixed"`: the gradient-based attacks
+            search on a bfloat16 copy of the model, faster where bfloat16 is
+            (most CPUs and GPUs), score-based ones (Square) in float32
+            (`search_precision`), and every point they return is judged on
             `model` in float32 (`correct_under`). The clean pass, each
             attack's verdicts, the cascade's hand-over and all results are
             float32's; mixed precision can only miss an adversarial example
@@ -186,16 +230,18 @@ def robust_accuracy(
 def _compile(model, attacks_by_name, precision="float32"):
     """`(logits_fn, {name: correct_under(model, attack, precision)})`: compile once, run often.
 
-    The attacks of a mixed-precision evaluation share one bfloat16 copy.
+    The bfloat16 searches of a mixed-precision evaluation share one copy.
     """
     if not attacks_by_name:
         raise ValueError(
             "Invalid value for argument `attacks_by_name`. Received: "
             f"attacks_by_name={attacks_by_name!r}. Expected a non-empty dict."
         )
-    searched = _searched(model, precision)
+    plan = _search_plan(attacks_by_name, precision)
+    copy = _Bfloat16Search(model) if "bfloat16" in plan.values() else None
     compiled = {
-        name: _correct_under(model, attack, searched) for name, attack in attacks_by_name.items()
+        name: _correct_under(model, attack, copy if plan[name] == "bfloat16" else model)
+        for name, attack in attacks_by_name.items()
     }
     return _as_logits_fn(model), compiled
 
@@ -274,8 +320,9 @@ def resumable_robust_accuracy(
     evaluation gives exactly the counts of an uninterrupted one. Use one
     `cache_dir` per model, protocol and setting (`cache_key`): the cache
     knows only chunk positions. A chunk evaluated in mixed precision says
-    so, and is never read back by an evaluation in float32, nor the other
-    way round.
+    so, with the precision each attack searched in (`search_precision`),
+    and is never read back by an evaluation in float32 or with another
+    search, nor the other way round.
 
     Args:
         model: A Keras model or any callable returning logits.
@@ -299,18 +346,22 @@ def resumable_robust_accuracy(
 
     Raises:
         ValueError: If an argument is invalid, or `cache_dir` holds a chunk
-            evaluated in another precision.
+            evaluated in another precision or with another search.
 
     Example:
 
+    >>> chosen = keras_lfr.evaluation.protocol("autoattack")
+    >>> plan = {n: keras_lfr.evaluation.search_precision(a, "mixed") for n, a in chosen.items()}
     >>> results = keras_lfr.evaluation.resumable_robust_accuracy(
-    ...     model, load_chunk, keras_lfr.evaluation.protocol("autoattack"), 1000,
-    ...     cache_dir="evaluations/mixed-" + keras_lfr.evaluation.cache_key(model, "mixed"),
+    ...     model, load_chunk, chosen, 1000,
+    ...     cache_dir="evaluations/mixed-" + keras_lfr.evaluation.cache_key(model, "mixed", plan),
     ...     precision="mixed")
     """
     n_examples = _validation.positive_int("n_examples", n_examples)
     chunk_size = _validation.positive_int("chunk_size", chunk_size)
     _validation.one_of("precision", precision, PRECISIONS)
+    # The precision each attack searches in; a mixed chunk records it.
+    plan = _search_plan(attacks_by_name, precision)
     if cache_dir is not None:
         os.makedirs(cache_dir, exist_ok=True)
     names = ("clean", *attacks_by_name, "worst_case")
@@ -329,14 +380,18 @@ def resumable_robust_accuracy(
         if cached:
             with open(path) as f:
                 chunk = json.load(f)
-            # Chunks written before precisions existed are float32's.
+            # Chunks written before precisions existed are float32's, and mixed
+            # chunks written before `search` was recorded searched all in bfloat16.
             found = chunk.get("precision", "float32")
-            if found != precision:
+            default = dict.fromkeys(plan, "bfloat16" if found == "mixed" else "float32")
+            searched = chunk.get("search", default)
+            if found != precision or searched != plan:
                 raise ValueError(
                     f"Invalid value for argument `cache_dir`. Received: cache_dir={cache_dir!r}, "
                     f"whose {_chunk_file(start, stop)} was evaluated with "
-                    f"precision={found!r}. Expected a folder of chunks "
-                    f"evaluated with precision={precision!r}: use one folder per precision."
+                    f"precision={found!r}, searching {searched}. Expected a folder of chunks "
+                    f"evaluated with precision={precision!r}, searching {plan}: use one "
+                    "folder per precision and search (`search_precision`)."
                 )
         else:
             steps = steps or _compile(model, attacks_by_name, precision)
@@ -348,7 +403,7 @@ def resumable_robust_accuracy(
             chunk["examples"] = n
             chunk.update({t: result[t] for t in (*timers, "per_example")})
             if precision != "float32":  # float32 chunks keep the form they always had
-                chunk["precision"] = precision
+                chunk["precision"], chunk["search"] = precision, plan
             if path is not None:
                 with open(f"{path}.tmp", "w") as f:
                     json.dump(chunk, f)

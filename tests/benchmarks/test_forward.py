@@ -68,13 +68,26 @@ def test_attack_floors_price_each_pass_and_the_float32_verdict():
     passes = forward.protocol_passes(evaluation.autoattack_protocol())
     entering = ["994", "940", "938", "938"]
     gradient, search_forward, verdict = 2.5e-4, 1e-4, 3e-4
-    floors = forward.attack_floors(passes, entering, (gradient, search_forward), verdict)
+    rates = dict.fromkeys(forward.ATTACKS, (gradient, search_forward))
+    floors = forward.attack_floors(passes, entering, rates, verdict)
     # By hand: APGD-CE's 101 gradients and its float32 verdict; Square's 5,000
     # searching forwards and its verdict.
     assert floors["apgd_ce"] == pytest.approx(994 * (101 * gradient + verdict))
     assert floors["square"] == pytest.approx(938 * (5000 * search_forward + verdict))
     # At float32's own rates for the search, the verdict is one more pass of them.
-    same = forward.attack_floors(passes, entering, (gradient, verdict), verdict)
+    same = forward.attack_floors(
+        passes, entering, dict.fromkeys(forward.ATTACKS, (gradient, verdict)), verdict
+    )
     for name, (gradients, forwards) in passes.items():
         count = int(entering[forward.ATTACKS.index(name)])
         assert same[name] == pytest.approx(count * (gradients * gradient + forwards * verdict))
+
+
+def test_each_attack_is_priced_at_the_rates_of_the_precision_it_searches_in():
+    passes = forward.protocol_passes(evaluation.autoattack_protocol())
+    entering = ["994", "940", "938", "938"]
+    bfloat16, float32 = (1e-4, 5e-5), (2e-4, 1e-4)
+    rates = {"apgd_ce": bfloat16, "apgd_t": bfloat16, "fab_t": bfloat16, "square": float32}
+    floors = forward.attack_floors(passes, entering, rates, float32[1])
+    assert floors["square"] == pytest.approx(938 * 5001 * float32[1])
+    assert floors["apgd_ce"] == pytest.approx(994 * (101 * bfloat16[0] + float32[1]))

@@ -1,4 +1,4 @@
-"""Mixed precision: the attacks search in bfloat16, every verdict is float32's.
+"""Mixed precision: gradient attacks search in bfloat16, Square in float32; verdicts are float32's.
 
 `tests/helpers/mixed_precision.py` computes the same checks on Keras'
 TensorFlow backend (in this process) and on JAX (in its own process, Keras
@@ -22,6 +22,7 @@ from helpers import mixed_precision
 
 import keras_lfr
 from keras_lfr import attacks, evaluation
+from keras_lfr.evaluation import running
 
 BACKENDS = ("tensorflow", "jax")
 
@@ -140,9 +141,23 @@ def test_float32_and_mixed_chunks_never_mix(tmp_path):
         )  # fmt: skip
 
     mixed = run("mixed", tmp_path / "mixed")
-    chunk = json.loads((tmp_path / "mixed" / "chunk-000000-000003.json").read_text())
-    assert chunk["precision"] == "mixed"
+    first = tmp_path / "mixed" / "chunk-000000-000003.json"
+    chunk = json.loads(first.read_text())
+    assert (chunk["precision"], chunk["search"]) == ("mixed", {"fgsm": "bfloat16"})
     assert run("mixed", tmp_path / "mixed")["per_example"] == mixed["per_example"]  # resumed
+    # A chunk whose attack searched in another precision is not read back as this search's.
+    first.write_text(json.dumps({**chunk, "search": {"fgsm": "float32"}}))
+    with pytest.raises(ValueError, match=r"`cache_dir`.*searching \{'fgsm': 'float32'\}"):
+        run("mixed", tmp_path / "mixed")
+    # A mixed chunk that records no search searched every attack in bfloat16, Square too.
+    square = {"square": functools.partial(attacks.square, epsilon=0.05, queries=5)}
+    old = {("square" if k == "fgsm" else k): v for k, v in chunk.items() if k != "search"}
+    first.write_text(json.dumps(old))
+    with pytest.raises(ValueError, match=r"searching \{'square': 'bfloat16'\}.*'float32'\}"):
+        evaluation.resumable_robust_accuracy(
+            model, load_chunk, square, 6, chunk_size=3, cache_dir=str(tmp_path / "mixed"),
+            verbose=0, precision="mixed",
+        )  # fmt: skip
     with pytest.raises(ValueError, match=r"`cache_dir`.*precision='mixed'.*precision='float32'"):
         run("float32", tmp_path / "mixed")
     run("float32", tmp_path / "float32")
@@ -150,3 +165,73 @@ def test_float32_and_mixed_chunks_never_mix(tmp_path):
     assert "precision" not in chunk  # float32 chunks keep their form (the zoo's shipped ones)
     with pytest.raises(ValueError, match=r"precision='float32'.*Expected.*precision='mixed'"):
         run("mixed", tmp_path / "float32")
+
+
+@pytest.mark.parametrize(
+    ("attack", "precision", "expected"),
+    [
+        (attacks.apgd, "mixed", "bfloat16"),
+        (functools.partial(attacks.fab, epsilon=0.3), "mixed", "bfloat16"),
+        (attacks.square, "mixed", "float32"),
+        (
+            functools.partial(functools.partial(attacks.square, queries=10), seed=3),
+            "mixed",
+            "float32",
+        ),
+        (attacks.apgd, "float32", "float32"),
+        (attacks.square, "float32", "float32"),
+    ],
+)
+def test_square_searches_in_float32_under_mixed_precision(attack, precision, expected):
+    assert evaluation.search_precision(attack, precision) == expected
+
+
+def test_the_autoattack_protocol_under_mixed_precision_searches_square_in_float32():
+    found = {
+        name: evaluation.search_precision(attack, "mixed")
+        for name, attack in evaluation.protocol("autoattack").items()
+    }
+    assert found == {
+        "apgd_ce": "bfloat16",
+        "apgd_t": "bfloat16",
+        "fab_t": "bfloat16",
+        "square": "float32",
+    }
+    with pytest.raises(ValueError, match=r"`precision`.*'half'"):
+        evaluation.search_precision(attacks.apgd, "half")
+
+
+def test_each_attack_searches_the_model_its_precision_names(monkeypatch):
+    seen = {}
+
+    def spy(name):
+        def attack(model, x, labels):
+            seen[name] = model  # at trace time: the model the attack searches
+            return x
+
+        return attack
+
+    gradient, score = spy("gradient"), spy("score")
+    monkeypatch.setattr(running, "_SCORE_SEARCHES", (score,))
+    model = tiny_model()
+    x, y = tiny_batch(batch=4)
+    for precision in evaluation.PRECISIONS:
+        seen.clear()
+        _, compiled = running._compile(model, {"g": gradient, "s": score}, precision)
+        for correct in compiled.values():
+            correct(x, y)
+        assert seen["score"] is model, precision
+        if precision == "mixed":
+            assert isinstance(seen["gradient"], running._Bfloat16Search)
+            assert seen["gradient"].source is model
+        else:
+            assert seen["gradient"] is model
+
+
+def test_a_mixed_evaluation_of_square_alone_needs_no_bfloat16_copy():
+    # A plain callable cannot be copied in bfloat16; Square alone does not ask for a copy.
+    model = tiny_model()
+    x, y = tiny_batch(batch=4)
+    square = functools.partial(attacks.square, epsilon=0.05, queries=5)
+    mixed = evaluation.correct_under(lambda x, training=False: model(x), square, "mixed")
+    assert np.array_equal(mixed(x, y), evaluation.correct_under(model, square, "float32")(x, y))

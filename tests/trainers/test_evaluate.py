@@ -460,7 +460,7 @@ def test_validation_examples_evaluates_the_held_out_training_images(tmp_path):
         evaluating.evaluate(evaluating.EvalConfig(**kwargs, validation_examples=-1))
 
 
-def test_precision_is_checked_and_has_its_own_chunk_cache(tmp_path):
+def test_precision_is_checked_and_has_its_own_chunk_cache(tmp_path, monkeypatch):
     from absl import flags
 
     from trainers import options
@@ -483,6 +483,12 @@ def test_precision_is_checked_and_has_its_own_chunk_cache(tmp_path):
     # float32's folder is the one it always had; mixed precision's is another.
     assert folders["float32"] == evaluating.chunk_cache(config, threat, model)
     assert folders["mixed"] != folders["float32"]
+    # Mixed precision's folder is named by where each attack searches: with Square
+    # searching in bfloat16 too, it would be another.
+    mixed = evaluating.EvalConfig(model=config.model, precision="mixed")
+    assert evaluating.chunk_cache(mixed, threat, model) == folders["mixed"]
+    monkeypatch.setattr(keras_lfr.evaluation.running, "_SCORE_SEARCHES", ())
+    assert evaluating.chunk_cache(mixed, threat, model) != folders["mixed"]
     keras_lfr.export(model, tmp_path / "saved")
     served = evaluating.EvalConfig(
         model=str(tmp_path / "saved"), precision="mixed", dataset="mnist"
@@ -498,10 +504,11 @@ def test_a_mixed_precision_evaluation_says_so_and_records_it(tmp_path):
         evaluating.EvalConfig(**kwargs, precision="mixed", verbose=0), log=lines.append
     )
     assert output["precision"] == "mixed" and output["config"]["precision"] == "mixed"
-    assert "the attacks search in bfloat16, every verdict is float32's" in lines[0]
+    assert "Mixed precision: the attacks search fgsm in bfloat16; every verdict is" in lines[0]
+    assert output["search"] == {"fgsm": "bfloat16"}
     assert len(output["results"]["per_example"]) == 8
     chunk = json.loads((pathlib.Path(output["cache_dir"]) / "chunk-000000-000008.json").read_text())
-    assert chunk["precision"] == "mixed"
+    assert (chunk["precision"], chunk["search"]) == ("mixed", {"fgsm": "bfloat16"})
     full = evaluating.evaluate(evaluating.EvalConfig(**kwargs, verbose=0))
     assert full["precision"] == "float32" and full["cache_dir"] != output["cache_dir"]
     assert output["results"]["clean"] == full["results"]["clean"]  # the clean pass is float32's
