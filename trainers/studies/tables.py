@@ -304,6 +304,37 @@ def mixed_precision():
     return markdown(columns, table)
 
 
+def mixed_precision_timing():
+    """Both precisions in one process on one machine (`results/mixed_precision/timing.json`)."""
+    with open(os.path.join(RESULTS, "mixed_precision", "timing.json")) as f:
+        rows = json.load(f)["rows"]
+    float32 = {
+        row["model"]: row["cpu_seconds_per_1000"] for row in rows if row["precision"] == "float32"
+    }
+    table = [
+        [
+            f"`{row['model']}`" if row["model"] != "authors" else "the authors' LFR",
+            row["precision"],
+            cell(row["examples"]),
+            cell(100 * row["robust"], ".1f"),
+            cell(row["cpu_seconds_per_1000"], ",.0f"),
+            cell(row["seconds_per_1000"], ",.0f"),
+            cell(row["cpu_seconds_per_1000"] / float32[row["model"]], ".2f"),
+        ]
+        for row in rows
+    ]
+    columns = [
+        "model",
+        "precision",
+        "images",
+        "robust",
+        "CPU s per 1,000 images",
+        "wall s per 1,000 images",
+        "of float32's CPU time",
+    ]
+    return markdown(columns, table)
+
+
 BLOCKS = {
     "zoo-summary": zoo_summary,
     "zoo-entries": zoo_entries,
@@ -312,6 +343,7 @@ BLOCKS = {
     "seeds": seeds,
     "seed-costs": seed_costs,
     "mixed-precision": mixed_precision,
+    "mixed-precision-timing": mixed_precision_timing,
 }
 
 
