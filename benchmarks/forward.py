@@ -176,8 +176,7 @@ def main(argv):
         print(f"| {dtype} | {1e3 * wall:.1f} | {1e3 * cpu_seconds[dtype]:.1f} | {rate:.0f} |")
     attacks = evaluation.autoattack_protocol()
     plans = {
-        precision: {name: evaluation.search_precision(attacks[name], precision) for name in ATTACKS}
-        for precision in FLAGS.precisions
+        precision: evaluation.search_plan(attacks, precision) for precision in FLAGS.precisions
     }
     rates = {}  # per search precision: (gradient, forward) CPU seconds per image
     searches = {"float32", *(s for plan in plans.values() for s in plan.values())}

@@ -142,7 +142,7 @@ def run(name, model, dataset, epsilon, precision, cached=True, seed=None):
         settings = [dataset, FLAGS.chunk_size, PROTOCOL, epsilon, FLAGS.queries, precision]
         settings += [f"seed{seed}"] if seed else []
         if precision != "float32":  # which attacks search in bfloat16 (float32's keys unchanged)
-            settings += [{n: evaluation.search_precision(a, precision) for n, a in attacks.items()}]
+            settings += [evaluation.search_plan(attacks, precision)]
         root = os.path.join(FLAGS.cache_dir, name.replace("/", "-"))
         cache_dir = evaluation.cache_path(root, precision, model, *settings)
     start, cpu_start = time.perf_counter(), time.process_time()

@@ -97,7 +97,9 @@ class AttackEvaluation(keras.callbacks.Callback):
         if self.attacks_by_name is None:
             self.attacks_by_name = {"pgd": default_attack(self.model)}
         if self._compiled is None:
-            _, self._compiled = running._compile(self.model, self.attacks_by_name, self.precision)
+            self._compiled = running._correct_steps(
+                self.model, self.attacks_by_name, self.precision
+            )
         for name, correct in self._compiled.items():
             total = 0
             for start in range(0, len(self.x), self.batch_size):

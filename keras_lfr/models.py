@@ -291,8 +291,9 @@ def bfloat16_copy(model):
     in bfloat16. The mixed-precision evaluation
     (`keras_lfr.evaluation.robust_accuracy(..., precision="mixed")`) runs
     the search of every attack but Square on such a copy and judges what
-    they find on the original. The copy is made with `keras.models.clone_model`, so `model`
-    must be a functional or Sequential model (a `RobustModel` is unwrapped).
+    they find on the original. The copy is made with
+    `keras.models.clone_model`, so `model` must be a functional or
+    Sequential model (a `RobustModel` is unwrapped).
     Its weights are copied once: after the original's change (training),
     copy them again, e.g. `copy.set_weights(model.get_weights())`.
 

@@ -299,14 +299,6 @@ def chosen_attacks(config, threat):
     return chosen
 
 
-def search_plan(config, chosen):
-    """`{name: "float32" or "bfloat16"}`: where each attack searches at `--precision`."""
-    return {
-        name: keras_lfr.evaluation.search_precision(attack, config.precision)
-        for name, attack in chosen.items()
-    }
-
-
 def chunk_cache(config, threat, model):
     """The folder of an evaluation's chunk results: `--cache_dir`, else one per model and setting.
 
@@ -328,7 +320,9 @@ def chunk_cache(config, threat, model):
         settings["validation_examples"] = config.validation_examples
     if config.precision != "float32":  # never mixed with float32's chunks (nor these with it)
         settings["precision"] = config.precision
-        settings["search"] = search_plan(config, chosen_attacks(config, threat))
+        settings["search"] = keras_lfr.evaluation.search_plan(
+            chosen_attacks(config, threat), config.precision
+        )
     if config.data_npz:  # other images, or in another order, than tfds'
         settings["data_npz"] = os.path.abspath(config.data_npz)
     root = os.environ.get("KERAS_LFR_CACHE_DIR") or os.path.join(
@@ -465,7 +459,11 @@ def evaluate(config, log=None):
         "protocol": config.protocol,
         "cascade": config.cascade,
         "precision": config.precision,
-        **({"search": search_plan(config, chosen)} if config.precision != "float32" else {}),
+        **(
+            {"search": keras_lfr.evaluation.search_plan(chosen, config.precision)}
+            if config.precision != "float32"
+            else {}
+        ),
         "dataset": dataset,
         "epsilon": epsilon,
         "threat_model": threat,

@@ -5,7 +5,7 @@ One module per job, every public name importable from here:
 - `protocols`: the registry of attack protocols (`PROTOCOLS`, `protocol`);
 - `running`: running them, in memory (`robust_accuracy`) or in resumable
   chunks (`resumable_robust_accuracy`, `cache_key`, `cache_path`), in
-  float32 or mixed precision (`PRECISIONS`, `search_precision`);
+  float32 or mixed precision (`PRECISIONS`, `search_precision`, `search_plan`);
 - `comparison`: paired comparisons of two models' verdicts (`paired_comparison`);
 - `sanity`: signs of gradient masking (`sanity_checks`, `black_box_check`,
   `confidence`);
@@ -33,6 +33,7 @@ from keras_lfr.evaluation.running import (
     correct_under,
     resumable_robust_accuracy,
     robust_accuracy,
+    search_plan,
     search_precision,
 )
 from keras_lfr.evaluation.sanity import (
@@ -67,6 +68,7 @@ __all__ = [
     "protocol",
     "resumable_robust_accuracy",
     "robust_accuracy",
+    "search_plan",
     "search_precision",
     "sanity_checks",
     "strong_protocol",

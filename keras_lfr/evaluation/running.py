@@ -65,8 +65,27 @@ def search_precision(attack, precision):
     return "bfloat16"
 
 
-def _search_plan(attacks_by_name, precision):
-    """`{name: search_precision(attack, precision)}`: what a chunk of mixed precision records."""
+def search_plan(attacks_by_name, precision):
+    """Where each attack of an evaluation in `precision` searches: `search_precision` of each.
+
+    A chunk of a mixed-precision evaluation records it, and a cache folder
+    of one should be named by it (`cache_key`).
+
+    Args:
+        attacks_by_name: Dict of name -> `fn(model, x, labels) -> x_adv`.
+        precision: The evaluation's precision, one of `PRECISIONS`.
+
+    Returns:
+        A dict of name -> `"float32"` or `"bfloat16"`, in the attacks' order.
+
+    Raises:
+        ValueError: If `precision` is not one of `PRECISIONS`.
+
+    Example:
+
+    >>> keras_lfr.evaluation.search_plan(keras_lfr.evaluation.protocol("strong"), "mixed")
+    {'apgd_ce': 'bfloat16', 'apgd_t': 'bfloat16', 'square': 'float32'}
+    """
     return {name: search_precision(a, precision) for name, a in attacks_by_name.items()}
 
 
@@ -109,7 +128,7 @@ def correct_under(model, attack, precision="float32"):
     ...     cnn, keras_lfr.evaluation.protocol("autoattack")["apgd_ce"], precision="mixed")
     >>> robust = correct(x, labels)  # float32 verdicts of a bfloat16 search
     """
-    return _compile(model, {"attack": attack}, precision)[1]["attack"]
+    return _correct_steps(model, {"attack": attack}, precision)["attack"]
 
 
 class _Bfloat16Search:
@@ -228,22 +247,23 @@ def robust_accuracy(
 
 
 def _compile(model, attacks_by_name, precision="float32"):
-    """`(logits_fn, {name: correct_under(model, attack, precision)})`: compile once, run often.
-
-    The bfloat16 searches of a mixed-precision evaluation share one copy.
-    """
+    """`(logits_fn, _correct_steps(...))`: an evaluation loop's steps, compiled once, run often."""
     if not attacks_by_name:
         raise ValueError(
             "Invalid value for argument `attacks_by_name`. Received: "
             f"attacks_by_name={attacks_by_name!r}. Expected a non-empty dict."
         )
-    plan = _search_plan(attacks_by_name, precision)
+    return _as_logits_fn(model), _correct_steps(model, attacks_by_name, precision)
+
+
+def _correct_steps(model, attacks_by_name, precision):
+    """`{name: correct_under(model, attack, precision)}`; the bfloat16 searches share one copy."""
+    plan = search_plan(attacks_by_name, precision)
     copy = _Bfloat16Search(model) if "bfloat16" in plan.values() else None
-    compiled = {
+    return {
         name: _correct_under(model, attack, copy if plan[name] == "bfloat16" else model)
         for name, attack in attacks_by_name.items()
     }
-    return _as_logits_fn(model), compiled
 
 
 def _robust_accuracy(model, steps, dataset, cascade, verbose, per_example):
@@ -351,7 +371,7 @@ def resumable_robust_accuracy(
     Example:
 
     >>> chosen = keras_lfr.evaluation.protocol("autoattack")
-    >>> plan = {n: keras_lfr.evaluation.search_precision(a, "mixed") for n, a in chosen.items()}
+    >>> plan = keras_lfr.evaluation.search_plan(chosen, "mixed")
     >>> results = keras_lfr.evaluation.resumable_robust_accuracy(
     ...     model, load_chunk, chosen, 1000,
     ...     cache_dir="evaluations/mixed-" + keras_lfr.evaluation.cache_key(model, "mixed", plan),
@@ -361,7 +381,7 @@ def resumable_robust_accuracy(
     chunk_size = _validation.positive_int("chunk_size", chunk_size)
     _validation.one_of("precision", precision, PRECISIONS)
     # The precision each attack searches in; a mixed chunk records it.
-    plan = _search_plan(attacks_by_name, precision)
+    plan = search_plan(attacks_by_name, precision)
     if cache_dir is not None:
         os.makedirs(cache_dir, exist_ok=True)
     names = ("clean", *attacks_by_name, "worst_case")

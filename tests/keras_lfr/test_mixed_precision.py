@@ -197,6 +197,7 @@ def test_the_autoattack_protocol_under_mixed_precision_searches_square_in_float3
         "fab_t": "bfloat16",
         "square": "float32",
     }
+    assert evaluation.search_plan(evaluation.protocol("autoattack"), "mixed") == found
     with pytest.raises(ValueError, match=r"`precision`.*'half'"):
         evaluation.search_precision(attacks.apgd, "half")
 
