@@ -73,6 +73,22 @@ def test_seeds_are_averaged_per_setting(study):
     assert f"| pgd_at | 0, 1, 2 | 98.00 ± 1.00 | {100 * np.mean(robust):.2f} ± " in table
 
 
+def test_labels_name_only_the_settings_away_from_the_defaults(tmp_path):
+    """Plain LFR against LFR with AWP: AWP's group names its settings, the plain one none."""
+    verdicts = np.ones(10, bool)
+    awp = {"awp_gamma": 0.005, "awp_warmup": 5}
+    paths = [
+        write_evaluation(tmp_path, name, {**BASE, "method": "lfr", **extra, "seed": 0}, verdicts)
+        for name, extra in (("plain", {}), ("awp", awp), ("awp_cos", {**awp, "lam": 0.05}))
+    ]
+    groups = comparing.group([comparing.load(p) for p in paths])
+    assert sorted(groups) == [
+        "lfr",
+        "lfr (awp_gamma=0.005, awp_warmup=5)",
+        "lfr (awp_gamma=0.005, awp_warmup=5, lam=0.05)",
+    ]
+
+
 def test_pairs_join_the_runs_of_equal_seeds(study):
     paths, verdicts = study
     comparisons = comparing.paired(comparing.group([comparing.load(p) for p in paths]))

@@ -25,6 +25,12 @@ def test_the_runs_are_the_readmes_commands():
         "--epsilon_warmup_epochs=10 --epsilon_warmup_shape=cosine --seed=1 "
         "--model_dir=runs/seeds/lfr_cos10_e24_s1"
     )
+    # LFR + AWP as it was chosen: AWP from epoch 5 (not the ramp's end), 1,000 images held out.
+    assert seeds.train_command("lfr_awp_cos10_e40", 2, "runs/seeds") == (
+        "python -m trainers.train --recipe=fast --method=lfr --epochs=40 --awp_gamma=0.005 "
+        "--awp_warmup=5 --epsilon_warmup_epochs=10 --epsilon_warmup_shape=cosine "
+        "--validation_examples=1000 --seed=2 --model_dir=runs/seeds/lfr_awp_cos10_e40_s2"
+    )
     for method in seeds.METHODS:  # the fast budget's rows, less the per-epoch curve
         fast = budgets.BUDGETS["fast"].train_config(method)
         assert seeds.BUDGET.train_config(method) == dataclasses.replace(

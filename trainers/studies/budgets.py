@@ -70,7 +70,7 @@ class Budget:
         if method in VARIANTS:
             fields["method"], changes = VARIANTS[method].method, VARIANTS[method].changes
             fields.update(changes)
-            if "awp_gamma" in changes:
+            if "awp_gamma" in changes and "awp_warmup" not in changes:
                 # AWP switches on when the ε ramp is over (at once without one).
                 ramp = fields.get("epsilon_warmup_epochs", recipe.get("epsilon_warmup_epochs"))
                 fields["awp_warmup"] = math.ceil(ramp or 0)
@@ -161,6 +161,23 @@ VARIANTS = {
     # LFR command), and the same from seed 1.
     "lfr_cos10_e24": _LFR_COSINE10_E24,
     "lfr_cos10_e24_seed1": _LFR_COSINE10_E24.with_seed(1),
+    # LFR's recipe chosen on held-out images (docs/RESULTS.md, "Choosing LFR's
+    # recipe"): `trades-awp`'s 40 epochs and AWP, from epoch 5, with LFR's
+    # 10-epoch cosine ramp, trained on all but the last 1,000 training images
+    # as it was screened.
+    "lfr_awp_cos10_e40": Variant(
+        "lfr",
+        {
+            "awp_gamma": 0.005,
+            "awp_warmup": 5,
+            "epochs": 40,
+            "epsilon_warmup_epochs": 10,
+            "epsilon_warmup_shape": "cosine",
+            "validation_examples": 1000,
+        },
+        "LFR-AWP, 10-epoch cosine ε ramp, 40 epochs",
+        exploratory=True,
+    ),
 }
 
 EXPLORATORY = tuple(name for name, variant in VARIANTS.items() if variant.exploratory)

@@ -6,6 +6,7 @@ seed, `summary` and `paired` compute the two tables, `over_seeds` and
 as markdown. `trainers.studies.compare` describes the method.
 """
 
+import dataclasses
 import itertools
 import json
 import math
@@ -108,9 +109,22 @@ def group(evaluations):
 
 
 def _label(config, configs):
-    """The method, and the settings in which this group differs from its method's others."""
+    """The method, and the settings in which this group differs from its method's others.
+
+    Only settings away from `trainers.train`'s defaults are named: of two
+    groups that differ in a setting, at least one names it, so labels stay
+    distinct, and a plain run is labelled by its method alone.
+    """
+    defaults = setting(dataclasses.asdict(config_lib.TrainConfig()))
     others = [c for c in configs if c["method"] == config["method"] and c != config]
-    differing = sorted({k for other in others for k in config if other.get(k) != config[k]})
+    differing = sorted(
+        {
+            k
+            for other in others
+            for k in config
+            if other.get(k) != config[k] and config[k] != defaults.get(k)
+        }
+    )
     if not differing:
         return config["method"]
     return f"{config['method']} ({', '.join(f'{k}={config[k]}' for k in differing)})"

@@ -1,4 +1,4 @@
-r"""Trains the fast recipe's PGD-AT, TRADES and LFR from several seeds and compares them.
+r"""Trains the README's PGD-AT, TRADES and LFR commands from several seeds and compares them.
 
     python -m trainers.studies.seeds                           # runs missing of seeds 0-2; tables
     python -m trainers.studies.seeds --seeds=1 --methods=lfr_cos10_e24
@@ -6,8 +6,9 @@ r"""Trains the fast recipe's PGD-AT, TRADES and LFR from several seeds and compa
     python -m trainers.studies.compare results/seeds/*.json  # the tables of the committed results
 
 Each run is one of the README's MNIST commands (`METHODS`: the fast budget's
-PGD-AT, TRADES and LFR with its 10-epoch cosine ε ramp over 24 epochs, without
-`trainers.studies.reproduce`'s per-epoch PGD-40 curve) from one seed. It trains in
+PGD-AT, TRADES, LFR with its 10-epoch cosine ε ramp over 24 epochs, and LFR +
+AWP over 40 epochs, without `trainers.studies.reproduce`'s per-epoch PGD-40
+curve) from one seed. It trains in
 `--model_dir/<method>_s<seed>` (resuming from its checkpoints), is evaluated
 under the zoo's protocol (`keras_lfr.evaluation.RELEASE_PROTOCOL`) on the first
 `--examples` test images (resuming from its cached chunks) and its evaluation,
@@ -33,9 +34,9 @@ from . import budgets, comparing
 
 FLAGS = flags.FLAGS
 
-# The README's three MNIST commands: the fast budget's rows without the curve.
+# The README's MNIST commands: the fast budget's rows without the curve.
 BUDGET = dataclasses.replace(budgets.BUDGETS["fast"], curve_examples=0)
-METHODS = ("pgd_at", "trades", "lfr_cos10_e24")
+METHODS = ("pgd_at", "trades", "lfr_cos10_e24", "lfr_awp_cos10_e40")
 DATASET = "mnist"
 
 

@@ -229,7 +229,9 @@ def seed_costs():
     for path in _seed_paths():
         with open(path) as f:
             stored = json.load(f)
-        run = f"{stored['run']['method']}, seed {stored['run']['seed']}"
+        # The seed study's name of the run's setting: the file is `<method>_s<seed>.json`.
+        name = os.path.basename(path).rsplit("_s", 1)[0]
+        run = f"{name}, seed {stored['run']['seed']}"
         rows.append(
             [
                 run,
