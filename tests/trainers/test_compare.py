@@ -79,7 +79,7 @@ def test_labels_name_only_the_settings_away_from_the_defaults(tmp_path):
     awp = {"awp_gamma": 0.005, "awp_warmup": 5}
     paths = [
         write_evaluation(tmp_path, name, {**BASE, "method": "lfr", **extra, "seed": 0}, verdicts)
-        for name, extra in (("plain", {}), ("awp", awp), ("awp_cos", {**awp, "lam": 0.05}))
+        for name, extra in (("plain", {}), ("awp", awp), ("awp_lam", {**awp, "lam": 0.05}))
     ]
     groups = comparing.group([comparing.load(p) for p in paths])
     assert sorted(groups) == [
@@ -87,6 +87,21 @@ def test_labels_name_only_the_settings_away_from_the_defaults(tmp_path):
         "lfr (awp_gamma=0.005, awp_warmup=5)",
         "lfr (awp_gamma=0.005, awp_warmup=5, lam=0.05)",
     ]
+
+
+def test_a_float_setting_given_as_an_integer_is_the_same_setting(tmp_path):
+    """A ramp of `10` epochs (a study's config) and `10.0` (the command line) group together."""
+    verdicts = np.ones(10, bool)
+    paths = [
+        write_evaluation(
+            tmp_path, f"s{seed}", {**BASE, "epsilon_warmup_epochs": ramp, "seed": seed}, verdicts
+        )
+        for seed, ramp in ((0, 10.0), (1, 10))
+    ]
+    groups = comparing.group([comparing.load(p) for p in paths])
+    assert {label: [e["seed"] for e in runs] for label, runs in groups.items()} == {
+        "pgd_at": [0, 1]
+    }
 
 
 def test_pairs_join_the_runs_of_equal_seeds(study):

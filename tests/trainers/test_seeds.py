@@ -19,7 +19,7 @@ def test_each_printed_command_trains_exactly_its_runs_config(method, seed):
     assert parsed_command(command) == seeds.BUDGET.train_config(method, "mnist", seed=seed)
 
 
-def test_the_runs_are_the_readmes_commands():
+def test_the_runs_are_the_zoos_commands():
     assert seeds.train_command("lfr_cos10_e24", 1, "runs/seeds") == (
         "python -m trainers.train --recipe=fast --method=lfr --epochs=24 "
         "--epsilon_warmup_epochs=10 --epsilon_warmup_shape=cosine --seed=1 "
@@ -36,6 +36,25 @@ def test_the_runs_are_the_readmes_commands():
         assert seeds.BUDGET.train_config(method) == dataclasses.replace(
             fast, attack_eval_examples=0
         )
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("pgd_at_s0.json", ("pgd_at", 0)),
+        ("lfr_cos10_e24_seed1_s12.json", ("lfr_cos10_e24_seed1", 12)),
+    ],
+)
+def test_result_paths_parse_back_to_their_run(name, expected):
+    assert seeds.parse_result_path(f"results/seeds/{name}") == expected
+    method, seed = expected
+    assert seeds.result_path("results/seeds", method, seed) == f"results/seeds/{name}"
+
+
+@pytest.mark.parametrize("name", ["pgd_at.json", "pgd_at_s0.txt", "pgd_at_sx.json"])
+def test_result_paths_of_another_shape_are_refused(name):
+    with pytest.raises(ValueError, match="Expected a file named <method>_s<seed>.json"):
+        seeds.parse_result_path(name)
 
 
 def test_unknown_methods_are_refused(tmp_path):

@@ -9,8 +9,9 @@ model in a run directory; it holds the run's configuration (`run`, its
 `run.json`), so it compares after the run is gone (`trainers.studies.seeds` writes
 one per run, to commit). Runs whose configurations (read as the setting
 they trained: `setting`) differ only in the seed form one group,
-named by its method and the settings that set it apart from the other
-groups of that method. For each group it prints the
+named by its method and those of the settings that set it apart from the
+other groups of that method which differ from `trainers.train`'s defaults
+(the number of epochs is not part of a setting: a run may be extended). For each group it prints the
 seeds and the mean ± standard deviation of clean and robust (worst-case)
 accuracy; for each pair of groups, the difference of their robust accuracies
 with its 95% interval and an exact McNemar p-value, from the images each

@@ -69,15 +69,22 @@ def load(path):
 def setting(stored):
     """A run's `run.json` as the setting it trained: what groups it with its other seeds.
 
-    Fields that an older keras_lfr did not record take their defaults, and ε
+    Fields that an older keras_lfr did not record take their defaults, ε
     and the inner step are resolved (`config.threat_model`), so a step given
-    as 0.1 and the same step given as 1/3 of ε = 0.3 are one setting.
+    as 0.1 and the same step given as 1/3 of ε = 0.3 are one setting, and a
+    float field given as an integer (`10` epochs of ramp) is the float.
     """
     config = config_lib.TrainConfig(**stored)
     threat = config_lib.threat_model(config)
     fields = runs.identity(config)
     fields.update(epsilon=threat.epsilon, step_size=threat.step_size, step_fraction=None)
+    for name, value in fields.items():
+        if name in _FLOAT_FIELDS and type(value) is int:
+            fields[name] = float(value)
     return runs.normalise(fields)
+
+
+_FLOAT_FIELDS = {f.name for f in dataclasses.fields(config_lib.TrainConfig) if f.type is float}
 
 
 def group(evaluations):
@@ -104,7 +111,10 @@ def group(evaluations):
         if len(set(seeds)) != len(seeds):
             paths = ", ".join(e["path"] for e in members)
             raise ValueError(f"Invalid evaluations: one setting has seeds {seeds} ({paths}).")
-        labelled[_label(members[0]["config"], configs)] = sorted(members, key=lambda e: e["seed"])
+        label = _label(members[0]["config"], configs)
+        if label in labelled:  # a guard: `_label` names every difference from the defaults
+            raise ValueError(f"Invalid evaluations: two settings are both labelled {label!r}.")
+        labelled[label] = sorted(members, key=lambda e: e["seed"])
     return labelled
 
 

@@ -1,11 +1,11 @@
-r"""Trains the README's PGD-AT, TRADES and LFR commands from several seeds and compares them.
+r"""Trains the zoo's MNIST commands from several seeds and compares them.
 
     python -m trainers.studies.seeds                           # runs missing of seeds 0-2; tables
     python -m trainers.studies.seeds --seeds=1 --methods=lfr_cos10_e24
     python -m trainers.studies.seeds --print_commands        # the same runs as separate commands
     python -m trainers.studies.compare results/seeds/*.json  # the tables of the committed results
 
-Each run is one of the README's MNIST commands (`METHODS`: the fast budget's
+Each run is one of the zoo's MNIST commands (docs/ZOO.md; `METHODS`: the fast budget's
 PGD-AT, TRADES, LFR with its 10-epoch cosine ε ramp over 24 epochs, and LFR +
 AWP over 40 epochs, without `trainers.studies.reproduce`'s per-epoch PGD-40
 curve) from one seed. It trains in
@@ -23,6 +23,7 @@ gone. Runs go seed by seed: every method of one seed before the next.
 import dataclasses
 import glob
 import os
+import re
 import sys
 
 from absl import flags
@@ -34,7 +35,7 @@ from . import budgets, comparing
 
 FLAGS = flags.FLAGS
 
-# The README's MNIST commands: the fast budget's rows without the curve.
+# The zoo's MNIST commands: the fast budget's rows without the curve.
 BUDGET = dataclasses.replace(budgets.BUDGETS["fast"], curve_examples=0)
 METHODS = ("pgd_at", "trades", "lfr_cos10_e24", "lfr_awp_cos10_e40")
 DATASET = "mnist"
@@ -43,6 +44,21 @@ DATASET = "mnist"
 def _run_name(method, seed):
     """The name of a run's directory and of its evaluation's file: `<method>_s<seed>`."""
     return f"{method}_s{seed}"
+
+
+def parse_result_path(path):
+    """The method and seed of a run's evaluation `.../<method>_s<seed>.json`.
+
+    Raises:
+        ValueError: If the file is not named that way.
+    """
+    match = re.fullmatch(r"(.+)_s(\d+)\.json", os.path.basename(path))
+    if match is None:
+        raise ValueError(
+            f"Invalid value for argument `path`. Received: path={path!r}. "
+            "Expected a file named <method>_s<seed>.json."
+        )
+    return match[1], int(match[2])
 
 
 def run_dir(model_dir, method, seed):

@@ -105,8 +105,15 @@ def _checks(evaluation):
 
 
 def _order(records):
-    """MNIST first, then by robust accuracy."""
-    return sorted(records, key=lambda r: (r["dataset"] != "mnist", -r["evaluation"]["robust"]))
+    """MNIST first, then those on the whole test set, then by robust accuracy."""
+    return sorted(
+        records,
+        key=lambda r: (
+            r["dataset"] != "mnist",
+            -r["evaluation"]["examples"],
+            -r["evaluation"]["robust"],
+        ),
+    )
 
 
 def zoo_summary():
@@ -223,15 +230,18 @@ def seed_costs():
     The evaluation's seconds are summed over its chunks, those of an earlier,
     resumed process included.
     """
+    from .seeds import parse_result_path
+
     with open(os.path.join(RESULTS, "seed_training.json")) as f:
         training = json.load(f)["runs"]
     rows = []
     for path in _seed_paths():
         with open(path) as f:
             stored = json.load(f)
-        # The seed study's name of the run's setting: the file is `<method>_s<seed>.json`.
-        name = os.path.basename(path).rsplit("_s", 1)[0]
-        run = f"{name}, seed {stored['run']['seed']}"
+        name, seed = parse_result_path(path)
+        if seed != stored["run"]["seed"]:
+            raise ValueError(f"Invalid seed run {path!r}: it holds seed {stored['run']['seed']}.")
+        run = f"{name}, seed {seed}"
         rows.append(
             [
                 run,
