@@ -277,10 +277,18 @@ def reproduce_report(key):
     return report.report(output, command, heading=False)
 
 
+def _mixed_precision_rows(name):
+    """The rows of `results/mixed_precision/<name>.json`, each model with its table label."""
+    with open(os.path.join(RESULTS, "mixed_precision", f"{name}.json")) as f:
+        rows = json.load(f)["rows"]
+    for row in rows:
+        row["label"] = f"`{row['model']}`" if row["model"] != "authors" else "the authors' LFR"
+    return rows
+
+
 def mixed_precision():
     """Mixed precision against float32, image by image (`results/mixed_precision/verdicts.json`)."""
-    with open(os.path.join(RESULTS, "mixed_precision", "verdicts.json")) as f:
-        rows = json.load(f)["rows"]
+    rows = _mixed_precision_rows("verdicts")
 
     def cascade(row, precision):
         steps = row["cascade"].get(precision)
@@ -292,7 +300,7 @@ def mixed_precision():
 
     table = [
         [
-            f"`{row['model']}`" if row["model"] != "authors" else "the authors' LFR",
+            row["label"],
             cell(row["examples"]),
             cell(row["robust_only_mixed"]),
             cell(row["robust_only_float32"]),
@@ -318,14 +326,13 @@ def mixed_precision():
 
 def mixed_precision_timing():
     """Both precisions in one process on one machine (`results/mixed_precision/timing.json`)."""
-    with open(os.path.join(RESULTS, "mixed_precision", "timing.json")) as f:
-        rows = json.load(f)["rows"]
+    rows = _mixed_precision_rows("timing")
     float32 = {
         row["model"]: row["cpu_seconds_per_1000"] for row in rows if row["precision"] == "float32"
     }
     table = [
         [
-            f"`{row['model']}`" if row["model"] != "authors" else "the authors' LFR",
+            row["label"],
             row["precision"],
             cell(row["examples"]),
             cell(100 * row["robust"], ".1f"),
